@@ -1,0 +1,177 @@
+"""Every way a plan, its inputs or its model choice can be wrong.
+
+One base class covers them all, so a caller catches a single type:
+
+* PlanError (ValueError)
+  + PlanValidationError - a field has the wrong type or shape (wraps pydantic).
+  + PlanFileError - a plan file cannot be read or parsed (wraps OS/YAML/JSON errors).
+  + EmptyPlanError - the plan has no subtasks.
+  + InvalidSubtaskIdError - an id cannot be a graph node name, or is reserved.
+  + DuplicateSubtaskError - two subtasks share an id.
+  + UnknownDependencyError - a subtask depends on an id that is not in the plan.
+  + SelfDependencyError - a subtask depends on itself.
+  + DependencyCycleError - dependencies loop back (`a -> b -> a`).
+  + UndeclaredDependencyError - a prompt names a subtask it does not depend on.
+  + UnknownKindError - a subtask's `kind` is not a registered node kind.
+  + MissingInputError - a run lacks an input that a prompt needs.
+  + ModelResolutionError - a model string cannot be turned into a chat model.
+    + MissingCredentialsError - the provider needs a key that is not configured.
+
+Every message names the culprit and says how to fix it; the facts are also kept
+as attributes so that code can act on them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "DependencyCycleError",
+    "DuplicateSubtaskError",
+    "EmptyPlanError",
+    "InvalidSubtaskIdError",
+    "MissingCredentialsError",
+    "MissingInputError",
+    "ModelResolutionError",
+    "PlanError",
+    "PlanFileError",
+    "PlanValidationError",
+    "SelfDependencyError",
+    "UndeclaredDependencyError",
+    "UnknownDependencyError",
+    "UnknownKindError",
+]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return "; did you mean 'x'?" for the closest choice, or ""."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class PlanError(ValueError):
+    """Base class: the plan, its inputs or its model choice cannot run."""
+
+
+class PlanValidationError(PlanError):
+    """A plan field has the wrong type or shape."""
+
+
+class PlanFileError(PlanError):
+    """A plan file cannot be read or parsed."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class EmptyPlanError(PlanError):
+    """The plan has no subtasks."""
+
+
+class InvalidSubtaskIdError(PlanError):
+    """A subtask id cannot be used as a graph node name."""
+
+    def __init__(self, message: str, *, subtask_id: str) -> None:
+        super().__init__(message)
+        self.subtask_id = subtask_id
+
+
+class DuplicateSubtaskError(PlanError):
+    """Two or more subtasks share an id."""
+
+    def __init__(self, subtask_id: str) -> None:
+        super().__init__(
+            f"subtask id {subtask_id!r} is used more than once; give each subtask a unique id"
+        )
+        self.subtask_id = subtask_id
+
+
+class UnknownDependencyError(PlanError):
+    """A subtask depends on an id that is not in the plan."""
+
+    def __init__(self, subtask_id: str, dependency: str, known: Iterable[str]) -> None:
+        hint = did_you_mean(dependency, known) or "; remove it or add a subtask with that id"
+        super().__init__(
+            f"subtask {subtask_id!r} depends on unknown subtask {dependency!r}{hint}"
+        )
+        self.subtask_id = subtask_id
+        self.dependency = dependency
+
+
+class SelfDependencyError(PlanError):
+    """A subtask lists itself in `depends_on`."""
+
+    def __init__(self, subtask_id: str) -> None:
+        super().__init__(
+            f"subtask {subtask_id!r} depends on itself; remove {subtask_id!r} from its depends_on"
+        )
+        self.subtask_id = subtask_id
+
+
+class DependencyCycleError(PlanError):
+    """The dependencies form a cycle, so no subtask in it could ever start."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        path = " -> ".join([*cycle, cycle[0]])
+        super().__init__(
+            f"dependency cycle: {path} (each depends on the next); remove one of these "
+            "dependencies so the plan is acyclic"
+        )
+        self.cycle = list(cycle)
+
+
+class UndeclaredDependencyError(PlanError):
+    """A prompt uses another subtask's output without depending on it."""
+
+    def __init__(self, subtask_id: str, placeholder: str) -> None:
+        super().__init__(
+            f"subtask {subtask_id!r} uses {{{placeholder}}} in its prompt, which is the output "
+            f"of subtask {placeholder!r}, but does not depend on it; "
+            f"add {placeholder!r} to its depends_on"
+        )
+        self.subtask_id = subtask_id
+        self.placeholder = placeholder
+
+
+class UnknownKindError(PlanError):
+    """A subtask's kind is not a registered node kind."""
+
+    def __init__(self, subtask_id: str, kind: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        hint = did_you_mean(kind, known) or (
+            f"; use one of {', '.join(repr(k) for k in known)} or register it with "
+            "fanfold.register_node_kind()"
+        )
+        super().__init__(f"subtask {subtask_id!r} has unknown kind {kind!r}{hint}")
+        self.subtask_id = subtask_id
+        self.kind = kind
+
+
+class MissingInputError(PlanError):
+    """A run lacks an input that one or more prompts need."""
+
+    def __init__(self, missing: dict[str, list[str]]) -> None:
+        parts = [
+            f"{name!r} (used by {', '.join(repr(s) for s in users)})"
+            for name, users in sorted(missing.items())
+        ]
+        first = sorted(missing)[0]
+        super().__init__(
+            f"missing run input {', '.join(parts)}; pass it as "
+            f'{{"inputs": {{"{first}": ...}}}} or --input {first}=VALUE'
+        )
+        self.missing = dict(missing)
+
+
+class ModelResolutionError(PlanError):
+    """A model string cannot be resolved to a chat model."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class MissingCredentialsError(ModelResolutionError):
+    """The model's provider needs credentials that are not configured."""

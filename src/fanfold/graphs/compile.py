@@ -1,0 +1,128 @@
+"""compile_plan: turn a TaskPlan into a LangGraph StateGraph and compile it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Checkpointer
+
+from fanfold.errors import UnknownKindError
+from fanfold.graphs.compiled import CompiledPlanGraph
+from fanfold.graphs.runtime import Aggregator, PlanRuntime
+from fanfold.models.resolve import resolve_model
+from fanfold.nodes.aggregate import aggregate_node
+from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
+from fanfold.nodes.subtask import subtask_node
+from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
+from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.state.schema import PlanState
+
+
+class _DefaultAggregator:
+    def __repr__(self) -> str:
+        return "<the plan's model with a combine-the-results prompt>"
+
+
+DEFAULT_AGGREGATOR: Any = _DefaultAggregator()
+
+
+def compile_plan(
+    plan: TaskPlan | Mapping[str, Any] | str | Path,
+    *,
+    model: BaseChatModel | str | None = None,
+    aggregator: BaseChatModel | str | Aggregator | None = DEFAULT_AGGREGATOR,
+    max_concurrency: int | None = None,
+    checkpointer: Checkpointer = None,
+    kinds: NodeKindRegistry | None = None,
+    name: str = "fanfold",
+) -> CompiledPlanGraph:
+    """Compile a plan into a LangGraph graph whose model calls start greedily.
+
+    The graph has one node per subtask, START -> each subtask without dependencies,
+    a join edge `[deps...] -> node` per dependent subtask, every sink -> `aggregate`
+    -> END.
+
+    Args:
+        plan: a TaskPlan, a mapping that validates as one, or a path to a plan file.
+        model: chat model for subtasks that name none: a chat model, a "provider:model"
+            string, "simulated", or None for `openai:gpt-4o-mini`.
+        aggregator: combines the results into `output`: a chat model or model string,
+            a callable over `{id: SubtaskResult}` (may be async), None for no
+            aggregation, or by default the plan's model with a combine prompt.
+        max_concurrency: most subtask calls in flight at once (None: no limit).
+        checkpointer: a LangGraph checkpointer; makes runs resumable by thread id.
+        kinds: the node-kind registry (default: the process-wide one).
+        name: the graph's name in traces.
+
+    Returns:
+        A CompiledPlanGraph (a CompiledStateGraph): invoke, stream, batch it as usual.
+
+    Raises:
+        PlanError: the plan, a kind or a model choice is invalid. Nothing has run.
+    """
+    if isinstance(plan, str | Path):
+        plan = TaskPlan.from_file(plan)
+    elif not isinstance(plan, TaskPlan):
+        plan = TaskPlan.model_validate(dict(plan))
+    check_graph(plan.subtasks)  # plans are mutable; check again what will be compiled
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
+    registry = kinds or node_kinds
+
+    resolved: dict[Any, BaseChatModel] = {}
+
+    def model_for(spec: BaseChatModel | str | None) -> BaseChatModel:
+        key = spec if isinstance(spec, str | None) else id(spec)
+        if key not in resolved:
+            resolved[key] = resolve_model(spec)
+        return resolved[key]
+
+    kind_of: dict[str, NodeKind] = {}
+    models: dict[str, BaseChatModel | None] = {}
+    for sub in plan.subtasks:
+        kind_of[sub.id] = _kind(registry, sub)
+        needs = kind_of[sub.id].needs_model
+        models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
+
+    runtime = PlanRuntime(plan=plan, kinds=kind_of, models=models, max_concurrency=max_concurrency)
+    if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
+        runtime.aggregate_function = aggregator
+    elif aggregator is DEFAULT_AGGREGATOR:
+        if plan.aggregation.enabled:
+            runtime.aggregate_model = model_for(plan.aggregation.model or model)
+    elif aggregator is not None:
+        runtime.aggregate_model = model_for(aggregator)
+
+    builder: StateGraph[PlanState, Any, PlanState, PlanState] = StateGraph(PlanState)
+    has_dependents: set[str] = set()
+    for sub in plan.subtasks:
+        builder.add_node(sub.id, subtask_node(runtime, sub.id))
+    for sub in plan.subtasks:
+        deps = list(runtime.dependencies[sub.id])
+        has_dependents.update(deps)
+        if not deps:
+            builder.add_edge(START, sub.id)
+        elif len(deps) == 1:
+            builder.add_edge(deps[0], sub.id)
+        else:
+            builder.add_edge(deps, sub.id)
+    sinks = [s.id for s in plan.subtasks if s.id not in has_dependents]
+    builder.add_node(AGGREGATE_NODE, aggregate_node(runtime))
+    builder.add_edge(sinks[0] if len(sinks) == 1 else sinks, AGGREGATE_NODE)
+    builder.add_edge(AGGREGATE_NODE, END)
+
+    graph = builder.compile(checkpointer=checkpointer, name=name)
+    graph.__class__ = CompiledPlanGraph
+    graph.fanfold_runtime = runtime  # type: ignore[attr-defined]
+    return graph  # type: ignore[return-value]
+
+
+def _kind(registry: NodeKindRegistry, sub: SubTask) -> NodeKind:
+    try:
+        return registry.get(sub.kind)
+    except KeyError:
+        raise UnknownKindError(sub.id, sub.kind, registry.names()) from None

@@ -1,0 +1,243 @@
+"""The run-scoped dispatcher: start each subtask's call the moment its own dependencies finish.
+
+LangGraph executes a graph in supersteps, so a node waits for the slowest node of the
+previous step even when its own inputs were ready long before. The dispatcher runs
+underneath the graph: when a run starts it creates one asyncio task per subtask, each
+awaiting only its dependencies' tasks. The graph's node for a subtask then just awaits
+that task and commits the result, so nodes, join edges and checkpoints stay LangGraph's
+while the model calls follow the critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackManager, CallbackManager
+from langchain_core.runnables import RunnableConfig
+
+from fanfold._secrets import describe_error
+from fanfold.graphs.runtime import PlanRuntime
+from fanfold.graphs.slots import PrioritySlots
+from fanfold.models.resolve import model_label
+from fanfold.nodes.prompts import subtask_messages, subtask_prompt
+from fanfold.nodes.registry import SubtaskCall
+from fanfold.state.results import SubtaskResult
+
+EVENT_TYPE = "fanfold.subtask"
+
+
+class Dispatcher:
+    """Runs one graph invocation's subtasks as dependency-driven asyncio tasks.
+
+    Args:
+        runtime: the compiled plan.
+        run_id: the graph run's id; model calls are reported as its children.
+        inputs: the run's inputs (defaults filled in).
+        done: results already committed (a resumed run); they are not run again.
+        config: the config of the node that created the dispatcher, used as the base
+            for each subtask's own call config.
+        loop: the event loop the tasks run on.
+        writer: LangGraph's stream writer for "custom" lifecycle events.
+    """
+
+    def __init__(
+        self,
+        runtime: PlanRuntime,
+        *,
+        run_id: uuid.UUID,
+        inputs: Mapping[str, Any],
+        done: Mapping[str, SubtaskResult],
+        config: RunnableConfig,
+        loop: asyncio.AbstractEventLoop,
+        writer: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self.inputs = dict(inputs)
+        self.task = runtime.task_text(self.inputs)
+        self.done: dict[str, SubtaskResult] = dict(done)
+        self.loop = loop
+        self.started_at = time.time()
+        self.events: list[dict[str, Any]] = []
+        self._base_config = config
+        self._writer = writer
+        self._context = contextvars.copy_context()
+        self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
+        self._slots = PrioritySlots(runtime.max_concurrency)
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create a task for every subtask not yet done (call on the dispatcher's loop)."""
+        for sid in self.runtime.order:
+            self._ensure(sid)
+
+    def _ensure(self, sid: str) -> asyncio.Task[SubtaskResult] | None:
+        if sid in self.done:
+            return None
+        task = self._tasks.get(sid)
+        if task is None:
+            for dep in self.runtime.dependencies[sid]:
+                self._ensure(dep)
+            task = self.loop.create_task(self._run(sid), name=f"fanfold:{sid}", context=self._context)
+            self._tasks[sid] = task
+        return task
+
+    async def result(self, sid: str) -> SubtaskResult:
+        """Wait for subtask `sid` and return its result (starting it if needed)."""
+        if sid in self.done:
+            return self.done[sid]
+        task = self._ensure(sid)
+        assert task is not None
+        # Shielded: a cancelled waiter must not cancel a call other subtasks wait for.
+        return await asyncio.shield(task)
+
+    def cancel(self) -> None:
+        """Cancel every call still running (call on the dispatcher's loop)."""
+        for task in self._tasks.values():
+            if not task.done():
+                task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel what is still running and wait until it has stopped."""
+        self.cancel()
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one subtask --------------------------------------------------------------------
+
+    async def _run(self, sid: str) -> SubtaskResult:
+        deps = self.runtime.dependencies[sid]
+        dep_results = {dep: await self.result(dep) for dep in deps}
+        blocked = [dep for dep, res in dep_results.items() if not res.ok]
+        if blocked:
+            dep = blocked[0]
+            reason = f"dependency {dep!r} {dep_results[dep].status}"
+            return self._finish(SubtaskResult(id=sid, status="skipped", error=reason))
+        subtask = self.runtime.subtasks[sid]
+        model = self.runtime.models.get(sid)
+        priority = subtask.priority if subtask.priority is not None else 0.0
+        await self._slots.acquire(priority)
+        try:
+            started = time.time()
+            self._emit(sid, "started", started_at=started)
+            attempts = 1
+            try:
+                prompt = subtask_prompt(
+                    subtask, task=self.task, inputs=self.inputs, dependencies=dep_results
+                )
+                call = SubtaskCall(
+                    subtask=subtask,
+                    task=self.task,
+                    prompt=prompt,
+                    messages=subtask_messages(subtask, task=self.task, prompt=prompt),
+                    dependencies=dep_results,
+                    inputs=self.inputs,
+                    model=model,
+                    config=self._call_config(sid),
+                    attempt=attempts,
+                )
+                outcome = await self.runtime.kinds[sid].run(call)
+            except Exception as exc:
+                result = SubtaskResult(
+                    id=sid,
+                    status="failed",
+                    error=describe_error(exc),
+                    started_at=started,
+                    finished_at=time.time(),
+                    attempts=attempts,
+                    model=model_label(model) if model is not None else None,
+                )
+            else:
+                result = SubtaskResult(
+                    id=sid,
+                    status="succeeded",
+                    output=outcome.output,
+                    usage=outcome.usage,
+                    started_at=started,
+                    finished_at=time.time(),
+                    attempts=attempts,
+                    model=model_label(model) if model is not None else None,
+                )
+        finally:
+            self._slots.release()
+        return self._finish(result)
+
+    def _finish(self, result: SubtaskResult) -> SubtaskResult:
+        self.done[result.id] = result
+        self._emit(
+            result.id,
+            result.status,
+            started_at=result.started_at,
+            finished_at=result.finished_at or time.time(),
+            duration=result.duration,
+            error=result.error,
+            attempts=result.attempts,
+            total_tokens=result.usage.total_tokens,
+        )
+        return result
+
+    def _emit(self, sid: str, status: str, **fields: Any) -> None:
+        event = {"type": EVENT_TYPE, "subtask": sid, "status": status, "time": time.time()}
+        event.update(fields)
+        self.events.append(event)
+        if self._writer is not None:
+            try:
+                self._writer(event)
+            except Exception:  # noqa: S110 - a closed stream must not fail the subtask
+                pass
+
+    def _call_config(self, sid: str) -> RunnableConfig:
+        """A config that reports this subtask's model call as its own node's work.
+
+        The call usually starts before LangGraph runs the node, so it is parented to the
+        graph run and tagged with the node's name; "messages" streaming and tracing
+        then attribute its tokens to `sid`.
+        """
+        base = self._base_config
+        metadata = dict(base.get("metadata") or {})
+        parent_ns = str(metadata.get("langgraph_checkpoint_ns", "")).split("|")[:-1]
+        metadata.update(
+            {
+                "langgraph_node": sid,
+                "langgraph_triggers": (f"branch:to:{sid}",),
+                "langgraph_path": ("__pregel_pull", sid),
+                "langgraph_checkpoint_ns": "|".join([*parent_ns, f"{sid}:{uuid.uuid4()}"]),
+                "fanfold_subtask": sid,
+            }
+        )
+        metadata.pop("langgraph_step", None)
+        tags = [t for t in (base.get("tags") or []) if not t.startswith("graph:step:")]
+        tags.append(f"fanfold:subtask:{sid}")
+        configurable = {
+            k: v for k, v in (base.get("configurable") or {}).items() if not k.startswith("__")
+        }
+        config: RunnableConfig = {
+            "metadata": metadata,
+            "tags": tags,
+            "configurable": configurable,
+            "run_name": sid,
+        }
+        callbacks = base.get("callbacks")
+        if isinstance(callbacks, BaseCallbackManager):
+            handlers = list(callbacks.inheritable_handlers)
+            config["callbacks"] = CallbackManager(
+                handlers=handlers,
+                inheritable_handlers=handlers,
+                parent_run_id=self.run_id,
+                tags=[t for t in callbacks.inheritable_tags if not t.startswith("graph:step:")],
+                inheritable_tags=[
+                    t for t in callbacks.inheritable_tags if not t.startswith("graph:step:")
+                ],
+                metadata={},
+                inheritable_metadata={},
+            )
+        elif callbacks:
+            config["callbacks"] = callbacks
+        return config

@@ -1,0 +1,184 @@
+"""Node kinds: what a subtask does once its dependencies are done.
+
+A kind is an async function over a `SubtaskCall`. The built-in kinds ("llm",
+"template") register through the same `register_node_kind` that users call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+
+from fanfold.plan.models import SubTask
+from fanfold.state.results import SubtaskResult, TokenUsage
+
+
+@dataclass(frozen=True)
+class SubtaskCall:
+    """Everything a node kind needs to run one subtask.
+
+    Attributes:
+        subtask: the subtask being run.
+        task: the plan's overall task description.
+        prompt: the rendered prompt, dependency context included.
+        messages: the chat messages built from `system` and `prompt`.
+        dependencies: results of the subtasks it depends on (all succeeded).
+        inputs: the run's inputs.
+        model: the resolved chat model (None for kinds that need none).
+        config: pass this to model calls so callbacks, tracing and token streaming
+            attribute them to this subtask's node.
+        attempt: 1 for the first try.
+    """
+
+    subtask: SubTask
+    task: str
+    prompt: str
+    messages: list[BaseMessage]
+    dependencies: Mapping[str, SubtaskResult]
+    inputs: Mapping[str, Any]
+    model: BaseChatModel | None
+    config: RunnableConfig
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class KindOutput:
+    """A kind's result with its token usage; a kind may also return a bare value."""
+
+    output: Any
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+KindFunction = Callable[[SubtaskCall], Awaitable[Any] | Any]
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """A registered kind: its name, function and whether it needs a chat model."""
+
+    name: str
+    function: KindFunction
+    needs_model: bool = False
+    description: str = ""
+
+    async def run(self, call: SubtaskCall) -> KindOutput:
+        """Run the kind; a sync function runs in a worker thread."""
+        if inspect.iscoroutinefunction(self.function):
+            value = await self.function(call)
+        else:
+            value = await asyncio.to_thread(self.function, call)
+            if inspect.isawaitable(value):
+                value = await value
+        return value if isinstance(value, KindOutput) else KindOutput(value)
+
+
+class NodeKindRegistry:
+    """Name -> NodeKind; `compile_plan` looks up each subtask's `kind` here."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, NodeKind] = {}
+
+    @overload
+    def register(
+        self,
+        name: str,
+        function: KindFunction,
+        *,
+        needs_model: bool = ...,
+        description: str = ...,
+        replace: bool = ...,
+    ) -> NodeKind: ...
+
+    @overload
+    def register(
+        self,
+        name: str,
+        function: None = None,
+        *,
+        needs_model: bool = ...,
+        description: str = ...,
+        replace: bool = ...,
+    ) -> Callable[[KindFunction], KindFunction]: ...
+
+    def register(
+        self,
+        name: str,
+        function: KindFunction | None = None,
+        *,
+        needs_model: bool = False,
+        description: str = "",
+        replace: bool = False,
+    ) -> NodeKind | Callable[[KindFunction], KindFunction]:
+        """Register a node kind; use directly or as a decorator.
+
+        Args:
+            name: the value subtasks put in `kind`.
+            function: async (or sync) function taking a SubtaskCall and returning the
+                output or a KindOutput.
+            needs_model: resolve a chat model for subtasks of this kind.
+            replace: allow replacing an existing kind of the same name.
+
+        Raises:
+            ValueError: the name is taken and `replace` is false.
+        """
+        if function is None:
+
+            def decorator(fn: KindFunction) -> KindFunction:
+                self.register(
+                    name, fn, needs_model=needs_model, description=description, replace=replace
+                )
+                return fn
+
+            return decorator
+        if not name or not isinstance(name, str):
+            raise ValueError("a node kind needs a non-empty string name")
+        if name in self._kinds and not replace:
+            raise ValueError(
+                f"node kind {name!r} is already registered; pass replace=True to override it"
+            )
+        kind = NodeKind(name, function, needs_model=needs_model, description=description)
+        self._kinds[name] = kind
+        return kind
+
+    def unregister(self, name: str) -> None:
+        """Remove a kind (KeyError if absent)."""
+        del self._kinds[name]
+
+    def get(self, name: str) -> NodeKind:
+        """Return the kind registered under `name` (KeyError if absent)."""
+        return self._kinds[name]
+
+    def names(self) -> list[str]:
+        """Registered kind names, sorted."""
+        return sorted(self._kinds)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+node_kinds = NodeKindRegistry()
+"""The process-wide registry that `compile_plan` uses unless given another."""
+
+
+def register_node_kind(
+    name: str,
+    function: KindFunction | None = None,
+    *,
+    needs_model: bool = False,
+    description: str = "",
+    replace: bool = False,
+) -> Any:
+    """Register a node kind in the default registry (also usable as a decorator)."""
+    return node_kinds.register(
+        name, function, needs_model=needs_model, description=description, replace=replace
+    )

@@ -1,0 +1,112 @@
+"""Per-subtask results and run totals, as they are stored in graph state."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["succeeded", "failed", "skipped"]
+
+
+class TokenUsage(BaseModel):
+    """Token counts reported by the model (zero when it reports none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+    @classmethod
+    def from_metadata(cls, usage: Any) -> TokenUsage:
+        """Build from a LangChain `usage_metadata` mapping (or None)."""
+        if not usage:
+            return cls()
+        inp = int(usage.get("input_tokens") or 0)
+        out = int(usage.get("output_tokens") or 0)
+        return cls(
+            input_tokens=inp, output_tokens=out, total_tokens=int(usage.get("total_tokens") or inp + out)
+        )
+
+
+class SubtaskResult(BaseModel):
+    """What one subtask produced, or why it did not."""
+
+    id: str
+    status: Status
+    output: Any = None
+    error: str | None = Field(None, description="Why it failed, or why it was skipped.")
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    started_at: float | None = Field(None, description="Unix time the call started.")
+    finished_at: float | None = Field(None, description="Unix time the result was known.")
+    attempts: int = 0
+    model: str | None = None
+    priority: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, when the subtask ran."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def ok(self) -> bool:
+        """True when the subtask succeeded."""
+        return self.status == "succeeded"
+
+    # The Parallelization pattern's TaskResult names, so pattern code keeps working.
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    @property
+    def result(self) -> Any:
+        return self.output
+
+
+class RunTotals(BaseModel):
+    """Counts, tokens and wall time for a whole run."""
+
+    tasks: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    aggregate_usage: TokenUsage = Field(default_factory=TokenUsage)
+    wall_time: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        """All tokens, subtasks and aggregation together."""
+        return self.usage.total_tokens + self.aggregate_usage.total_tokens
+
+
+def summarize(
+    results: dict[str, SubtaskResult],
+    *,
+    planned: int,
+    aggregate_usage: TokenUsage,
+    wall_time: float,
+) -> RunTotals:
+    """Fold results into run totals."""
+    usage = TokenUsage()
+    counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    for res in results.values():
+        counts[res.status] += 1
+        usage = usage + res.usage
+    return RunTotals(
+        tasks=planned,
+        usage=usage,
+        aggregate_usage=aggregate_usage,
+        wall_time=wall_time,
+        **counts,
+    )

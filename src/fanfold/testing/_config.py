@@ -1,0 +1,129 @@
+"""Configuration knobs for the simulated OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SimServerConfig(BaseModel):
+    """Behaviour of a :class:`~fanfold.testing.SimServer`: latency, hidden limits, faults.
+
+    Fault rates are probabilities drawn once per admitted request, in the order 500, 503,
+    stall, drop, malformed; their sum must not exceed 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency: float = Field(
+        0.0,
+        ge=0.0,
+        description="Fixed seconds to wait before answering (non-streamed) or before the "
+        "first chunk (streamed). Ignored when latency_median is set.",
+    )
+    latency_median: float | None = Field(
+        None,
+        gt=0.0,
+        description="If set, latency is lognormal with this median (seconds), seeded by seed.",
+    )
+    latency_sigma: float = Field(
+        0.5, ge=0.0, description="Sigma of the lognormal latency (log-space standard deviation)."
+    )
+    token_delay: float = Field(
+        0.0, ge=0.0, description="Seconds between streamed content chunks."
+    )
+    seed: int = Field(
+        0, description="Seeds reply text, structured values, latency draws and fault draws."
+    )
+    rate_limit_rps: float | None = Field(
+        None,
+        gt=0.0,
+        description="Hidden requests/second limit (token bucket); excess requests get 429 "
+        "immediately.",
+    )
+    rate_limit_burst: float | None = Field(
+        None,
+        ge=1.0,
+        description="Token bucket capacity. Default: one second's worth of rate_limit_rps, "
+        "clamped to [1, 10], so bursts stay small.",
+    )
+    rate_limit_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Hidden limit on concurrently admitted requests; excess requests get 429 "
+        "immediately.",
+    )
+    retry_after_ms: int | None = Field(
+        None,
+        ge=1,
+        description="Value sent in 429 'retry-after-ms' (and, rounded up to seconds, "
+        "'Retry-After'). Default: time until a token is available (rps limit) or the "
+        "configured latency (concurrency limit), at least 1 ms.",
+    )
+    error_500_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
+    )
+    error_503_rate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Probability of answering 503 (after the latency)."
+    )
+    stall_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of reading the request and then saying nothing for "
+        "stall_seconds before closing the connection.",
+    )
+    stall_seconds: float = Field(30.0, ge=0.0, description="Duration of a stall, seconds.")
+    drop_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of sending the headers and part of the body, then closing "
+        "the socket.",
+    )
+    malformed_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of answering 200 with a body (or SSE event) that is not "
+        "valid JSON.",
+    )
+    fail_prompts: dict[str, int] = Field(
+        default_factory=dict,
+        description="If the last user message contains a key, always answer that HTTP status "
+        "immediately, e.g. {'BAD': 400}. Checked after the hidden limits.",
+    )
+    fault_first_attempts_only: bool = Field(
+        False,
+        description="Inject the random faults only on the first request for each prompt "
+        "(last user message), so a retry always succeeds.",
+    )
+    api_key: str | None = Field(
+        None,
+        description="If set, requests without 'Authorization: Bearer <api_key>' get 401.",
+    )
+    reply_tokens: int = Field(
+        12, ge=1, description="Tokens (streamed chunks) in a plain-text reply."
+    )
+
+    @model_validator(mode="after")
+    def _check_fault_rates(self) -> SimServerConfig:
+        total = (
+            self.error_500_rate
+            + self.error_503_rate
+            + self.stall_rate
+            + self.drop_rate
+            + self.malformed_rate
+        )
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates sum to {total}, which is more than 1")
+        for status in self.fail_prompts.values():
+            if not 100 <= status <= 599:
+                raise ValueError(f"fail_prompts status {status} is not an HTTP status code")
+        return self
+
+    @property
+    def effective_burst(self) -> float:
+        """Token bucket capacity in effect (see ``rate_limit_burst``)."""
+        if self.rate_limit_burst is not None:
+            return self.rate_limit_burst
+        return min(max(self.rate_limit_rps or 1.0, 1.0), 10.0)

@@ -1,0 +1,206 @@
+"""Deterministic OpenAI chat-completion payloads: text, structured JSON, tool calls, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from fanfold.models.schema_values import sample_from_schema
+
+REPLY_PREFIX = "[simulated server] "
+_SUMMARY_WORDS = 6
+_JSON_PIECE_CHARS = 16
+_FILLER = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+    "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+
+_ERROR_KINDS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
+    500: ("server_error", "internal_error"),
+    503: ("server_error", "service_unavailable"),
+}
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the simulated model answers, before it is framed as JSON or SSE."""
+
+    content: str | None
+    pieces: list[str]
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def message_text(content: Any) -> str:
+    """Text of a message ``content`` (a string or a list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict)
+        )
+    return ""
+
+
+def last_user_text(body: Any) -> str:
+    """Text of the last ``user`` message in a chat-completions request body ('' if none)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message.get("content"))
+    return ""
+
+
+def _prompt_seed(seed: int, prompt: str) -> int:
+    return zlib.crc32(f"{seed}:{prompt}".encode())
+
+
+def _count_prompt_tokens(body: dict[str, Any]) -> int:
+    words = 0
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            words += len(message_text(message.get("content")).split()) + 1
+    return max(words, 1)
+
+
+def text_pieces(prompt: str, *, seed: int, tokens: int) -> list[str]:
+    """The reply to ``prompt`` as streamed tokens: prefix, prompt summary, seeded filler."""
+    words = prompt.split()[:_SUMMARY_WORDS]
+    rng = random.Random(_prompt_seed(seed, prompt))
+    while len(words) < tokens - 1:
+        words.append(rng.choice(_FILLER))
+    words = words[: tokens - 1]
+    return [REPLY_PREFIX] + [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _json_pieces(text: str) -> list[str]:
+    return [text[i : i + _JSON_PIECE_CHARS] for i in range(0, len(text), _JSON_PIECE_CHARS)]
+
+
+def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The function tool to call, or None to answer with content.
+
+    "auto" (or no tool_choice) calls the first tool unless the conversation ends with a
+    tool result, so simple agent loops terminate.
+    """
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "function" in t]
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        for tool in tools:
+            if tool["function"].get("name") == name:
+                function: dict[str, Any] = tool["function"]
+                return function
+        return None
+    messages = body.get("messages") or []
+    if choice == "auto" and messages and messages[-1].get("role") == "tool":
+        return None
+    first: dict[str, Any] = tools[0]["function"]
+    return first
+
+
+def plan_reply(body: dict[str, Any], *, seed: int, reply_tokens: int) -> Reply:
+    """Decide the reply to a chat-completions request body, deterministically."""
+    prompt = last_user_text(body)
+    value_seed = _prompt_seed(seed, prompt)
+    prompt_tokens = _count_prompt_tokens(body)
+    tool = _chosen_tool(body)
+    if tool is not None:
+        name = str(tool.get("name", "tool"))
+        schema = tool.get("parameters") or {"type": "object", "properties": {}}
+        arguments = json.dumps(sample_from_schema(schema, seed=value_seed, name=name))
+        call = {
+            "id": f"call_{zlib.crc32(f'{value_seed}:{name}'.encode()):08x}",
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        completion = max(1, len(arguments) // 4)
+        return Reply(None, [], [call], "tool_calls", prompt_tokens, completion)
+    response_format = body.get("response_format") or {}
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") or {"type": "object", "properties": {}}
+        name = str(spec.get("name", "value"))
+        text = json.dumps(sample_from_schema(schema, seed=value_seed, name=name))
+        pieces = _json_pieces(text)
+        return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
+    pieces = text_pieces(prompt, seed=seed, tokens=reply_tokens)
+    text = "".join(pieces)
+    if kind == "json_object":
+        text = json.dumps({"reply": text})
+        pieces = _json_pieces(text)
+    return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+
+
+def completion_payload(reply: Reply, *, model: str, id_: str, created: int) -> dict[str, Any]:
+    """A ``chat.completion`` object."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
+    if reply.tool_calls is not None:
+        message["tool_calls"] = reply.tool_calls
+    return {
+        "id": id_,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+        ],
+        "usage": _usage(reply),
+    }
+
+
+def stream_payloads(
+    reply: Reply, *, model: str, id_: str, created: int, include_usage: bool
+) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects of a streamed reply (before ``[DONE]``).
+
+    The first is the role chunk; then one per content piece (or one per tool call); then
+    the finish chunk; then, if ``include_usage``, a usage chunk with no choices.
+    """
+    base = {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**base, "choices": [choice]}
+
+    out = [chunk({"role": "assistant", "content": "" if reply.tool_calls is None else None})]
+    if reply.tool_calls is not None:
+        for index, call in enumerate(reply.tool_calls):
+            out.append(chunk({"tool_calls": [{"index": index, **call}]}))
+    else:
+        out.extend(chunk({"content": piece}) for piece in reply.pieces)
+    out.append(chunk({}, reply.finish_reason))
+    if include_usage:
+        out.append({**base, "choices": [], "usage": _usage(reply)})
+    return out
+
+
+def error_payload(status: int, message: str) -> dict[str, Any]:
+    """An OpenAI-style error body for ``status``."""
+    kind, code = _ERROR_KINDS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", str(status))
+    )
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

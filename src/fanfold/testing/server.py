@@ -1,0 +1,493 @@
+"""An OpenAI-compatible chat-completions server on loopback, with hidden limits and faults.
+
+It exists so tests and benchmarks can drive the real ``langchain_openai.ChatOpenAI`` (via
+``base_url``) over real sockets. Standard library only: asyncio streams in a background
+thread with its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from fanfold.testing._config import SimServerConfig
+from fanfold.testing._faults import Dice, Fault
+from fanfold.testing._http import (
+    LAST_CHUNK,
+    HttpError,
+    Request,
+    chunk,
+    json_response,
+    raw_response,
+    read_request,
+    response_head,
+)
+from fanfold.testing._limits import TokenBucket
+from fanfold.testing._replies import (
+    Reply,
+    completion_payload,
+    error_payload,
+    last_user_text,
+    plan_reply,
+    stream_payloads,
+)
+
+__all__ = ["RequestRecord", "SimServer", "SimServerConfig"]
+
+_log = logging.getLogger(__name__)
+
+MODEL_ID = "sim-model"
+_MODELS = {
+    "object": "list",
+    "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "fanfold"}],
+}
+_SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+_DONE = b"data: [DONE]\n\n"
+
+
+class RequestRecord(NamedTuple):
+    """One logged request to ``/v1/chat/completions``."""
+
+    time: float
+    """``time.monotonic()`` when the request arrived."""
+    prompt: str
+    """Text of the last user message ('' if none or the body was unreadable)."""
+    outcome: int | str
+    """HTTP status answered, or "stall" / "drop" / "malformed"."""
+
+
+class SimServer:
+    """A loopback OpenAI-compatible server for tests and benchmarks.
+
+    Args:
+        config: Behaviour knobs; defaults to a fast, fault-free server.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one (see ``port`` after ``start()``).
+
+    Example::
+
+        with SimServer(SimServerConfig(latency=0.05)) as srv:
+            llm = ChatOpenAI(model="sim-model", base_url=srv.base_url, api_key="sk-test")
+    """
+
+    def __init__(
+        self, config: SimServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._config = config or SimServerConfig()
+        self._host = host
+        self._requested_port = port
+        self._port: int | None = None
+        # Guards everything below; requests touch it from the loop thread, tests from others.
+        self._lock = threading.Lock()
+        self._log: list[RequestRecord] = []
+        self._seen_prompts: set[str] = set()
+        self._in_flight = 0
+        self._admitted = 0
+        self._max_in_flight = 0
+        self._dice = Dice(self._config.seed)
+        self._bucket = self._new_bucket(self._config)
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SimServer:
+        """Start serving in a daemon thread; returns self once the socket is listening.
+
+        Raises:
+            RuntimeError: if already running.
+            OSError: if the address cannot be bound.
+        """
+        if self._thread is not None:
+            raise RuntimeError("SimServer is already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="fanfold-sim-server", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
+        self._thread = thread
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening and close every open connection (stalled ones included)."""
+        thread, loop, event = self._thread, self._loop, self._stop_event
+        if thread is None or loop is None or event is None:
+            return
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # loop already closed
+            pass
+        thread.join(timeout)
+        self._thread = None
+
+    def serve_forever(self) -> None:
+        """Serve until KeyboardInterrupt (starting first if needed), then stop."""
+        if self._thread is None:
+            self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (valid after ``start()``)."""
+        if self._port is None:
+            raise RuntimeError("SimServer has not been started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI ``base_url`` for this server, e.g. ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> SimServerConfig:
+        """The configuration in effect."""
+        return self._config
+
+    def update(self, **knobs: Any) -> SimServerConfig:
+        """Change configuration knobs at runtime (validated like ``SimServerConfig``).
+
+        Changing the seed restarts the random streams; changing the rate limit refills the
+        token bucket.
+
+        Returns:
+            The new configuration.
+        """
+        with self._lock:
+            old = self._config
+            new = SimServerConfig.model_validate({**old.model_dump(), **knobs})
+            if new.seed != old.seed:
+                self._dice = Dice(new.seed)
+            if (new.rate_limit_rps, new.effective_burst) != (
+                old.rate_limit_rps,
+                old.effective_burst,
+            ):
+                self._bucket = self._new_bucket(new)
+            self._config = new
+            return new
+
+    @staticmethod
+    def _new_bucket(config: SimServerConfig) -> TokenBucket | None:
+        if config.rate_limit_rps is None:
+            return None
+        return TokenBucket(config.rate_limit_rps, config.effective_burst, time.monotonic())
+
+    # -- counters --------------------------------------------------------------------------
+
+    def requests_for(self, text: str) -> int:
+        """Number of chat requests whose last user message contains ``text``."""
+        with self._lock:
+            return sum(1 for record in self._log if text in record.prompt)
+
+    @property
+    def request_count(self) -> int:
+        """Number of chat requests received."""
+        with self._lock:
+            return len(self._log)
+
+    def status_counts(self) -> dict[str | int, int]:
+        """Chat requests per outcome (HTTP status, "stall", "drop" or "malformed")."""
+        with self._lock:
+            return dict(Counter(record.outcome for record in self._log))
+
+    @property
+    def max_in_flight(self) -> int:
+        """Highest number of chat requests handled at once (rejected ones included)."""
+        with self._lock:
+            return self._max_in_flight
+
+    @property
+    def log(self) -> list[RequestRecord]:
+        """A copy of the request log, in arrival order of the decisions."""
+        with self._lock:
+            return list(self._log)
+
+    def reset(self) -> None:
+        """Clear the log, counters and first-attempt memory; refill the token bucket."""
+        with self._lock:
+            self._log.clear()
+            self._seen_prompts.clear()
+            self._max_in_flight = self._in_flight
+            self._bucket = self._new_bucket(self._config)
+
+    # -- event loop ------------------------------------------------------------------------
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        try:
+            asyncio.run(self._main(ready))
+        except BaseException as exc:  # surfaced to start() if it happens before listening
+            if not ready.is_set():
+                failure.append(exc)
+                ready.set()
+            else:
+                _log.exception("SimServer event loop crashed")
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        server = await asyncio.start_server(
+            self._serve_connection, self._host, self._requested_port, backlog=1024
+        )
+        self._port = server.sockets[0].getsockname()[1]
+        ready.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            server.close()
+            # Python 3.11's server.close() leaves accepted connections open; cancel them.
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await server.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            while True:
+                try:
+                    request = await read_request(reader)
+                except HttpError as exc:
+                    writer.write(json_response(400, error_payload(400, str(exc)), keep_alive=False))
+                    await writer.drain()
+                    return
+                if request is None:
+                    return
+                keep_open = await self._route(request, writer)
+                await writer.drain()
+                if not (keep_open and request.keep_alive):
+                    return
+        except ConnectionError:
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels these tasks. Returning normally matters: on Python 3.11 the
+            # asyncio.streams done-callback calls task.exception() and logs a traceback for
+            # tasks that end cancelled.
+            pass
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+
+    async def _route(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; returns False if the connection must be closed."""
+        path = request.path.rstrip("/")
+        if path == "/v1/chat/completions":
+            if request.method != "POST":
+                return self._error(writer, request, 405, "use POST")
+            return await self._chat(request, writer)
+        if path == "/v1/models":
+            if request.method != "GET":
+                return self._error(writer, request, 405, "use GET")
+            writer.write(json_response(200, _MODELS, keep_alive=request.keep_alive))
+            return True
+        return self._error(writer, request, 404, f"unknown path {request.path}")
+
+    @staticmethod
+    def _error(
+        writer: asyncio.StreamWriter,
+        request: Request,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
+        body = error_payload(status, message)
+        writer.write(json_response(status, body, headers=headers, keep_alive=request.keep_alive))
+        return True
+
+    # -- chat completions ------------------------------------------------------------------
+
+    def _record(self, arrived: float, prompt: str, outcome: int | str) -> None:
+        with self._lock:
+            self._log.append(RequestRecord(arrived, prompt, outcome))
+
+    async def _chat(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        arrived = time.monotonic()
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return await self._chat_checked(request, writer, arrived)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _chat_checked(
+        self, request: Request, writer: asyncio.StreamWriter, arrived: float
+    ) -> bool:
+        config = self._config
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        prompt = last_user_text(body)
+        if config.api_key is not None and (
+            request.headers.get("authorization") != f"Bearer {config.api_key}"
+        ):
+            self._record(arrived, prompt, 401)
+            return self._error(writer, request, 401, "Incorrect API key provided.")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            self._record(arrived, prompt, 400)
+            return self._error(writer, request, 400, "request body must be a JSON object with "
+                               "a 'messages' list")
+        retry_ms = self._admit(config, arrived)
+        if retry_ms is not None:
+            self._record(arrived, prompt, 429)
+            return self._rate_limited(writer, request, retry_ms)
+        try:
+            return await self._chat_admitted(request, writer, config, body, prompt, arrived)
+        finally:
+            with self._lock:
+                self._admitted -= 1
+
+    def _admit(self, config: SimServerConfig, now: float) -> int | None:
+        """Apply the hidden limits; returns None if admitted, else the retry-after in ms."""
+        with self._lock:
+            limit = config.rate_limit_concurrency
+            if limit is not None and self._admitted >= limit:
+                expected = config.latency_median or config.latency
+                return config.retry_after_ms or max(1, math.ceil(expected * 1000))
+            if self._bucket is not None:
+                wait = self._bucket.take(now)
+                if wait > 0:
+                    return config.retry_after_ms or max(1, math.ceil(wait * 1000))
+            self._admitted += 1
+            return None
+
+    def _rate_limited(self, writer: asyncio.StreamWriter, request: Request, retry_ms: int) -> bool:
+        headers = {"retry-after-ms": str(retry_ms), "Retry-After": str(math.ceil(retry_ms / 1000))}
+        message = f"Rate limit reached for {MODEL_ID}. Please try again in {retry_ms}ms."
+        return self._error(writer, request, 429, message, headers)
+
+    def _draw(self, config: SimServerConfig, prompt: str) -> tuple[Fault | None, float]:
+        with self._lock:
+            first_attempt = prompt not in self._seen_prompts
+            self._seen_prompts.add(prompt)
+            fault = None
+            if first_attempt or not config.fault_first_attempts_only:
+                fault = self._dice.fault(config)
+            return fault, self._dice.latency(config)
+
+    async def _chat_admitted(
+        self,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        config: SimServerConfig,
+        body: dict[str, Any],
+        prompt: str,
+        arrived: float,
+    ) -> bool:
+        for needle, status in config.fail_prompts.items():
+            if needle in prompt:
+                self._record(arrived, prompt, status)
+                if status == 429:
+                    return self._rate_limited(writer, request, config.retry_after_ms or 1000)
+                return self._error(writer, request, status, f"prompt matched {needle!r}")
+        fault, latency = self._draw(config, prompt)
+        self._record(arrived, prompt, fault or 200)
+        if fault == "stall":
+            await asyncio.sleep(config.stall_seconds)
+            return False
+        if latency > 0:
+            await asyncio.sleep(latency)
+        if fault in (500, 503):
+            message = "The server had an error while processing your request."
+            if fault == 503:
+                message = "The server is overloaded or not ready yet."
+            return self._error(writer, request, int(fault), message)
+        try:
+            reply = plan_reply(body, seed=config.seed, reply_tokens=config.reply_tokens)
+        except Exception as exc:  # a simulator bug should reach the test as a readable 500
+            _log.exception("SimServer failed to build a reply")
+            return self._error(writer, request, 500, f"simulator error: {exc!r}")
+        model = str(body.get("model") or MODEL_ID)
+        id_ = f"chatcmpl-sim{next(self._ids)}"
+        created = int(time.time())
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+            payloads = stream_payloads(
+                reply, model=model, id_=id_, created=created, include_usage=include_usage
+            )
+            return await self._stream(writer, request, payloads, reply, config, fault)
+        payload = completion_payload(reply, model=model, id_=id_, created=created)
+        if fault == "malformed":
+            text = json.dumps(payload)
+            writer.write(raw_response(200, text[: len(text) // 2].encode(),
+                                      keep_alive=request.keep_alive))
+            return True
+        response = json_response(200, payload, keep_alive=request.keep_alive)
+        if fault == "drop":
+            body_start = response.index(b"\r\n\r\n") + 4
+            writer.write(response[: body_start + (len(response) - body_start) // 2])
+            return False
+        writer.write(response)
+        return True
+
+    async def _stream(
+        self,
+        writer: asyncio.StreamWriter,
+        request: Request,
+        payloads: list[dict[str, Any]],
+        reply: Reply,
+        config: SimServerConfig,
+        fault: Fault | None,
+    ) -> bool:
+        events = [b"data: " + json.dumps(p, separators=(",", ":")).encode() + b"\n\n"
+                  for p in payloads]
+        if fault == "malformed":
+            events.insert(1, b'data: {"id": "chatcmpl-sim", "choices": [\n\n')
+        head = response_head(200, _SSE_HEADERS, keep_alive=request.keep_alive)
+        if fault == "drop":
+            writer.write(head + b"".join(chunk(e) for e in events[: max(1, len(events) // 2)]))
+            return False
+        n_content = len(reply.pieces) if reply.tool_calls is None else len(reply.tool_calls)
+        if config.token_delay <= 0 or n_content <= 1 or fault == "malformed":
+            writer.write(head + b"".join(chunk(e) for e in events) + chunk(_DONE) + LAST_CHUNK)
+            return True
+        # Role chunk plus first content chunk go out at once; later content is paced.
+        writer.write(head + chunk(events[0]) + chunk(events[1]))
+        await writer.drain()
+        for event in events[2 : 1 + n_content]:
+            await asyncio.sleep(config.token_delay)
+            writer.write(chunk(event))
+            await writer.drain()
+        writer.write(b"".join(chunk(e) for e in events[1 + n_content :]) + chunk(_DONE) + LAST_CHUNK)
+        return True
