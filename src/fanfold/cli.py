@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import sys
-from pathlib import Path
+import os
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
+from fanfold.checkpoints import open_checkpointer
+from fanfold.durations import DurationStore
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.dispatcher import EVENT_TYPE
+from fanfold.graphs.priorities import critical_path
+from fanfold.graphs.retry import RetryPolicy
+from fanfold.graphs.run_scope import RETRY_FAILED_KEY
 from fanfold.plan.models import TaskPlan
 from fanfold.state.results import SubtaskResult
 
@@ -45,6 +51,12 @@ def one_line_errors(command: F) -> F:
             raise typer.Exit(code=1) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def default_store_path() -> Path:
+    """Where the CLI keeps learned durations: $FANFOLD_HOME/fanfold.db (~/.fanfold)."""
+    home = os.environ.get("FANFOLD_HOME") or Path.home() / ".fanfold"
+    return Path(home) / "fanfold.db"
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -85,11 +97,11 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
-async def _run(graph: Any, inputs: dict[str, str], *, progress: bool) -> dict[str, Any]:
+async def _stream(
+    graph: Any, payload: Any, config: dict[str, Any], *, progress: bool
+) -> dict[str, Any]:
     final: dict[str, Any] = {}
-    async for mode, chunk in graph.astream(
-        {"inputs": inputs}, stream_mode=["custom", "values"]
-    ):
+    async for mode, chunk in graph.astream(payload, config, stream_mode=["custom", "values"]):
         if mode == "values":
             final = chunk
         elif progress and isinstance(chunk, dict) and chunk.get("type") == EVENT_TYPE:
@@ -98,38 +110,40 @@ async def _run(graph: Any, inputs: dict[str, str], *, progress: bool) -> dict[st
     return final
 
 
-@app.command()
-@one_line_errors
-def run(
-    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Model: 'provider:model' or 'simulated'."),
-    ] = None,
-    input: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="Run input as key=value or key=@file; repeatable."),
-    ] = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Most model calls in flight at once.")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
-) -> None:
-    """Run a plan and print each subtask's status, time and the aggregate.
+def _compile(task_plan: TaskPlan, options: dict[str, Any], checkpointer: Any = None) -> Any:
+    durations = DurationStore(options.get("store") or default_store_path())
+    return compile_plan(
+        task_plan,
+        model=options.get("model"),
+        max_concurrency=options.get("max_concurrency"),
+        requests_per_second=options.get("requests_per_second"),
+        retry=RetryPolicy(max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts),
+        checkpointer=checkpointer,
+        durations=durations,
+    )
 
-    Examples:
 
-        fanfold run examples/research.yaml --model simulated
+async def _execute(
+    task_plan: TaskPlan,
+    options: dict[str, Any],
+    payload: Any,
+    *,
+    checkpoint: str | None,
+    run_id: str | None,
+    progress: bool,
+    retry_failed: bool = False,
+) -> dict[str, Any]:
+    if checkpoint is None:
+        return await _stream(_compile(task_plan, options), payload, {}, progress=progress)
+    async with open_checkpointer(checkpoint) as saver:
+        graph = _compile(task_plan, options, saver)
+        config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
+        if retry_failed:
+            config["configurable"][RETRY_FAILED_KEY] = True
+        return await _stream(graph, payload, config, progress=progress)
 
-        fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
-    """
-    task_plan = TaskPlan.from_file(plan)
-    graph = compile_plan(task_plan, model=model, max_concurrency=max_concurrency)
-    inputs = parse_inputs(input or [])
-    runtime = graph.fanfold_runtime
-    assert runtime is not None
-    task_text = runtime.task_text(runtime.run_inputs(inputs))
-    state = asyncio.run(_run(graph, inputs, progress=not as_json))
+
+def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_text: str) -> None:
     results: dict[str, SubtaskResult] = state.get("results", {})
     if as_json:
         payload = {
@@ -155,6 +169,178 @@ def run(
     output = state.get("output")
     if output is not None:
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(_to_jsonable(output))))
+
+
+@app.command()
+@one_line_errors
+def run(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model: 'provider:model' or 'simulated'."),
+    ] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="Run input as key=value or key=@file; repeatable."),
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Most model calls in flight at once.")
+    ] = None,
+    requests_per_second: Annotated[
+        float | None, typer.Option("--rps", min=0.001, help="Provider's request-rate limit.")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(min=1, help="Attempts per subtask for transient errors.")
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="SQLite file or postgresql:// URL; makes the run resumable."),
+    ] = None,
+    show_plan: Annotated[
+        bool, typer.Option("--critical-path", help="Print the planned critical path first.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+) -> None:
+    """Run a plan and print each subtask's status, time and the aggregate.
+
+    Examples:
+
+        fanfold run examples/research.yaml --model simulated
+
+        fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
+
+        fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
+    """
+    task_plan = TaskPlan.from_file(plan)
+    options = {
+        "model": model,
+        "max_concurrency": max_concurrency,
+        "requests_per_second": requests_per_second,
+        "max_attempts": max_attempts,
+    }
+    graph = _compile(task_plan, options)
+    runtime = graph.fanfold_runtime
+    inputs = parse_inputs(input or [])
+    task_text = runtime.task_text(runtime.run_inputs(inputs))
+    if show_plan:
+        typer.echo(describe_critical_path(runtime), err=as_json)
+    run_id = uuid.uuid4().hex[:12] if checkpoint else None
+    if run_id:
+        typer.echo(f"run id: {run_id}  (resume with: fanfold resume {run_id} "
+                   f"--checkpoint {checkpoint})", err=True)
+    payload = {
+        "inputs": inputs,
+        "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
+    }
+    state = asyncio.run(
+        _execute(
+            task_plan, options, payload, checkpoint=checkpoint, run_id=run_id,
+            progress=not as_json,
+        )
+    )
+    _report(task_plan, state, as_json=as_json, task_text=task_text)
+
+
+@app.command()
+@one_line_errors
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run id that `fanfold run` printed.")],
+    checkpoint: Annotated[
+        str, typer.Option(help="The SQLite file or postgresql:// URL the run used.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+) -> None:
+    """Finish an interrupted run, or retry the failed subtasks of a finished one.
+
+    Subtasks whose results were checkpointed are not requested again.
+
+    Examples:
+
+        fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
+    """
+    state = asyncio.run(_load_run(checkpoint, run_id))
+    values = state.values
+    run_info = values.get("run") or {}
+    if "plan" not in run_info:
+        raise CliError(
+            f"run {run_id!r} not found in {checkpoint!r}; check the run id and --checkpoint"
+        )
+    task_plan = TaskPlan.model_validate(run_info["plan"])
+    options = run_info.get("options") or {}
+    runtime = _compile(task_plan, options).fanfold_runtime
+    task_text = runtime.task_text(runtime.run_inputs(values.get("inputs") or {}))
+    results = values.get("results") or {}
+    unfinished = bool(state.next)
+    failed = [sid for sid, r in results.items() if not r.ok]
+    if not unfinished and not failed:
+        typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
+        _report(task_plan, values, as_json=as_json, task_text=task_text)
+        return
+    payload: Any = None if unfinished else {"inputs": values.get("inputs") or {}, "run": run_info}
+    typer.echo(
+        f"resuming run {run_id}: "
+        + ("continuing where it stopped" if unfinished else f"retrying {len(failed)} subtasks"),
+        err=True,
+    )
+    final = asyncio.run(
+        _execute(
+            task_plan, options, payload, checkpoint=checkpoint, run_id=run_id,
+            progress=not as_json, retry_failed=not unfinished,
+        )
+    )
+    _report(task_plan, final, as_json=as_json, task_text=task_text)
+
+
+async def _load_run(checkpoint: str, run_id: str) -> Any:
+    async with open_checkpointer(checkpoint) as saver:
+        graph = compile_plan(
+            TaskPlan(task="-", subtasks=[{"id": "probe", "prompt": "-", "kind": "template"}]),
+            checkpointer=saver,
+            aggregator=None,
+        )
+        return await graph.aget_state({"configurable": {"thread_id": run_id}})
+
+
+def describe_critical_path(runtime: Any) -> str:
+    """The planned critical path, its expected length and where the estimates came from."""
+    order, deps = runtime.order, runtime.dependencies
+    path = critical_path(order, deps, runtime.remaining, runtime.expected)
+    length = sum(runtime.expected[s] for s in path)
+    unit = "hops" if runtime.expected_source == "hops" else "s expected"
+    shown = f"{length:.0f} {unit}" if unit == "hops" else f"{length:.2f}{unit}"
+    return f"critical path ({runtime.expected_source}): {' -> '.join(path)}  [{shown}]"
+
+
+@app.command("serve-sim")
+@one_line_errors
+def serve_sim(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8000,
+    latency: Annotated[float, typer.Option(help="Seconds per reply.")] = 0.05,
+    rps: Annotated[float | None, typer.Option(help="Hidden requests-per-second limit.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Hidden concurrent-request limit.")
+    ] = None,
+    error_rate: Annotated[float, typer.Option(help="Share of requests answered 500.")] = 0.0,
+) -> None:
+    """Serve a simulated OpenAI-compatible API on loopback for load-testing plans.
+
+    Examples:
+
+        fanfold serve-sim --port 8000 --rps 20
+
+        OPENAI_BASE_URL=http://127.0.0.1:8000/v1 fanfold run plan.yaml -m openai:sim-model
+    """
+    from fanfold.testing import SimServer, SimServerConfig
+
+    config = SimServerConfig(
+        latency=latency,
+        rate_limit_rps=rps,
+        rate_limit_concurrency=concurrency,
+        error_500_rate=error_rate,
+    )
+    server = SimServer(config, port=port)
+    typer.echo(f"serving on http://127.0.0.1:{port}/v1 (Ctrl-C to stop)", err=True)
+    server.serve_forever()
 
 
 @app.command()

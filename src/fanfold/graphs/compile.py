@@ -12,8 +12,12 @@ from langgraph.types import Checkpointer
 
 from fanfold.errors import UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
+from fanfold.durations import DurationStore
+from fanfold.graphs.limits import RateLimiter
+from fanfold.graphs.priorities import expected_durations
+from fanfold.graphs.retry import RetryPolicy
 from fanfold.graphs.runtime import Aggregator, PlanRuntime
-from fanfold.models.resolve import resolve_model
+from fanfold.models.resolve import model_label, resolve_model
 from fanfold.nodes.aggregate import aggregate_node
 from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import subtask_node
@@ -36,7 +40,12 @@ def compile_plan(
     model: BaseChatModel | str | None = None,
     aggregator: BaseChatModel | str | Aggregator | None = DEFAULT_AGGREGATOR,
     max_concurrency: int | None = None,
+    requests_per_second: float | None = None,
+    tokens_per_minute: float | None = None,
+    rate_limiter: RateLimiter | None = None,
+    retry: RetryPolicy | None = None,
     checkpointer: Checkpointer = None,
+    durations: DurationStore | None = None,
     kinds: NodeKindRegistry | None = None,
     name: str = "fanfold",
 ) -> CompiledPlanGraph:
@@ -54,7 +63,14 @@ def compile_plan(
             a callable over `{id: SubtaskResult}` (may be async), None for no
             aggregation, or by default the plan's model with a combine prompt.
         max_concurrency: most subtask calls in flight at once (None: no limit).
+        requests_per_second: the provider's request-rate limit, if known.
+        tokens_per_minute: the provider's token-rate limit, if known.
+        rate_limiter: a RateLimiter to use instead of the process-wide one that runs
+            with the same model and limits share.
+        retry: attempts and backoff for transient errors (429, 5xx, timeouts).
         checkpointer: a LangGraph checkpointer; makes runs resumable by thread id.
+        durations: a DurationStore; earlier runs' durations set the start order under
+            a limit (longest expected remaining path first), and this run's are recorded.
         kinds: the node-kind registry (default: the process-wide one).
         name: the graph's name in traces.
 
@@ -69,9 +85,13 @@ def compile_plan(
     elif not isinstance(plan, TaskPlan):
         plan = TaskPlan.model_validate(dict(plan))
     check_graph(plan.subtasks)  # plans are mutable; check again what will be compiled
-    if max_concurrency is not None and max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
     registry = kinds or node_kinds
+    limits = {
+        "max_concurrency": max_concurrency,
+        "requests_per_second": requests_per_second,
+        "tokens_per_minute": tokens_per_minute,
+    }
+    RateLimiter(**limits)  # validates the values before anything is built
 
     resolved: dict[Any, BaseChatModel] = {}
 
@@ -88,7 +108,24 @@ def compile_plan(
         needs = kind_of[sub.id].needs_model
         models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
 
-    runtime = PlanRuntime(plan=plan, kinds=kind_of, models=models, max_concurrency=max_concurrency)
+    limiters = {
+        sid: rate_limiter or RateLimiter.shared(endpoint_key(models[sid]), **limits)
+        for sid in plan.ids
+    }
+    model_key = model_label(model_for(model)) if any(models.values()) else "none"
+    learned = durations.load(plan.fingerprint(), model_key) if durations is not None else {}
+    expected, source = expected_durations(plan.subtasks, learned)
+    runtime = PlanRuntime(
+        plan=plan,
+        kinds=kind_of,
+        models=models,
+        limiters=limiters,
+        retry=retry or RetryPolicy(),
+        expected=expected,
+        expected_source=source,
+        durations=durations,
+        durations_key=(plan.fingerprint(), model_key),
+    )
     if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
         runtime.aggregate_function = aggregator
     elif aggregator is DEFAULT_AGGREGATOR:
@@ -119,6 +156,14 @@ def compile_plan(
     graph.__class__ = CompiledPlanGraph
     graph.fanfold_runtime = runtime  # type: ignore[attr-defined]
     return graph  # type: ignore[return-value]
+
+
+def endpoint_key(model: BaseChatModel | None) -> tuple[str, str, str]:
+    """What identifies a provider endpoint for sharing rate limits between runs."""
+    if model is None:
+        return ("local", "", "")
+    base = getattr(model, "openai_api_base", None) or getattr(model, "base_url", None) or ""
+    return (type(model).__name__, str(base), model_label(model))
 
 
 def _kind(registry: NodeKindRegistry, sub: SubTask) -> NodeKind:

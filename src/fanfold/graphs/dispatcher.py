@@ -21,8 +21,8 @@ from langchain_core.callbacks import BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
 
 from fanfold._secrets import describe_error
+from fanfold.graphs.retry import classify
 from fanfold.graphs.runtime import PlanRuntime
-from fanfold.graphs.slots import PrioritySlots
 from fanfold.models.resolve import model_label
 from fanfold.nodes.prompts import subtask_messages, subtask_prompt
 from fanfold.nodes.registry import SubtaskCall
@@ -68,7 +68,6 @@ class Dispatcher:
         self._writer = writer
         self._context = contextvars.copy_context()
         self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
-        self._slots = PrioritySlots(runtime.max_concurrency)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -122,51 +121,76 @@ class Dispatcher:
             return self._finish(SubtaskResult(id=sid, status="skipped", error=reason))
         subtask = self.runtime.subtasks[sid]
         model = self.runtime.models.get(sid)
-        priority = subtask.priority if subtask.priority is not None else 0.0
-        await self._slots.acquire(priority)
-        try:
+        label = model_label(model) if model is not None else None
+        limiter = self.runtime.limiters[sid]
+        policy = self.runtime.retry
+        budget = subtask.max_attempts or policy.max_attempts
+        priority_rank = self.runtime.priorities[sid]
+        priority = subtask.priority if subtask.priority is not None else priority_rank[1]
+        prompt = subtask_prompt(subtask, task=self.task, inputs=self.inputs, dependencies=dep_results)
+        messages = subtask_messages(subtask, task=self.task, prompt=prompt)
+        estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
+        first_start: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            await limiter.acquire(priority_rank, tokens=estimate)
             started = time.time()
-            self._emit(sid, "started", started_at=started)
-            attempts = 1
+            first_start = first_start or started
+            self._emit(sid, "started", started_at=started, attempt=attempt, priority=priority)
+            call = SubtaskCall(
+                subtask=subtask,
+                task=self.task,
+                prompt=prompt,
+                messages=messages,
+                dependencies=dep_results,
+                inputs=self.inputs,
+                model=model,
+                config=self._call_config(sid),
+                attempt=attempt,
+            )
             try:
-                prompt = subtask_prompt(
-                    subtask, task=self.task, inputs=self.inputs, dependencies=dep_results
-                )
-                call = SubtaskCall(
-                    subtask=subtask,
-                    task=self.task,
-                    prompt=prompt,
-                    messages=subtask_messages(subtask, task=self.task, prompt=prompt),
-                    dependencies=dep_results,
-                    inputs=self.inputs,
-                    model=model,
-                    config=self._call_config(sid),
-                    attempt=attempts,
-                )
                 outcome = await self.runtime.kinds[sid].run(call)
             except Exception as exc:
+                limiter.release()
+                failure = classify(exc)
+                if failure.rate_limited:
+                    limiter.record_rate_limited(failure.retry_after)
+                if failure.transient and attempt < budget:
+                    delay = policy.backoff(attempt, failure.retry_after)
+                    self._emit(
+                        sid, "retrying", attempt=attempt, error=describe_error(exc), delay=delay
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                error = describe_error(exc)
+                if failure.transient:
+                    error = f"{error} (gave up after {attempt} attempts)"
                 result = SubtaskResult(
                     id=sid,
                     status="failed",
-                    error=describe_error(exc),
-                    started_at=started,
+                    error=error,
+                    started_at=first_start,
                     finished_at=time.time(),
-                    attempts=attempts,
-                    model=model_label(model) if model is not None else None,
+                    attempts=attempt,
+                    model=label,
+                    priority=priority,
                 )
-            else:
-                result = SubtaskResult(
-                    id=sid,
-                    status="succeeded",
-                    output=outcome.output,
-                    usage=outcome.usage,
-                    started_at=started,
-                    finished_at=time.time(),
-                    attempts=attempts,
-                    model=model_label(model) if model is not None else None,
-                )
-        finally:
-            self._slots.release()
+                break
+            limiter.release()
+            limiter.record_success(outcome.usage.total_tokens)
+            result = SubtaskResult(
+                id=sid,
+                status="succeeded",
+                output=outcome.output,
+                usage=outcome.usage,
+                started_at=first_start,
+                finished_at=time.time(),
+                attempts=attempt,
+                model=label,
+                priority=priority,
+            )
+            break
         return self._finish(result)
 
     def _finish(self, result: SubtaskResult) -> SubtaskResult:
@@ -180,6 +204,7 @@ class Dispatcher:
             error=result.error,
             attempts=result.attempts,
             total_tokens=result.usage.total_tokens,
+            priority=result.priority,
         )
         return result
 

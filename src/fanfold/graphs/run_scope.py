@@ -12,10 +12,13 @@ from langgraph.config import get_stream_writer
 
 from fanfold.graphs.dispatcher import Dispatcher
 from fanfold.graphs.runtime import PlanRuntime
+from fanfold.state.results import SubtaskResult
 from fanfold.state.schema import PlanState
 
 SCOPE_KEY = "__fanfold_run_scope"
 """Key in `configurable`; LangGraph keeps keys starting with '__' out of checkpoints."""
+RETRY_FAILED_KEY = "fanfold_retry_failed"
+"""`configurable` flag: a new run on a thread keeps its succeeded results."""
 
 
 class _BackgroundLoop:
@@ -53,13 +56,23 @@ class RunScope:
         run_id: the graph run's id (also passed to LangGraph as `run_id`).
         fresh: True for a new run, False when resuming from a checkpoint: a fresh run
             ignores results left in the thread's state by an earlier run.
+        retry_failed: a new run on a finished thread that keeps its succeeded results.
         greedy: start every subtask as soon as the dispatcher exists.
     """
 
-    def __init__(self, run_id: uuid.UUID, *, fresh: bool = True, greedy: bool = True) -> None:
+    def __init__(
+        self,
+        run_id: uuid.UUID,
+        *,
+        fresh: bool = True,
+        greedy: bool = True,
+        retry_failed: bool = False,
+    ) -> None:
         self.run_id = run_id
         self.fresh = fresh
+        self.retry_failed = retry_failed
         self.greedy = greedy
+        self.committed: dict[str, SubtaskResult] = {}
         self._dispatcher: Dispatcher | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -91,7 +104,7 @@ class RunScope:
                 runtime,
                 run_id=self.run_id,
                 inputs=runtime.run_inputs(state.inputs),
-                done={} if self.fresh else state.results,
+                done=self._done(state),
                 config=config,
                 loop=loop,
                 writer=writer,
@@ -103,6 +116,15 @@ class RunScope:
                     dispatcher.start()
             self._dispatcher = dispatcher
             return dispatcher
+
+    def _done(self, state: PlanState) -> dict[str, SubtaskResult]:
+        """Results the dispatcher must not run again."""
+        if self.fresh:
+            return {}
+        done = {**state.results, **self.committed}
+        if self.retry_failed:
+            return {k: v for k, v in done.items() if v.ok}
+        return done
 
     def close(self) -> None:
         """Cancel calls still running (safe from any thread, without waiting)."""

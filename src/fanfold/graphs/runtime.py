@@ -10,7 +10,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from fanfold.durations import DurationStore
 from fanfold.errors import MissingInputError
+from fanfold.graphs.limits import RateLimiter
+from fanfold.graphs.priorities import priority_key, remaining_paths
+from fanfold.graphs.retry import RetryPolicy
 from fanfold.nodes.builtin_kinds import message_text
 from fanfold.nodes.prompts import aggregate_messages, as_text
 from fanfold.nodes.registry import NodeKind
@@ -30,7 +34,12 @@ class PlanRuntime:
     models: dict[str, BaseChatModel | None]
     aggregate_model: BaseChatModel | None = None
     aggregate_function: Aggregator | None = None
-    max_concurrency: int | None = None
+    limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    expected: dict[str, float] = field(default_factory=dict)
+    expected_source: str = "hops"
+    durations: DurationStore | None = None
+    durations_key: tuple[str, str] = ("", "")
     order: list[str] = field(default_factory=list)
     subtasks: dict[str, SubTask] = field(default_factory=dict)
     dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -39,6 +48,12 @@ class PlanRuntime:
         self.order = self.plan.topological_order()
         self.subtasks = {s.id: s for s in self.plan.subtasks}
         self.dependencies = {s.id: tuple(dict.fromkeys(s.depends_on)) for s in self.plan.subtasks}
+        durations = {sid: self.expected.get(sid, 1.0) for sid in self.order}
+        self.remaining = remaining_paths(self.order, self.dependencies, durations)
+        self.priorities = {
+            sid: priority_key(self.subtasks[sid].priority, self.remaining[sid])
+            for sid in self.order
+        }
 
     def run_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
         """The run's inputs with declared defaults filled in.

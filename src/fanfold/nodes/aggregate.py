@@ -31,6 +31,8 @@ def aggregate_node(runtime: PlanRuntime) -> RunnableCallable:
             output, usage = await runtime.aggregate(dict(results), inputs, config)
         except Exception as exc:
             error = describe_error(exc)
+        if runtime.durations is not None:
+            runtime.durations.record_results(*runtime.durations_key, results.values())
         starts = [r.started_at for r in results.values() if r.started_at is not None]
         began = dispatcher.started_at if dispatcher is not None else min(starts, default=None)
         totals = summarize(

@@ -24,6 +24,11 @@ class PlanState(BaseModel):
     """
 
     inputs: dict[str, Any] = Field(default_factory=dict)
+    run: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Caller's notes about the run; `fanfold run --checkpoint` keeps the plan "
+        "and options here so `fanfold resume` can rebuild the graph.",
+    )
     results: Annotated[dict[str, SubtaskResult], merge_results] = Field(default_factory=dict)
     output: Any = None
     aggregate_error: str | None = None

@@ -15,73 +15,75 @@ class SimServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         description="Fixed seconds to wait before answering (non-streamed) or before the "
         "first chunk (streamed). Ignored when latency_median is set.",
     )
     latency_median: float | None = Field(
-        None,
+        default=None,
         gt=0.0,
         description="If set, latency is lognormal with this median (seconds), seeded by seed.",
     )
     latency_sigma: float = Field(
-        0.5, ge=0.0, description="Sigma of the lognormal latency (log-space standard deviation)."
+        default=0.5,
+        ge=0.0,
+        description="Sigma of the lognormal latency (log-space standard deviation).",
     )
     token_delay: float = Field(
-        0.0, ge=0.0, description="Seconds between streamed content chunks."
+        default=0.0, ge=0.0, description="Seconds between streamed content chunks."
     )
     seed: int = Field(
-        0, description="Seeds reply text, structured values, latency draws and fault draws."
+        default=0, description="Seeds reply text, structured values, latency draws and fault draws."
     )
     rate_limit_rps: float | None = Field(
-        None,
+        default=None,
         gt=0.0,
         description="Hidden requests/second limit (token bucket); excess requests get 429 "
         "immediately.",
     )
     rate_limit_burst: float | None = Field(
-        None,
+        default=None,
         ge=1.0,
         description="Token bucket capacity. Default: one second's worth of rate_limit_rps, "
         "clamped to [1, 10], so bursts stay small.",
     )
     rate_limit_concurrency: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Hidden limit on concurrently admitted requests; excess requests get 429 "
         "immediately.",
     )
     retry_after_ms: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Value sent in 429 'retry-after-ms' (and, rounded up to seconds, "
         "'Retry-After'). Default: time until a token is available (rps limit) or the "
         "configured latency (concurrency limit), at least 1 ms.",
     )
     error_500_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
+        default=0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
     )
     error_503_rate: float = Field(
-        0.0, ge=0.0, le=1.0, description="Probability of answering 503 (after the latency)."
+        default=0.0, ge=0.0, le=1.0, description="Probability of answering 503 (after the latency)."
     )
     stall_rate: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         le=1.0,
         description="Probability of reading the request and then saying nothing for "
         "stall_seconds before closing the connection.",
     )
-    stall_seconds: float = Field(30.0, ge=0.0, description="Duration of a stall, seconds.")
+    stall_seconds: float = Field(default=30.0, ge=0.0, description="Duration of a stall, seconds.")
     drop_rate: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         le=1.0,
         description="Probability of sending the headers and part of the body, then closing "
         "the socket.",
     )
     malformed_rate: float = Field(
-        0.0,
+        default=0.0,
         ge=0.0,
         le=1.0,
         description="Probability of answering 200 with a body (or SSE event) that is not "
@@ -93,16 +95,16 @@ class SimServerConfig(BaseModel):
         "immediately, e.g. {'BAD': 400}. Checked after the hidden limits.",
     )
     fault_first_attempts_only: bool = Field(
-        False,
+        default=False,
         description="Inject the random faults only on the first request for each prompt "
         "(last user message), so a retry always succeeds.",
     )
     api_key: str | None = Field(
-        None,
+        default=None,
         description="If set, requests without 'Authorization: Bearer <api_key>' get 401.",
     )
     reply_tokens: int = Field(
-        12, ge=1, description="Tokens (streamed chunks) in a plain-text reply."
+        default=12, ge=1, description="Tokens (streamed chunks) in a plain-text reply."
     )
 
     @model_validator(mode="after")

@@ -46,9 +46,7 @@ def message_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict)
-        )
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
 
 
@@ -106,8 +104,8 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
                 function: dict[str, Any] = tool["function"]
                 return function
         return None
-    messages = body.get("messages") or []
-    if choice == "auto" and messages and messages[-1].get("role") == "tool":
+    messages = body.get("messages") or [None]
+    if choice == "auto" and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
         return None
     first: dict[str, Any] = tools[0]["function"]
     return first

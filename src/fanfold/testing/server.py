@@ -365,8 +365,9 @@ class SimServer:
             return self._error(writer, request, 401, "Incorrect API key provided.")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._record(arrived, prompt, 400)
-            return self._error(writer, request, 400, "request body must be a JSON object with "
-                               "a 'messages' list")
+            return self._error(
+                writer, request, 400, "request body must be a JSON object with a 'messages' list"
+            )
         retry_ms = self._admit(config, arrived)
         if retry_ms is not None:
             self._record(arrived, prompt, 429)
@@ -450,8 +451,9 @@ class SimServer:
         payload = completion_payload(reply, model=model, id_=id_, created=created)
         if fault == "malformed":
             text = json.dumps(payload)
-            writer.write(raw_response(200, text[: len(text) // 2].encode(),
-                                      keep_alive=request.keep_alive))
+            writer.write(
+                raw_response(200, text[: len(text) // 2].encode(), keep_alive=request.keep_alive)
+            )
             return True
         response = json_response(200, payload, keep_alive=request.keep_alive)
         if fault == "drop":
@@ -470,8 +472,9 @@ class SimServer:
         config: SimServerConfig,
         fault: Fault | None,
     ) -> bool:
-        events = [b"data: " + json.dumps(p, separators=(",", ":")).encode() + b"\n\n"
-                  for p in payloads]
+        events = [
+            b"data: " + json.dumps(p, separators=(",", ":")).encode() + b"\n\n" for p in payloads
+        ]
         if fault == "malformed":
             events.insert(1, b'data: {"id": "chatcmpl-sim", "choices": [\n\n')
         head = response_head(200, _SSE_HEADERS, keep_alive=request.keep_alive)
@@ -489,5 +492,7 @@ class SimServer:
             await asyncio.sleep(config.token_delay)
             writer.write(chunk(event))
             await writer.drain()
-        writer.write(b"".join(chunk(e) for e in events[1 + n_content :]) + chunk(_DONE) + LAST_CHUNK)
+        writer.write(
+            b"".join(chunk(e) for e in events[1 + n_content :]) + chunk(_DONE) + LAST_CHUNK
+        )
         return True

@@ -1,0 +1,69 @@
+"""Checkpointers for durable CLI runs: SQLite files (embedded default) and PostgreSQL URLs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from fanfold.errors import PlanError
+
+STATE_TYPES = [
+    ("fanfold.state.results", "SubtaskResult"),
+    ("fanfold.state.results", "TokenUsage"),
+    ("fanfold.state.results", "RunTotals"),
+    ("fanfold.state.schema", "PlanState"),
+]
+
+
+class CheckpointStoreError(PlanError):
+    """The checkpoint store cannot be opened."""
+
+
+def serializer() -> JsonPlusSerializer:
+    """A checkpoint serializer that allows exactly fanfold's state types."""
+    return JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
+
+
+def is_postgres(target: str) -> bool:
+    """True for a PostgreSQL connection URL."""
+    return target.startswith(("postgres://", "postgresql://"))
+
+
+@contextlib.asynccontextmanager
+async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open an async checkpointer for a SQLite path or a PostgreSQL URL.
+
+    Raises:
+        CheckpointStoreError: the database cannot be opened.
+    """
+    if is_postgres(target):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        try:
+            async with AsyncPostgresSaver.from_conn_string(target, serde=serializer()) as saver:
+                await saver.setup()
+                yield saver
+        except OSError as exc:
+            raise CheckpointStoreError(
+                f"cannot connect to the checkpoint database: {exc}; check the URL"
+            ) from exc
+        return
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    try:
+        conn = await aiosqlite.connect(target)
+    except Exception as exc:
+        raise CheckpointStoreError(
+            f"cannot open checkpoint file {target!r}: {exc}; check the path"
+        ) from exc
+    try:
+        saver = AsyncSqliteSaver(conn, serde=serializer())
+        await saver.setup()
+        yield saver
+    finally:
+        await conn.close()

@@ -1,0 +1,111 @@
+"""The one retry layer: which errors are transient, and how long to wait before retrying.
+
+Provider SDK retries are switched off for models fanfold creates, and LangGraph's node
+RetryPolicy is not used, so a call is attempted at most `max_attempts` times in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+TRANSIENT_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a subtask's call is retried.
+
+    Args:
+        max_attempts: attempts per subtask, the first included (a subtask's own
+            `max_attempts` overrides it).
+        initial_backoff: seconds before the second attempt, doubled each time.
+        max_backoff: upper bound for one wait (also caps a server's Retry-After).
+        jitter: random fraction added to or taken from each wait.
+    """
+
+    max_attempts: int = 6
+    initial_backoff: float = 0.25
+    max_backoff: float = 30.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(self.max_backoff, max(0.0, retry_after)) * random.uniform(1.0, 1.2)
+        base = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What an exception means for retrying."""
+
+    transient: bool
+    status: int | None = None
+    retry_after: float | None = None
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.status == 429
+
+
+def classify(exc: BaseException, _depth: int = 0) -> Failure:
+    """Decide whether `exc` is worth retrying and what the server asked for."""
+    status = _status_of(exc)
+    if status is not None:
+        transient = status in TRANSIENT_STATUS or status >= 500
+        return Failure(transient, status, _retry_after(exc) if transient else None)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError | json.JSONDecodeError):
+        return Failure(True)
+    name = type(exc).__name__
+    module = type(exc).__module__
+    # SDK and transport errors, matched by name so no provider package is imported.
+    if module.startswith(("openai", "httpx", "httpcore", "anthropic", "aiohttp")) and any(
+        word in name for word in ("Connection", "Timeout", "Protocol", "Network", "ReadError",
+                                  "WriteError", "ResponseValidation", "Decode")
+    ):
+        return Failure(True)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and _depth < 4:
+        return classify(cause, _depth + 1)
+    return Failure(False)
+
+
+def _status_of(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status", "http_status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers: Any = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return float(ms) / 1000.0
+        value = headers.get("retry-after")
+    except (TypeError, ValueError):
+        return None
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None

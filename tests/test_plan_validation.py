@@ -1,0 +1,435 @@
+"""Bad plans are rejected when built, with an error that names the culprit and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from fanfold import (
+    DependencyCycleError,
+    DuplicateSubtaskError,
+    EmptyPlanError,
+    InvalidSubtaskIdError,
+    MissingInputError,
+    NodeKindRegistry,
+    PlanError,
+    PlanFileError,
+    PlanValidationError,
+    SelfDependencyError,
+    SubTask,
+    TaskPlan,
+    UndeclaredDependencyError,
+    UnknownDependencyError,
+    UnknownKindError,
+    compile_plan,
+)
+
+
+def plan_dict(*subtasks: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"task": "Check the plan", "subtasks": list(subtasks), **fields}
+
+
+def sub(sid: str, *deps: str, prompt: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"id": sid, "prompt": prompt or f"do {sid}", "depends_on": list(deps), **fields}
+
+
+def rejected(data: dict[str, Any], error: type[PlanError]) -> PlanError:
+    """Validate `data` as a plan; assert it raises `error` (a ValueError) and return it."""
+    with pytest.raises(error) as info:
+        TaskPlan.model_validate(data)
+    assert isinstance(info.value, ValueError)
+    assert not isinstance(info.value, ValidationError)
+    return info.value
+
+
+# -- ids --------------------------------------------------------------------------------
+
+
+def test_duplicate_ids_are_rejected_naming_the_id():
+    err = rejected(plan_dict(sub("scan"), sub("scan")), DuplicateSubtaskError)
+    assert err.subtask_id == "scan"
+    assert "'scan'" in str(err)
+    assert "unique" in str(err)
+
+
+def test_duplicate_ids_are_rejected_when_the_plan_is_built_from_keywords():
+    with pytest.raises(DuplicateSubtaskError):
+        TaskPlan(task="t", subtasks=[SubTask(id="a", prompt="x"), SubTask(id="a", prompt="y")])
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["has space", "1st", "a.b", "a:b", "a|b", "a/b", "x" * 65, ""],
+    ids=["space", "leading-digit", "dot", "colon", "pipe", "slash", "too-long", "empty"],
+)
+def test_ids_that_cannot_name_a_graph_node_are_rejected(bad_id: str):
+    err = rejected(plan_dict(sub(bad_id)), InvalidSubtaskIdError)
+    assert err.subtask_id == bad_id
+    message = str(err)
+    assert bad_id[:20] in message
+    # The message says what a good id looks like.
+    assert any(hint in message for hint in ("letter", "at most", "short name"))
+
+
+@pytest.mark.parametrize("reserved", ["aggregate", "results", "inputs", "__start__", "__end__"])
+def test_reserved_ids_are_rejected_with_a_rename_hint(reserved: str):
+    err = rejected(plan_dict(sub(reserved)), InvalidSubtaskIdError)
+    assert err.subtask_id == reserved
+    assert "reserved" in str(err)
+    assert "rename" in str(err)
+
+
+@pytest.mark.parametrize("good_id", ["market_scan", "market-scan", "_private", "Step2", "résumé"])
+def test_ids_made_of_letters_digits_dashes_and_underscores_are_accepted(good_id: str):
+    plan = TaskPlan.model_validate(plan_dict(sub(good_id)))
+    assert plan.ids == [good_id]
+
+
+def test_an_empty_plan_is_rejected():
+    err = rejected(plan_dict(), EmptyPlanError)
+    assert "no subtasks" in str(err)
+    assert "add at least one" in str(err)
+
+
+# -- dependencies ------------------------------------------------------------------------
+
+
+def test_unknown_dependency_suggests_the_closest_id():
+    err = rejected(plan_dict(sub("research"), sub("summary", "reserch")), UnknownDependencyError)
+    assert (err.subtask_id, err.dependency) == ("summary", "reserch")
+    assert "'summary'" in str(err)
+    assert "did you mean 'research'?" in str(err)
+
+
+def test_unknown_dependency_without_a_close_match_says_how_to_fix_it():
+    err = rejected(plan_dict(sub("research"), sub("summary", "zzz")), UnknownDependencyError)
+    assert "did you mean" not in str(err)
+    assert "'zzz'" in str(err)
+    assert "remove it or add a subtask" in str(err)
+
+
+def test_self_dependency_is_rejected():
+    err = rejected(plan_dict(sub("loop", "loop")), SelfDependencyError)
+    assert err.subtask_id == "loop"
+    assert "depends on itself" in str(err)
+
+
+def test_a_prompt_that_uses_its_own_output_is_a_self_dependency():
+    err = rejected(plan_dict(sub("loop", prompt="improve {loop}")), SelfDependencyError)
+    assert err.subtask_id == "loop"
+
+
+def test_cycle_is_reported_with_its_path():
+    data = plan_dict(sub("a", "b"), sub("b", "c"), sub("c", "a"))
+    err = rejected(data, DependencyCycleError)
+    assert "a -> b -> c -> a" in str(err)
+    assert err.cycle == ["a", "b", "c"]
+    assert "remove one of these dependencies" in str(err)
+
+
+def test_cycle_away_from_the_first_subtask_is_reported_with_only_its_members():
+    data = plan_dict(sub("root"), sub("p", "root", "q"), sub("q", "p"), sub("leaf", "q"))
+    err = rejected(data, DependencyCycleError)
+    assert sorted(err.cycle) == ["p", "q"]
+    path = str(err).split("dependency cycle: ")[1].split(" (")[0]
+    nodes = path.split(" -> ")
+    assert nodes[0] == nodes[-1]
+    assert "root" not in nodes and "leaf" not in nodes
+
+
+def test_a_long_chain_is_not_mistaken_for_a_cycle():
+    chain = [sub("s0")] + [sub(f"s{i}", f"s{i - 1}") for i in range(1, 1500)]
+    plan = TaskPlan.model_validate(plan_dict(*chain))
+    assert plan.topological_order() == [f"s{i}" for i in range(1500)]
+
+
+def test_placeholder_naming_a_subtask_needs_a_declared_dependency():
+    data = plan_dict(sub("facts"), sub("summary", prompt="Summarise {facts}"))
+    err = rejected(data, UndeclaredDependencyError)
+    assert (err.subtask_id, err.placeholder) == ("summary", "facts")
+    assert "add 'facts' to its depends_on" in str(err)
+
+
+def test_placeholder_naming_a_declared_dependency_is_accepted():
+    plan = TaskPlan.model_validate(
+        plan_dict(sub("facts"), sub("summary", "facts", prompt="Summarise {facts}"))
+    )
+    assert plan.subtask("summary").depends_on == ["facts"]
+
+
+# -- kinds and fields ----------------------------------------------------------------------
+
+
+def test_unknown_kind_is_rejected_at_compile_time_with_a_suggestion(echo):
+    plan = TaskPlan.model_validate(plan_dict(sub("a", kind="lm")))  # the plan itself is fine
+    with pytest.raises(UnknownKindError) as info:
+        compile_plan(plan, model=echo)
+    assert (info.value.subtask_id, info.value.kind) == ("a", "lm")
+    assert "did you mean 'llm'?" in str(info.value)
+    assert echo.calls == []
+
+
+def test_unknown_kind_without_a_close_match_lists_the_registered_kinds(echo):
+    plan = TaskPlan.model_validate(plan_dict(sub("a", kind="spreadsheet")))
+    with pytest.raises(UnknownKindError) as info:
+        compile_plan(plan, model=echo)
+    assert "'llm'" in str(info.value) and "'template'" in str(info.value)
+    assert "register_node_kind" in str(info.value)
+
+
+def test_a_custom_registry_without_llm_rejects_default_kind_subtasks(echo):
+    kinds = NodeKindRegistry()
+    kinds.register("shout", lambda call: call.prompt.upper())
+    with pytest.raises(UnknownKindError) as info:
+        compile_plan(plan_dict(sub("a")), model=echo, kinds=kinds)
+    assert "'shout'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "culprit"),
+    [
+        ({"task": "t", "subtasks": "not a list"}, "subtasks"),
+        ({"task": 3, "subtasks": [sub("a")]}, "task"),
+        ({"task": "t", "subtasks": [{"id": 7, "prompt": "x"}]}, "id"),
+        ({"task": "t", "subtasks": [{"id": "a"}]}, "prompt"),
+        ({"task": "t", "subtasks": [sub("a", dependson=["b"])]}, "dependson"),
+        ({"task": "t", "subtasks": [sub("a", max_attempts=0)]}, "max_attempts"),
+        ({"subtasks": [sub("a")]}, "task"),
+        ({"task": "t", "subtasks": [sub("a")], "stray": 1}, "stray"),
+    ],
+    ids=[
+        "subtasks-not-a-list",
+        "task-not-text",
+        "id-not-text",
+        "prompt-missing",
+        "misspelt-field",
+        "attempts-below-one",
+        "task-missing",
+        "unknown-top-level-field",
+    ],
+)
+def test_wrong_field_types_raise_a_plan_validation_error_naming_the_field(data, culprit):
+    err = rejected(data, PlanValidationError)
+    assert culprit in str(err)
+    assert isinstance(err.__cause__, ValidationError)  # translated, not swallowed
+
+
+@pytest.mark.xfail(
+    reason="SubTask overrides __init__, so pydantic runs it for nested subtasks and "
+    "_translate (src/fanfold/plan/models.py) returns the nested PlanValidationError as is: "
+    "the message says 'invalid SubTask: prompt: Field required' without saying which subtask",
+    strict=True,
+)
+def test_a_bad_field_in_one_of_many_subtasks_names_that_subtask():
+    data = plan_dict(sub("first"), sub("second"), {"id": "third", "prompt": "x", "kind": 5})
+    err = rejected(data, PlanValidationError)
+    assert "kind" in str(err)
+    assert "third" in str(err) or "subtasks.2" in str(err)
+
+
+def test_subtask_built_directly_with_a_wrong_type_raises_plan_validation_error():
+    with pytest.raises(PlanValidationError) as info:
+        SubTask(id="a", prompt=["not", "text"])
+    assert "prompt" in str(info.value)
+
+
+def test_model_validate_json_wraps_pydantic_errors_too():
+    with pytest.raises(PlanValidationError):
+        TaskPlan.model_validate_json('{"task": "t", "subtasks": 5}')
+
+
+def test_pattern_aliases_type_content_and_dependencies_are_accepted():
+    plan = TaskPlan.model_validate(
+        {
+            "task": "t",
+            "subtasks": [
+                {"id": "a", "content": "first", "type": "template"},
+                {"id": "b", "content": "second", "dependencies": ["a"]},
+                {"id": "c", "content": "third", "dependencies": "b"},
+            ],
+        }
+    )
+    a, b, c = plan.subtasks
+    assert (a.prompt, a.kind, a.depends_on) == ("first", "template", [])
+    assert (b.prompt, b.kind, b.depends_on) == ("second", "llm", ["a"])
+    assert c.depends_on == ["b"]  # a single dependency may be written as a string
+
+
+def test_a_dict_output_schema_gets_a_title_for_the_tool_name():
+    subtask = SubTask(id="a", prompt="x", output_schema={"type": "object", "properties": {}})
+    assert subtask.output_schema["title"] == "Output"
+
+
+# -- plan files --------------------------------------------------------------------------------
+
+
+def test_missing_plan_file_raises_plan_file_error(tmp_path: Path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(PlanFileError) as info:
+        TaskPlan.from_file(missing)
+    assert info.value.path == str(missing)
+    assert "does not exist" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_yaml_syntax_error_raises_plan_file_error_with_the_line(tmp_path: Path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("task: t\nsubtasks:\n  - id: a\n    prompt: [unclosed\n", encoding="utf-8")
+    with pytest.raises(PlanFileError) as info:
+        TaskPlan.from_file(path)
+    assert "not valid YAML" in str(info.value)
+    assert "line " in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_json_syntax_error_raises_plan_file_error_with_the_line(tmp_path: Path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"task": "t",\n "subtasks": [}', encoding="utf-8")
+    with pytest.raises(PlanFileError) as info:
+        TaskPlan.from_file(path)
+    assert "not valid JSON (line 2" in str(info.value)
+
+
+def test_a_plan_file_that_is_not_a_mapping_raises_plan_file_error(tmp_path: Path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- id: a\n  prompt: x\n", encoding="utf-8")
+    with pytest.raises(PlanFileError) as info:
+        TaskPlan.from_file(path)
+    assert "mapping" in str(info.value) and "list" in str(info.value)
+
+
+def test_a_plan_file_with_a_bad_graph_raises_the_graph_error(tmp_path: Path):
+    path = tmp_path / "cycle.yaml"
+    path.write_text(
+        "task: t\nsubtasks:\n"
+        "  - {id: a, prompt: x, depends_on: [b]}\n"
+        "  - {id: b, prompt: y, depends_on: [a]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DependencyCycleError):
+        TaskPlan.from_file(path)
+    with pytest.raises(DependencyCycleError):
+        compile_plan(path, model="simulated")
+
+
+def test_json_and_yaml_files_load_the_same_plan(tmp_path: Path):
+    (tmp_path / "p.yaml").write_text(
+        "task: t\nsubtasks:\n  - {id: a, prompt: x}\n  - {id: b, prompt: y, depends_on: a}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "p.json").write_text(
+        '{"task": "t", "subtasks": [{"id": "a", "prompt": "x"},'
+        ' {"id": "b", "prompt": "y", "depends_on": ["a"]}]}',
+        encoding="utf-8",
+    )
+    from_yaml = TaskPlan.from_file(tmp_path / "p.yaml")
+    from_json = TaskPlan.from_file(tmp_path / "p.json")
+    assert from_yaml.fingerprint() == from_json.fingerprint()
+
+
+# -- checks that run again at compile time --------------------------------------------------
+
+
+def test_a_plan_mutated_after_validation_is_checked_again_at_compile_time(echo):
+    plan = TaskPlan.model_validate(plan_dict(sub("a"), sub("b", "a")))
+    plan.subtasks[0].depends_on.append("b")  # now a <-> b
+    with pytest.raises(DependencyCycleError):
+        compile_plan(plan, model=echo)
+
+
+def test_max_concurrency_below_one_is_rejected(echo):
+    with pytest.raises(ValueError, match="max_concurrency"):
+        compile_plan(plan_dict(sub("a")), model=echo, max_concurrency=0)
+
+
+# -- run inputs ---------------------------------------------------------------------------------
+
+
+MISSING_INPUT_BUG = (
+    "TaskPlan.required_inputs never records a name: its body sits after `continue` "
+    "(src/fanfold/plan/models.py), so missing inputs are not detected before the run"
+)
+
+
+@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
+def test_required_inputs_lists_undefaulted_placeholders_with_their_users():
+    plan = TaskPlan.model_validate(
+        plan_dict(
+            sub("a", prompt="About {topic} for {audience}"),
+            sub("b", "a", prompt="More on {topic}: {a}"),
+            task="Brief on {topic} in {tone}",
+            inputs={"audience": {"default": "kids"}, "tone": "the voice"},
+        )
+    )
+    assert plan.required_inputs() == {"topic": ["a", "b"], "tone": ["task"]}
+
+
+@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
+def test_missing_run_input_fails_before_any_model_call(echo, make_plan):
+    plan = make_plan(
+        {"a": [], "b": []}, prompts={"a": "[a] about {topic}"}, task="Brief on {topic}"
+    )
+    graph = compile_plan(plan, model=echo)
+    with pytest.raises(MissingInputError) as info:
+        graph.invoke({"inputs": {}})
+    assert info.value.missing == {"topic": ["task", "a"]}
+    assert "'topic'" in str(info.value) and "--input topic=" in str(info.value)
+    assert echo.calls == []
+
+
+@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
+async def test_missing_run_input_fails_before_any_model_call_async(echo, make_plan):
+    plan = make_plan({"a": [], "b": []}, prompts={"a": "[a] about {topic}"})
+    graph = compile_plan(plan, model=echo)
+    with pytest.raises(MissingInputError) as info:
+        await graph.ainvoke({"inputs": {}})
+    assert "'topic' (used by 'a')" in str(info.value)
+    assert echo.calls == []
+
+
+@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
+def test_an_input_used_only_by_a_dependent_is_still_checked_before_the_run(echo, make_plan):
+    plan = make_plan({"a": [], "b": ["a"]}, prompts={"b": "[b] {a} for {audience}"})
+    graph = compile_plan(plan, model=echo)
+    with pytest.raises(MissingInputError):
+        graph.invoke({"inputs": {}})
+    assert echo.calls == []
+
+
+def test_declared_input_default_fills_the_prompt(echo, make_plan):
+    plan = make_plan(
+        {"a": []},
+        prompts={"a": "[a] about {topic}"},
+        inputs={"topic": {"description": "What to cover", "default": "tides"}},
+    )
+    compile_plan(plan, model=echo, aggregator=None).invoke({"inputs": {}})
+    assert echo.call_for("a").human == "[a] about tides"
+
+
+def test_run_input_overrides_the_declared_default(echo, make_plan):
+    plan = make_plan(
+        {"a": []}, prompts={"a": "[a] about {topic}"}, inputs={"topic": {"default": "tides"}}
+    )
+    compile_plan(plan, model=echo, aggregator=None).invoke({"inputs": {"topic": "comets"}})
+    assert echo.call_for("a").human == "[a] about comets"
+
+
+def test_inputs_may_be_declared_as_a_list_of_names():
+    plan = TaskPlan.model_validate(plan_dict(sub("a", prompt="{topic}"), inputs=["topic"]))
+    assert set(plan.inputs) == {"topic"}
+    assert plan.inputs["topic"].default is None
+
+
+def test_plan_task_placeholders_are_filled_from_run_inputs(echo, make_plan):
+    plan = make_plan(
+        {"a": []}, prompts={"a": "[a] restate: {task}"}, task="Write about {topic} for {who}"
+    )
+    graph = compile_plan(plan, model=echo)
+    graph.invoke({"inputs": {"topic": "tides", "who": "sailors"}})
+    call = echo.call_for("a")
+    assert call.human == "[a] restate: Write about tides for sailors"
+    assert "Overall task: Write about tides for sailors" in call.system
+    assert "Task: Write about tides for sailors" in echo.call_for("aggregate").human

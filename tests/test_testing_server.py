@@ -1,0 +1,305 @@
+"""The loopback OpenAI-compatible server, driven by the real ChatOpenAI / openai / httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import openai
+import pydantic
+import pytest
+from langchain_openai import ChatOpenAI
+
+from fanfold.testing import REPLY_PREFIX, SimServer, SimServerConfig
+
+
+@contextmanager
+def serving(**knobs: Any) -> Iterator[SimServer]:
+    with SimServer(SimServerConfig(**knobs)) as srv:
+        yield srv
+
+
+def chat_model(srv: SimServer, *, timeout: float = 5.0, **kwargs: Any) -> ChatOpenAI:
+    return ChatOpenAI(
+        model="sim-model",
+        base_url=srv.base_url,
+        api_key=kwargs.pop("api_key", "sk-test"),
+        max_retries=0,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def chat_body(prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "sim-model", "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int = pydantic.Field(ge=0, le=150)
+    tags: list[str]
+
+
+def test_plain_completion_returns_deterministic_reply_with_usage_metadata() -> None:
+    with serving(reply_tokens=8) as srv:
+        llm = chat_model(srv)
+        first = llm.invoke("Summarise the quarterly report")
+        second = llm.invoke("Summarise the quarterly report")
+    assert isinstance(first.content, str)
+    assert first.content.startswith(REPLY_PREFIX + "Summarise the quarterly report")
+    assert first.content == second.content
+    assert first.usage_metadata is not None
+    assert first.usage_metadata["output_tokens"] == 8
+    assert first.usage_metadata["input_tokens"] > 0
+    assert first.response_metadata["model_name"] == "sim-model"
+    assert first.response_metadata["finish_reason"] == "stop"
+
+
+def test_reply_depends_on_seed() -> None:
+    with serving(seed=1) as one, serving(seed=2) as two:
+        assert chat_model(one).invoke("hello").content != chat_model(two).invoke("hello").content
+
+
+def test_streaming_with_stream_usage_yields_token_chunks_and_usage() -> None:
+    with serving(reply_tokens=6) as srv:
+        llm = chat_model(srv, stream_usage=True)
+        chunks = list(llm.stream("stream this please"))
+        whole = llm.invoke("stream this please")
+    texts = [c.content for c in chunks if c.content]
+    assert len(texts) == 6
+    assert "".join(str(t) for t in texts) == whole.content
+    usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert usage and usage[-1]["output_tokens"] == 6
+
+
+def test_raw_stream_is_chunked_sse_ending_with_usage_chunk_and_done() -> None:
+    with serving(reply_tokens=3) as srv:
+        body = chat_body("raw", stream=True, stream_options={"include_usage": True})
+        response = httpx.post(f"{srv.base_url}/chat/completions", json=body)
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    usage_chunk = json.loads(events[-2])
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["completion_tokens"] == 3
+    assert all(json.loads(e)["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+def test_token_delay_paces_streamed_chunks() -> None:
+    with serving(reply_tokens=5, token_delay=0.03) as srv:
+        start = time.perf_counter()
+        chunks = list(chat_model(srv).stream("slow"))
+        elapsed = time.perf_counter() - start
+    assert len([c for c in chunks if c.content]) == 5
+    assert elapsed >= 4 * 0.03
+
+
+def test_models_endpoint_lists_sim_model() -> None:
+    with serving() as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0)
+        models = client.models.list()
+    assert [m.id for m in models.data] == ["sim-model"]
+    assert models.data[0].owned_by == "fanfold"
+
+
+def test_unknown_path_is_404_and_unparseable_body_is_400() -> None:
+    with serving() as srv, httpx.Client(base_url=srv.base_url) as client:
+        assert client.get("/nope").status_code == 404
+        bad = client.post(
+            "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert bad.status_code == 400
+        assert bad.json()["error"]["type"] == "invalid_request_error"
+        assert srv.status_counts() == {400: 1}
+
+
+async def test_hidden_concurrency_limit_answers_429_with_retry_after_headers() -> None:
+    with serving(latency=0.2, rate_limit_concurrency=2) as srv:
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as client:
+            responses = await asyncio.gather(
+                *(client.post("/chat/completions", json=chat_body(f"job {i}")) for i in range(6))
+            )
+        assert sorted(r.status_code for r in responses) == [200, 200, 429, 429, 429, 429]
+        limited = next(r for r in responses if r.status_code == 429)
+        assert limited.headers["retry-after-ms"] == "200"
+        assert limited.headers["retry-after"] == "1"
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+        assert srv.status_counts() == {200: 2, 429: 4}
+        assert srv.max_in_flight >= 3
+
+
+async def test_hidden_rps_limit_answers_429_immediately_with_time_until_next_token() -> None:
+    with serving(latency=0.3, rate_limit_rps=2.0) as srv:  # burst defaults to 2
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=5) as client:
+
+            async def burst(n: int) -> list[httpx.Response]:
+                posts = (
+                    client.post("/chat/completions", json=chat_body(f"q{i}")) for i in range(n)
+                )
+                return list(await asyncio.gather(*posts))
+
+            responses = await burst(4)
+            rejected = [r for r in responses if r.status_code == 429]
+            assert len(rejected) == 2
+            for r in rejected:
+                assert r.elapsed.total_seconds() < 0.2  # rejections skip the latency
+                assert 0 < int(r.headers["retry-after-ms"]) <= 500
+                assert r.headers["retry-after"] == "1"
+            assert all(r.elapsed.total_seconds() >= 0.3 for r in responses if r.status_code == 200)
+            srv.update(retry_after_ms=2500)
+            forced = next(r for r in await burst(3) if r.status_code == 429)
+        assert forced.headers["retry-after-ms"] == "2500"
+        assert forced.headers["retry-after"] == "3"
+
+
+def test_injected_500_and_503_reach_the_client_as_server_errors() -> None:
+    with serving(error_500_rate=1.0) as srv:
+        llm = chat_model(srv)
+        with pytest.raises(openai.InternalServerError) as err:
+            llm.invoke("hi")
+        assert err.value.status_code == 500
+        srv.update(error_500_rate=0.0, error_503_rate=1.0)
+        with pytest.raises(openai.InternalServerError) as err:
+            llm.invoke("hi")
+        assert err.value.status_code == 503
+        assert srv.status_counts() == {500: 1, 503: 1}
+
+
+def test_fail_prompts_answer_400_as_bad_request_error() -> None:
+    with serving(fail_prompts={"BAD": 400}) as srv:
+        llm = chat_model(srv)
+        with pytest.raises(openai.BadRequestError):
+            llm.invoke("this prompt is BAD")
+        assert llm.invoke("this prompt is fine").content
+        assert srv.status_counts() == {400: 1, 200: 1}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_json_body_raises_in_the_client(stream: bool) -> None:
+    with serving(malformed_rate=1.0) as srv:
+        llm = chat_model(srv)
+        # The openai SDK lets json.JSONDecodeError escape rather than wrapping it.
+        with pytest.raises((json.JSONDecodeError, openai.APIError)):
+            list(llm.stream("hi")) if stream else llm.invoke("hi")
+        assert srv.status_counts() == {"malformed": 1}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_dropped_connection_raises_api_connection_error(stream: bool) -> None:
+    with serving(drop_rate=1.0) as srv:
+        llm = chat_model(srv)
+        with pytest.raises(openai.APIConnectionError):
+            list(llm.stream("hi")) if stream else llm.invoke("hi")
+        assert srv.status_counts() == {"drop": 1}
+
+
+def test_stall_longer_than_client_timeout_raises_api_timeout_error_and_stop_is_prompt() -> None:
+    srv = SimServer(SimServerConfig(stall_rate=1.0, stall_seconds=5.0)).start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(openai.APITimeoutError):
+            chat_model(srv, timeout=0.3).invoke("hi")
+        assert time.perf_counter() - start < 2.0
+        assert srv.status_counts() == {"stall": 1}
+    finally:
+        start = time.perf_counter()
+        srv.stop()
+        assert time.perf_counter() - start < 1.0
+
+
+def test_fault_first_attempts_only_lets_the_retry_succeed() -> None:
+    with serving(error_503_rate=1.0, fault_first_attempts_only=True) as srv:
+        with httpx.Client(base_url=srv.base_url) as client:
+            statuses = [
+                client.post("/chat/completions", json=chat_body("p")).status_code for _ in range(3)
+            ]
+        assert statuses == [503, 200, 200]
+        assert srv.requests_for("p") == 3
+
+
+def test_api_key_is_enforced_with_401() -> None:
+    with serving(api_key="sk-right") as srv:
+        with pytest.raises(openai.AuthenticationError):
+            chat_model(srv, api_key="sk-wrong").invoke("hi")
+        assert chat_model(srv, api_key="sk-right").invoke("hi").content
+        assert srv.status_counts() == {401: 1, 200: 1}
+
+
+def test_requests_for_log_and_reset_count_chat_requests() -> None:
+    with serving() as srv:
+        llm = chat_model(srv)
+        for prompt in ["alpha task", "alpha task", "beta task"]:
+            llm.invoke(prompt)
+        assert srv.requests_for("alpha") == 2
+        assert srv.requests_for("task") == 3
+        assert srv.requests_for("gamma") == 0
+        assert srv.request_count == 3
+        assert [r.prompt for r in srv.log] == ["alpha task", "alpha task", "beta task"]
+        assert all(r.outcome == 200 for r in srv.log)
+        assert srv.max_in_flight == 1
+        srv.reset()
+        assert srv.request_count == 0 and srv.log == []
+
+
+def test_structured_output_with_json_schema_method() -> None:
+    with serving() as srv:
+        person = chat_model(srv).with_structured_output(Person).invoke("describe someone")
+    assert isinstance(person, Person)
+    assert person.name and len(person.tags) >= 1
+
+
+def test_structured_output_with_function_calling_method() -> None:
+    with serving() as srv:
+        structured = chat_model(srv).with_structured_output(Person, method="function_calling")
+        person = structured.invoke("describe someone")
+    assert isinstance(person, Person)
+
+
+def test_bound_tools_get_tool_calls_until_a_tool_result_arrives() -> None:
+    def lookup(city: str) -> str:
+        """Look up the weather in a city."""
+        return "sunny"
+
+    with serving() as srv:
+        llm = chat_model(srv).bind_tools([lookup])
+        message = llm.invoke("weather in Oslo?")
+        assert message.tool_calls and message.tool_calls[0]["name"] == "lookup"
+        assert isinstance(message.tool_calls[0]["args"]["city"], str)
+        follow_up = llm.invoke(
+            [
+                ("user", "weather in Oslo?"),
+                message,
+                {"role": "tool", "content": "sunny", "tool_call_id": message.tool_calls[0]["id"]},
+            ]
+        )
+        assert not follow_up.tool_calls and follow_up.content
+
+
+def test_stop_closes_the_socket_and_releases_the_port() -> None:
+    srv = SimServer().start()
+    port = srv.port
+    assert chat_model(srv).invoke("hi").content  # leaves a pooled keep-alive connection
+    srv.stop()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+    with SimServer(port=port) as again:
+        assert again.port == port
+        assert chat_model(again).invoke("hi").content
+
+
+def test_config_rejects_unknown_knobs_and_impossible_fault_rates() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        SimServerConfig(error_500_rate=0.7, drop_rate=0.7)
+    with serving() as srv:
+        with pytest.raises(pydantic.ValidationError):
+            srv.update(no_such_knob=1)
+        assert srv.update(latency=0.01).latency == 0.01
+        assert srv.config.latency == 0.01
