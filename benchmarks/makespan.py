@@ -80,9 +80,7 @@ async def run_level_loop(subtasks: list[dict[str, Any]], model: SimulatedChatMod
         ready = [
             s for s in subtasks if s["id"] not in done and all(d in done for d in s["depends_on"])
         ]
-        replies = await asyncio.gather(
-            *(model.ainvoke([HumanMessage(s["prompt"])]) for s in ready)
-        )
+        replies = await asyncio.gather(*(model.ainvoke([HumanMessage(s["prompt"])]) for s in ready))
         for sub, reply in zip(ready, replies, strict=True):
             done[sub["id"]] = str(reply.content)
     return time.perf_counter() - start
@@ -148,9 +146,8 @@ async def main() -> None:
             )
         base = statistics.median(ratios["fanfold"])
         for name in list(RUNNERS)[1:]:
-            print(
-                f"{n:>8}  {name} is {statistics.median(ratios[name]) / base:.2f}x fanfold's makespan"
-            )
+            ratio = statistics.median(ratios[name]) / base
+            print(f"{n:>8}  {name} is {ratio:.2f}x fanfold's makespan")
 
 
 if __name__ == "__main__":

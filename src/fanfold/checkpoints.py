@@ -62,8 +62,8 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
             f"cannot open checkpoint file {target!r}: {exc}; check the path"
         ) from exc
     try:
-        saver = AsyncSqliteSaver(conn, serde=serializer())
-        await saver.setup()
-        yield saver
+        sqlite_saver = AsyncSqliteSaver(conn, serde=serializer())
+        await sqlite_saver.setup()
+        yield sqlite_saver
     finally:
         await conn.close()

@@ -226,15 +226,21 @@ def run(
         typer.echo(describe_critical_path(runtime), err=as_json)
     run_id = uuid.uuid4().hex[:12] if checkpoint else None
     if run_id:
-        typer.echo(f"run id: {run_id}  (resume with: fanfold resume {run_id} "
-                   f"--checkpoint {checkpoint})", err=True)
+        typer.echo(
+            f"run id: {run_id}  (resume with: fanfold resume {run_id} --checkpoint {checkpoint})",
+            err=True,
+        )
     payload = {
         "inputs": inputs,
         "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
     }
     state = asyncio.run(
         _execute(
-            task_plan, options, payload, checkpoint=checkpoint, run_id=run_id,
+            task_plan,
+            options,
+            payload,
+            checkpoint=checkpoint,
+            run_id=run_id,
             progress=not as_json,
         )
     )
@@ -284,8 +290,13 @@ def resume(
     )
     final = asyncio.run(
         _execute(
-            task_plan, options, payload, checkpoint=checkpoint, run_id=run_id,
-            progress=not as_json, retry_failed=not unfinished,
+            task_plan,
+            options,
+            payload,
+            checkpoint=checkpoint,
+            run_id=run_id,
+            progress=not as_json,
+            retry_failed=not unfinished,
         )
     )
     _report(task_plan, final, as_json=as_json, task_text=task_text)
@@ -294,7 +305,9 @@ def resume(
 async def _load_run(checkpoint: str, run_id: str) -> Any:
     async with open_checkpointer(checkpoint) as saver:
         graph = compile_plan(
-            TaskPlan(task="-", subtasks=[{"id": "probe", "prompt": "-", "kind": "template"}]),
+            TaskPlan.model_validate(
+                {"task": "-", "subtasks": [{"id": "probe", "prompt": "-", "kind": "template"}]}
+            ),
             checkpointer=saver,
             aggregator=None,
         )
@@ -347,9 +360,7 @@ def serve_sim(
 @one_line_errors
 def show(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
-    format: Annotated[
-        str, typer.Option("--format", "-f", help="mermaid or ascii.")
-    ] = "mermaid",
+    format: Annotated[str, typer.Option("--format", "-f", help="mermaid or ascii.")] = "mermaid",
 ) -> None:
     """Print a plan's graph as Mermaid text or ASCII art, without running it.
 

@@ -93,9 +93,7 @@ class UnknownDependencyError(PlanError):
 
     def __init__(self, subtask_id: str, dependency: str, known: Iterable[str]) -> None:
         hint = did_you_mean(dependency, known) or "; remove it or add a subtask with that id"
-        super().__init__(
-            f"subtask {subtask_id!r} depends on unknown subtask {dependency!r}{hint}"
-        )
+        super().__init__(f"subtask {subtask_id!r} depends on unknown subtask {dependency!r}{hint}")
         self.subtask_id = subtask_id
         self.dependency = dependency
 

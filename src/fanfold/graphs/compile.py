@@ -10,9 +10,9 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
+from fanfold.durations import DurationStore
 from fanfold.errors import UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
-from fanfold.durations import DurationStore
 from fanfold.graphs.limits import RateLimiter
 from fanfold.graphs.priorities import expected_durations
 from fanfold.graphs.retry import RetryPolicy
@@ -80,13 +80,10 @@ def compile_plan(
     Raises:
         PlanError: the plan, a kind or a model choice is invalid. Nothing has run.
     """
-    if isinstance(plan, str | Path):
-        plan = TaskPlan.from_file(plan)
-    elif not isinstance(plan, TaskPlan):
-        plan = TaskPlan.model_validate(dict(plan))
+    plan = _as_plan(plan)
     check_graph(plan.subtasks)  # plans are mutable; check again what will be compiled
     registry = kinds or node_kinds
-    limits = {
+    limits: dict[str, Any] = {
         "max_concurrency": max_concurrency,
         "requests_per_second": requests_per_second,
         "tokens_per_minute": tokens_per_minute,
@@ -156,6 +153,15 @@ def compile_plan(
     graph.__class__ = CompiledPlanGraph
     graph.fanfold_runtime = runtime  # type: ignore[attr-defined]
     return graph  # type: ignore[return-value]
+
+
+def _as_plan(plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:
+    if isinstance(plan, TaskPlan):
+        return plan
+    if isinstance(plan, str | Path):
+        return TaskPlan.from_file(plan)
+    validated: TaskPlan = TaskPlan.model_validate(dict(plan))
+    return validated
 
 
 def endpoint_key(model: BaseChatModel | None) -> tuple[str, str, str]:

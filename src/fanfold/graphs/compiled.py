@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
-
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.graph.state import CompiledStateGraph
 
 from fanfold.graphs.run_scope import RETRY_FAILED_KEY, SCOPE_KEY, RunScope
 from fanfold.graphs.runtime import PlanRuntime
@@ -75,7 +74,10 @@ class CompiledPlanGraph(CompiledStateGraph):
 
     @staticmethod
     def _retry_config(config: RunnableConfig) -> RunnableConfig:
-        return {**config, "configurable": {**config.get("configurable", {}), RETRY_FAILED_KEY: True}}
+        return {
+            **config,
+            "configurable": {**config.get("configurable", {}), RETRY_FAILED_KEY: True},
+        }
 
     @property
     def plan(self) -> TaskPlan:
@@ -89,40 +91,42 @@ class CompiledPlanGraph(CompiledStateGraph):
         inputs = _fresh_inputs(input)
         if inputs is not None and self.fanfold_runtime is not None:
             self.fanfold_runtime.run_inputs(inputs)  # fail before any node runs
-        config = dict(config or {})  # type: ignore[assignment]
-        run_id = config.get("run_id") or uuid.uuid4()
-        keep = bool((config.get("configurable") or {}).get(RETRY_FAILED_KEY))
+        patched: dict[str, Any] = dict(config or {})
+        run_id = patched.get("run_id") or uuid.uuid4()
+        keep = bool((patched.get("configurable") or {}).get(RETRY_FAILED_KEY))
         scope = RunScope(run_id, fresh=inputs is not None and not keep, retry_failed=keep)
         scope.committed = _pending_results(pending)
-        config["run_id"] = run_id
-        config["configurable"] = {**(config.get("configurable") or {}), SCOPE_KEY: scope}
-        return scope, config
+        patched["run_id"] = run_id
+        patched["configurable"] = {**(patched.get("configurable") or {}), SCOPE_KEY: scope}
+        return scope, cast(RunnableConfig, patched)
 
-    def _resuming(self, input: Any, config: RunnableConfig | None) -> bool:
-        return (
-            _fresh_inputs(input) is None
-            and isinstance(self.checkpointer, BaseCheckpointSaver)
-            and bool((config or {}).get("configurable", {}).get("thread_id"))
-        )
+    def _saver_for_resume(
+        self, input: Any, config: RunnableConfig | None
+    ) -> tuple[BaseCheckpointSaver[Any], RunnableConfig] | None:
+        """The checkpointer and config when this call resumes a thread, else None."""
+        saver = self.checkpointer
+        if _fresh_inputs(input) is not None or not isinstance(saver, BaseCheckpointSaver):
+            return None
+        if config is None or not (config.get("configurable") or {}).get("thread_id"):
+            return None
+        return saver, config
 
-    def stream(  # type: ignore[override]
+    def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        pending = None
-        if self._resuming(input, config):
-            pending = self.checkpointer.get_tuple(config)  # type: ignore[union-attr,arg-type]
+        resume = self._saver_for_resume(input, config)
+        pending = resume[0].get_tuple(resume[1]) if resume else None
         scope, config = self._open(input, config, pending)
         try:
             yield from super().stream(input, config, **kwargs)
         finally:
             scope.close()
 
-    async def astream(  # type: ignore[override]
+    async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        pending = None
-        if self._resuming(input, config):
-            pending = await self.checkpointer.aget_tuple(config)  # type: ignore[union-attr,arg-type]
+        resume = self._saver_for_resume(input, config)
+        pending = await resume[0].aget_tuple(resume[1]) if resume else None
         scope, config = self._open(input, config, pending)
         try:
             async for chunk in super().astream(input, config, **kwargs):

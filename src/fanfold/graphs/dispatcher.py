@@ -83,7 +83,9 @@ class Dispatcher:
         if task is None:
             for dep in self.runtime.dependencies[sid]:
                 self._ensure(dep)
-            task = self.loop.create_task(self._run(sid), name=f"fanfold:{sid}", context=self._context)
+            task = self.loop.create_task(
+                self._run(sid), name=f"fanfold:{sid}", context=self._context
+            )
             self._tasks[sid] = task
         return task
 
@@ -127,7 +129,9 @@ class Dispatcher:
         budget = subtask.max_attempts or policy.max_attempts
         priority_rank = self.runtime.priorities[sid]
         priority = subtask.priority if subtask.priority is not None else priority_rank[1]
-        prompt = subtask_prompt(subtask, task=self.task, inputs=self.inputs, dependencies=dep_results)
+        prompt = subtask_prompt(
+            subtask, task=self.task, inputs=self.inputs, dependencies=dep_results
+        )
         messages = subtask_messages(subtask, task=self.task, prompt=prompt)
         estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
         first_start: float | None = None

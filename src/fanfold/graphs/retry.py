@@ -6,7 +6,6 @@ RetryPolicy is not used, so a call is attempted at most `max_attempts` times in 
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import random
@@ -65,14 +64,23 @@ def classify(exc: BaseException, _depth: int = 0) -> Failure:
     if status is not None:
         transient = status in TRANSIENT_STATUS or status >= 500
         return Failure(transient, status, _retry_after(exc) if transient else None)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | ConnectionError | json.JSONDecodeError):
+    if isinstance(exc, TimeoutError | ConnectionError | json.JSONDecodeError):
         return Failure(True)
     name = type(exc).__name__
     module = type(exc).__module__
     # SDK and transport errors, matched by name so no provider package is imported.
     if module.startswith(("openai", "httpx", "httpcore", "anthropic", "aiohttp")) and any(
-        word in name for word in ("Connection", "Timeout", "Protocol", "Network", "ReadError",
-                                  "WriteError", "ResponseValidation", "Decode")
+        word in name
+        for word in (
+            "Connection",
+            "Timeout",
+            "Protocol",
+            "Network",
+            "ReadError",
+            "WriteError",
+            "ResponseValidation",
+            "Decode",
+        )
     ):
         return Failure(True)
     cause = exc.__cause__ or exc.__context__

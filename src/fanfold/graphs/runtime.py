@@ -62,13 +62,13 @@ class PlanRuntime:
             MissingInputError: a prompt needs an input the run does not have.
         """
         values = {
-            name: spec.default for name, spec in self.plan.inputs.items() if spec.default is not None
+            name: spec.default
+            for name, spec in self.plan.inputs.items()
+            if spec.default is not None
         }
         values.update(inputs or {})
         missing = {
-            name: users
-            for name, users in self.plan.required_inputs().items()
-            if name not in values
+            name: users for name, users in self.plan.required_inputs().items() if name not in values
         }
         if missing:
             raise MissingInputError(missing)

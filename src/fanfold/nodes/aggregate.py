@@ -27,7 +27,9 @@ def aggregate_node(runtime: PlanRuntime) -> RunnableCallable:
         usage = TokenUsage()
         error: str | None = None
         try:
-            inputs = dispatcher.inputs if dispatcher is not None else runtime.run_inputs(state.inputs)
+            inputs = (
+                dispatcher.inputs if dispatcher is not None else runtime.run_inputs(state.inputs)
+            )
             output, usage = await runtime.aggregate(dict(results), inputs, config)
         except Exception as exc:
             error = describe_error(exc)

@@ -34,7 +34,7 @@ async def run_llm(call: SubtaskCall) -> KindOutput:
         reply = await call.model.ainvoke(call.messages, call.config)
         return KindOutput(message_text(reply), TokenUsage.from_metadata(reply.usage_metadata))
     structured = call.model.with_structured_output(schema, include_raw=True)
-    answer = await structured.ainvoke(call.messages, call.config)
+    answer: Any = await structured.ainvoke(call.messages, call.config)
     raw = answer.get("raw") if isinstance(answer, dict) else None
     usage = TokenUsage.from_metadata(raw.usage_metadata if isinstance(raw, AIMessage) else None)
     if answer.get("parsing_error") is not None or answer.get("parsed") is None:

@@ -49,9 +49,7 @@ def subtask_prompt(
     text = render(subtask.prompt, values, to_text=as_text)
     used = set(placeholders(subtask.prompt))
     context = [
-        f"### {dep}\n{as_text(res.output)}"
-        for dep, res in dependencies.items()
-        if dep not in used
+        f"### {dep}\n{as_text(res.output)}" for dep, res in dependencies.items() if dep not in used
     ]
     if context:
         text += "\n\n## Results from earlier subtasks\n\n" + "\n\n".join(context)

@@ -65,9 +65,7 @@ def check_graph(subtasks: Sequence[SubTask]) -> None:
         PlanError: the first problem found, as the matching subclass.
     """
     if not subtasks:
-        raise EmptyPlanError(
-            "the plan has no subtasks; add at least one entry under 'subtasks'"
-        )
+        raise EmptyPlanError("the plan has no subtasks; add at least one entry under 'subtasks'")
     ids: set[str] = set()
     for sub in subtasks:
         check_subtask_id(sub.id)

@@ -24,9 +24,7 @@ def load_mapping(path: Path) -> dict[str, Any]:
             f"plan file {str(path)!r} does not exist; check the path", path=str(path)
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise PlanFileError(
-            f"cannot read plan file {str(path)!r}: {exc}", path=str(path)
-        ) from exc
+        raise PlanFileError(f"cannot read plan file {str(path)!r}: {exc}", path=str(path)) from exc
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -135,7 +135,7 @@ class TaskPlan(_PlanModel):
     task: str = Field(description="The overall job; may use run-input placeholders.")
     subtasks: list[SubTask]
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
+    aggregation: AggregationSettings = Field(default_factory=lambda: AggregationSettings())
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -33,7 +33,9 @@ class TokenUsage(BaseModel):
         inp = int(usage.get("input_tokens") or 0)
         out = int(usage.get("output_tokens") or 0)
         return cls(
-            input_tokens=inp, output_tokens=out, total_tokens=int(usage.get("total_tokens") or inp + out)
+            input_tokens=inp,
+            output_tokens=out,
+            total_tokens=int(usage.get("total_tokens") or inp + out),
         )
 
 
@@ -43,10 +45,10 @@ class SubtaskResult(BaseModel):
     id: str
     status: Status
     output: Any = None
-    error: str | None = Field(None, description="Why it failed, or why it was skipped.")
+    error: str | None = Field(default=None, description="Why it failed, or why it was skipped.")
     usage: TokenUsage = Field(default_factory=TokenUsage)
-    started_at: float | None = Field(None, description="Unix time the call started.")
-    finished_at: float | None = Field(None, description="Unix time the result was known.")
+    started_at: float | None = Field(default=None, description="Unix time the call started.")
+    finished_at: float | None = Field(default=None, description="Unix time the result was known.")
     attempts: int = 0
     model: str | None = None
     priority: float | None = None
