@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -395,6 +395,7 @@ def test_random_plans_compile_to_exactly_the_declared_edges_or_raise_plan_error(
         plan = TaskPlan.model_validate(raw)
         graph = compile_plan(plan, model="simulated", aggregator=None)
     except Exception as exc:  # noqa: BLE001 - the type is the assertion
+        event(f"raised {type(exc).__name__}")
         assert isinstance(exc, PlanError), f"{type(exc).__name__} escaped: {exc!r}"
         assert not isinstance(exc, ValidationError | KeyError | TypeError)
         assert reasons, f"valid plan rejected with {type(exc).__name__}: {exc}"
@@ -402,6 +403,7 @@ def test_random_plans_compile_to_exactly_the_declared_edges_or_raise_plan_error(
         assert str(exc)  # every error carries a message
         return
     assert not reasons, f"invalid plan ({reasons}) compiled: {raw!r}"
+    event(f"compiled ({'one' if len(raw['subtasks']) == 1 else 'several'} subtasks)")
     deps = raw_dependencies(raw)
     assert list(deps) == plan.ids
     edges = actual_edges(graph)

@@ -98,7 +98,8 @@ def _openai(spec: str, name: str, **kwargs: Any) -> BaseChatModel:
         raise ModelResolutionError(
             f"model {spec!r} names no model; write it as 'openai:gpt-4o-mini'", model=spec
         )
-    options: dict[str, Any] = {"model": name, "timeout": DEFAULT_TIMEOUT}
+    # fanfold's dispatcher is the one retry layer: the SDK's own retries would multiply it.
+    options: dict[str, Any] = {"model": name, "timeout": DEFAULT_TIMEOUT, "max_retries": 0}
     if base_url:
         options["base_url"] = base_url
         # Custom servers only report usage in a stream when asked to.
