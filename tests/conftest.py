@@ -49,7 +49,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FANFOLD_HOME", str(tmp_path / "fanfold-home"))
 
 
-# -- the recording fake --------------------------------------------------------------
+# -- the recording fake --------------------------------------------------------------------
 
 
 class ScriptedFailure(RuntimeError):
@@ -283,7 +283,7 @@ def simulated() -> SimulatedChatModel:
     return SimulatedChatModel(latency=0.002)
 
 
-# -- plans ----------------------------------------------------------------------------
+# -- plans ---------------------------------------------------------------------------------
 
 
 def prompt_for(sid: str) -> str:
@@ -313,7 +313,7 @@ def make_plan() -> Callable[..., TaskPlan]:
     return build_plan
 
 
-# -- snapshots ------------------------------------------------------------------------
+# -- snapshots -----------------------------------------------------------------------------
 
 
 def assert_matches_snapshot(name: str, text: str) -> None:

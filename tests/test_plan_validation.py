@@ -45,7 +45,7 @@ def rejected(data: dict[str, Any], error: type[PlanError]) -> PlanError:
     return info.value
 
 
-# -- ids --------------------------------------------------------------------------------
+# -- ids -----------------------------------------------------------------------------------
 
 
 def test_duplicate_ids_are_rejected_naming_the_id():
@@ -94,7 +94,7 @@ def test_an_empty_plan_is_rejected():
     assert "add at least one" in str(err)
 
 
-# -- dependencies ------------------------------------------------------------------------
+# -- dependencies --------------------------------------------------------------------------
 
 
 def test_unknown_dependency_suggests_the_closest_id():
@@ -217,12 +217,6 @@ def test_wrong_field_types_raise_a_plan_validation_error_naming_the_field(data, 
     assert isinstance(err.__cause__, ValidationError)  # translated, not swallowed
 
 
-@pytest.mark.xfail(
-    reason="SubTask overrides __init__, so pydantic runs it for nested subtasks and "
-    "_translate (src/fanfold/plan/models.py) returns the nested PlanValidationError as is: "
-    "the message says 'invalid SubTask: prompt: Field required' without saying which subtask",
-    strict=True,
-)
 def test_a_bad_field_in_one_of_many_subtasks_names_that_subtask():
     data = plan_dict(sub("first"), sub("second"), {"id": "third", "prompt": "x", "kind": 5})
     err = rejected(data, PlanValidationError)
@@ -263,7 +257,7 @@ def test_a_dict_output_schema_gets_a_title_for_the_tool_name():
     assert subtask.output_schema["title"] == "Output"
 
 
-# -- plan files --------------------------------------------------------------------------------
+# -- plan files ----------------------------------------------------------------------------
 
 
 def test_missing_plan_file_raises_plan_file_error(tmp_path: Path):
@@ -330,7 +324,7 @@ def test_json_and_yaml_files_load_the_same_plan(tmp_path: Path):
     assert from_yaml.fingerprint() == from_json.fingerprint()
 
 
-# -- checks that run again at compile time --------------------------------------------------
+# -- checks that run again at compile time -------------------------------------------------
 
 
 def test_a_plan_mutated_after_validation_is_checked_again_at_compile_time(echo):
@@ -345,16 +339,9 @@ def test_max_concurrency_below_one_is_rejected(echo):
         compile_plan(plan_dict(sub("a")), model=echo, max_concurrency=0)
 
 
-# -- run inputs ---------------------------------------------------------------------------------
+# -- run inputs ----------------------------------------------------------------------------
 
 
-MISSING_INPUT_BUG = (
-    "TaskPlan.required_inputs never records a name: its body sits after `continue` "
-    "(src/fanfold/plan/models.py), so missing inputs are not detected before the run"
-)
-
-
-@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
 def test_required_inputs_lists_undefaulted_placeholders_with_their_users():
     plan = TaskPlan.model_validate(
         plan_dict(
@@ -364,10 +351,9 @@ def test_required_inputs_lists_undefaulted_placeholders_with_their_users():
             inputs={"audience": {"default": "kids"}, "tone": "the voice"},
         )
     )
-    assert plan.required_inputs() == {"topic": ["a", "b"], "tone": ["task"]}
+    assert plan.required_inputs() == {"topic": ["task", "a", "b"], "tone": ["task"]}
 
 
-@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
 def test_missing_run_input_fails_before_any_model_call(echo, make_plan):
     plan = make_plan(
         {"a": [], "b": []}, prompts={"a": "[a] about {topic}"}, task="Brief on {topic}"
@@ -380,7 +366,6 @@ def test_missing_run_input_fails_before_any_model_call(echo, make_plan):
     assert echo.calls == []
 
 
-@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
 async def test_missing_run_input_fails_before_any_model_call_async(echo, make_plan):
     plan = make_plan({"a": [], "b": []}, prompts={"a": "[a] about {topic}"})
     graph = compile_plan(plan, model=echo)
@@ -390,7 +375,6 @@ async def test_missing_run_input_fails_before_any_model_call_async(echo, make_pl
     assert echo.calls == []
 
 
-@pytest.mark.xfail(reason=MISSING_INPUT_BUG, strict=True)
 def test_an_input_used_only_by_a_dependent_is_still_checked_before_the_run(echo, make_plan):
     plan = make_plan({"a": [], "b": ["a"]}, prompts={"b": "[b] {a} for {audience}"})
     graph = compile_plan(plan, model=echo)

@@ -37,7 +37,7 @@ async def collect(graph, mode: str, **kwargs):
 TWINS = pytest.mark.parametrize("run", ["sync", "async"])
 
 
-# -- updates and values -----------------------------------------------------------------------
+# -- updates and values --------------------------------------------------------------------
 
 
 @TWINS
@@ -47,8 +47,8 @@ async def test_updates_stream_one_result_per_subtask_then_the_aggregate(run, gra
     assert sorted(nodes[:-1]) == sorted(SHAPE)
     assert nodes[-1] == "aggregate"
     for chunk in chunks[:-1]:
-        (sid, update), = chunk.items()
-        (key, result), = update["results"].items()
+        ((sid, update),) = chunk.items()
+        ((key, result),) = update["results"].items()
         assert key == sid and isinstance(result, SubtaskResult)
         assert result.status == EXPECTED[sid]
     final = chunks[-1]["aggregate"]
@@ -71,7 +71,7 @@ async def test_values_stream_grows_to_the_final_state(run, graph):
     assert final["totals"] is not None
 
 
-# -- custom lifecycle events -------------------------------------------------------------------
+# -- custom lifecycle events ---------------------------------------------------------------
 
 
 @TWINS
@@ -122,7 +122,7 @@ async def test_custom_event_tokens_match_the_results(run, graph):
             assert event["total_tokens"] == result.usage.total_tokens
 
 
-# -- messages ---------------------------------------------------------------------------------
+# -- messages ------------------------------------------------------------------------------
 
 
 @TWINS
@@ -143,9 +143,7 @@ async def test_messages_stream_tags_tokens_with_their_subtask(run, graph):
 
 
 @TWINS
-async def test_messages_stream_delivers_every_subtasks_tokens_in_a_wide_plan(
-    run, make_plan, echo
-):
+async def test_messages_stream_delivers_every_subtasks_tokens_in_a_wide_plan(run, make_plan, echo):
     shape = {f"s{i}": [] for i in range(20)} | {"join": ["s0", "s19"]}
     graph = compile_plan(make_plan(shape), model=echo, aggregator=None)
     chunks = await collect(graph, run, stream_mode="messages")
@@ -155,7 +153,7 @@ async def test_messages_stream_delivers_every_subtasks_tokens_in_a_wide_plan(
     assert text == {sid: f"echo: [{sid}] do {sid}" for sid in shape}
 
 
-# -- run totals -------------------------------------------------------------------------------
+# -- run totals ----------------------------------------------------------------------------
 
 
 def words(text: str) -> int:

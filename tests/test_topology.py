@@ -104,7 +104,7 @@ def test_independent_subtasks_are_all_in_flight_together(make_plan, echo_factory
     assert model.max_in_flight == 5
 
 
-# -- greedy scheduling: a join waits only for its own dependencies -----------------------
+# -- greedy scheduling: a join waits only for its own dependencies -------------------------
 
 
 def latency_by_marker(seconds: Mapping[str, float]):
@@ -164,7 +164,7 @@ async def test_dependent_starts_before_a_slow_sibling_finishes_per_lifecycle_eve
     assert times[("join", "started")] >= times[("slow", "succeeded")]
 
 
-# -- what reaches the model -----------------------------------------------------------------
+# -- what reaches the model ----------------------------------------------------------------
 
 
 def test_dependency_outputs_reach_the_dependent_as_labelled_context(make_plan, echo):
@@ -198,6 +198,23 @@ def test_only_direct_dependencies_reach_a_prompt(make_plan, echo):
     assert "### a\n" not in prompt
 
 
+def test_dashed_and_unicode_ids_work_as_nodes_and_placeholders(echo):
+    plan = TaskPlan.model_validate(
+        {
+            "task": "t",
+            "subtasks": [
+                {"id": "market-scan", "prompt": "[scan] look"},
+                {"id": "résumé", "prompt": "[r] sum {market-scan}", "depends_on": "market-scan"},
+            ],
+        }
+    )
+    graph = compile_plan(plan, model=echo)
+    assert ("market-scan", "résumé") in drawn_edges(graph)
+    state = graph.invoke({"inputs": {}})
+    assert echo.call_for("résumé").human == "[r] sum echo: [scan] look"
+    assert state["results"]["résumé"].output == "echo: [r] sum echo: [scan] look"
+
+
 BRACES = '{"json": {"nested": [1, 2]}} {topic} {{double}} {0} {} }{ ${x} {% raw %}'
 
 
@@ -220,7 +237,9 @@ def test_template_syntax_in_a_prompt_is_kept_apart_from_placeholders(make_plan, 
     template = '[a] Reply as {"answer": "..."} about {topic}, literally {{topic}}'
     plan = make_plan({"a": []}, prompts={"a": template})
     compile_plan(plan, model=echo).invoke({"inputs": {"topic": "tides"}})
-    assert echo.call_for("a").human == '[a] Reply as {"answer": "..."} about tides, literally {topic}'
+    assert (
+        echo.call_for("a").human == '[a] Reply as {"answer": "..."} about tides, literally {topic}'
+    )
 
 
 def test_subtask_system_prompt_replaces_the_default(make_plan, echo):
@@ -243,7 +262,10 @@ def test_a_subtask_model_overrides_the_plan_model(make_plan, echo_factory):
     plan = TaskPlan.model_validate(
         {
             "task": "t",
-            "subtasks": [{"id": "a", "prompt": "[a] x", "model": own_model}, {"id": "b", "prompt": "[b] y"}],
+            "subtasks": [
+                {"id": "a", "prompt": "[a] x", "model": own_model},
+                {"id": "b", "prompt": "[b] y"},
+            ],
         }
     )
     compile_plan(plan, model=plan_model, aggregator=None).invoke({"inputs": {}})
@@ -251,7 +273,7 @@ def test_a_subtask_model_overrides_the_plan_model(make_plan, echo_factory):
     assert [c.node for c in plan_model.calls] == ["b"]
 
 
-# -- concurrency limits ------------------------------------------------------------------------
+# -- concurrency limits --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("limit", [1, 3])
@@ -292,7 +314,7 @@ def test_higher_priority_starts_first_under_a_concurrency_limit(echo_factory):
     assert order.index("high") < order.index("low")
 
 
-# -- rendering --------------------------------------------------------------------------------
+# -- rendering -----------------------------------------------------------------------------
 
 
 def test_research_example_mermaid_matches_snapshot(research_plan_path, snapshot):

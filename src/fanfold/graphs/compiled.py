@@ -117,10 +117,15 @@ class CompiledPlanGraph(CompiledStateGraph):
         resume = self._saver_for_resume(input, config)
         pending = resume[0].get_tuple(resume[1]) if resume else None
         scope, config = self._open(input, config, pending)
+        inner = super().stream(input, config, **kwargs)
         try:
-            yield from super().stream(input, config, **kwargs)
+            # Not `yield from`: on close, the calls must be cancelled *before* LangGraph's
+            # generator closes, because closing it waits for nodes blocked on those calls.
+            for chunk in inner:
+                yield chunk
         finally:
             scope.close()
+            inner.close()
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -25,7 +25,18 @@ AGGREGATE_NODE = "aggregate"
 # Node names LangGraph reserves, plus our own node and state keys: LangGraph refuses a
 # node that shares its name with a state key.
 RESERVED_IDS = frozenset(
-    {AGGREGATE_NODE, "inputs", "results", "output", "totals", "task", "__start__", "__end__"}
+    {
+        AGGREGATE_NODE,
+        "inputs",
+        "results",
+        "output",
+        "totals",
+        "aggregate_error",
+        "run",
+        "task",
+        "__start__",
+        "__end__",
+    }
 )
 MAX_ID_LENGTH = 64
 _ID = re.compile(r"[^\W\d][\w-]*")

@@ -27,6 +27,9 @@ def _translate(exc: ValidationError, model: str) -> PlanError:
     """Turn pydantic's ValidationError into the PlanError it carries, or a readable one."""
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, PlanValidationError):
+            # A nested SubTask failed on its own: say which one.
+            return PlanValidationError(f"invalid {model}: {_where(err)}: {cause}")
         if isinstance(cause, PlanError):
             return cause
     lines = []
@@ -35,6 +38,14 @@ def _translate(exc: ValidationError, model: str) -> PlanError:
         lines.append(f"{where}: {err.get('msg')}")
     more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
     return PlanValidationError(f"invalid {model}: " + "; ".join(lines) + more)
+
+
+def _where(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    data = err.get("input")
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return f"{loc} (subtask {data['id']!r})"
+    return loc or "plan"
 
 
 class _PlanModel(BaseModel):
@@ -193,11 +204,11 @@ class TaskPlan(_PlanModel):
         for user, name in users:
             if name in ids or name == "task":
                 continue
-                spec = self.inputs.get(name)
-                if spec is not None and spec.default is not None:
-                    continue
-                if user not in needed.setdefault(name, []):
-                    needed[name].append(user)
+            spec = self.inputs.get(name)
+            if spec is not None and spec.default is not None:
+                continue
+            if user not in needed.setdefault(name, []):
+                needed[name].append(user)
         return needed
 
     def fingerprint(self) -> str:

@@ -1,0 +1,503 @@
+"""Durable runs: a killed run resumes without re-requesting checkpointed subtasks.
+
+Every test drives the real ChatOpenAI over loopback against `fanfold.testing.SimServer`,
+whose replies are deterministic per prompt, and counts the requests per subtask marker.
+Runs that get killed are separate processes (`python -m fanfold.cli ...` or a short
+`python -c` script) so that SIGKILL interrupts them the way a crash would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fanfold import SubtaskResult, TaskPlan, compile_plan
+from fanfold.checkpoints import open_checkpointer
+from fanfold.cli import app
+from fanfold.testing import SimServer, SimServerConfig
+
+LATENCY = 0.35
+"""Seconds per simulated reply; long enough to SIGKILL a run between two replies."""
+PROCESS_TIMEOUT = 60.0
+"""Upper bound for one CLI process; the runs themselves take a few seconds."""
+API_KEY = "sk-test-durable"
+TASK_MARKER = "TASKMARK-durable"
+"""In the task text, so only the aggregate request (`Task: ...` in its user message) has it."""
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+def marker(sid: str) -> str:
+    """The unique text that identifies `sid`'s request on the server.
+
+    It sits after the reply's six-word prompt summary, so no dependent's prompt (which
+    quotes its dependencies' replies) ever contains it.
+    """
+    return f"<mark:{sid}>"
+
+
+def prompt_for(sid: str) -> str:
+    return f"Write one short note for this step, please: {marker(sid)}"
+
+
+def layered_plan(levels: int, width: int) -> dict[str, Any]:
+    """`levels` chained levels of `width` subtasks; each depends on the whole level before."""
+    subtasks = []
+    for level in range(1, levels + 1):
+        for column in "abcdefgh"[:width]:
+            subtasks.append(
+                {
+                    "id": f"l{level}_{column}",
+                    "prompt": prompt_for(f"l{level}_{column}"),
+                    "depends_on": [f"l{level - 1}_{c}" for c in "abcdefgh"[:width]]
+                    if level > 1
+                    else [],
+                }
+            )
+    return {"task": f"Write the layered report {TASK_MARKER}", "subtasks": subtasks}
+
+
+DIAMOND = {"a": [], "b": [], "c": ["a"], "d": ["b"], "e": ["c", "d"]}
+"""`b` fails in the failure tests: `d` and `e` are blocked, `a` and `c` are not."""
+
+
+def diamond_plan() -> dict[str, Any]:
+    return {
+        "task": f"Write the diamond report {TASK_MARKER}",
+        "subtasks": [
+            {"id": sid, "prompt": prompt_for(sid), "depends_on": deps}
+            for sid, deps in DIAMOND.items()
+        ],
+    }
+
+
+def write_plan(path: Path, plan: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(plan, indent=2), encoding="utf-8")
+    return path
+
+
+def ids_of(plan: dict[str, Any]) -> list[str]:
+    return [sub["id"] for sub in plan["subtasks"]]
+
+
+# -- server, processes and checkpoints -------------------------------------------------------------
+
+
+@contextmanager
+def sim_server(**knobs: Any) -> Iterator[SimServer]:
+    with SimServer(SimServerConfig(**{"latency": LATENCY, **knobs})) as srv:
+        yield srv
+
+
+def counts(srv: SimServer, ids: list[str]) -> dict[str, int]:
+    """Requests per subtask, plus the aggregate's under the key 'aggregate'.
+
+    The aggregate's prompt may quote a marker (in a failed subtask's error message), so
+    it counts only as the aggregate.
+    """
+    prompts = [record.prompt for record in srv.log]
+    subtask_prompts = [p for p in prompts if TASK_MARKER not in p]
+    found = {sid: sum(marker(sid) in p for p in subtask_prompts) for sid in ids}
+    found["aggregate"] = len(prompts) - len(subtask_prompts)
+    return found
+
+
+def cli_env(srv: SimServer, home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OPENAI_BASE_URL": srv.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "FANFOLD_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def fanfold_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fanfold.cli", *args]
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        fanfold_cli(*args), env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT
+    )
+
+
+def json_report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, f"exit {done.returncode}\nstderr:\n{done.stderr}"
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def run_id_from(stderr: str) -> str:
+    found = re.search(r"run id: ([0-9a-f]+)", stderr)
+    assert found, f"no run id on stderr:\n{stderr}"
+    return found.group(1)
+
+
+def outputs_of(report: dict[str, Any]) -> dict[str, Any]:
+    """What a run produced: each subtask's output and the aggregate."""
+    return {
+        "results": {sid: r["output"] for sid, r in report["results"].items()},
+        "output": report["output"],
+    }
+
+
+def statuses(results: dict[str, Any]) -> dict[str, str]:
+    return {
+        sid: r["status"] if isinstance(r, dict) else r.status for sid, r in results.items()
+    }
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+async def checkpointed(
+    target: str, plan: dict[str, Any], thread_id: str
+) -> tuple[dict[str, SubtaskResult], dict[str, SubtaskResult], tuple[str, ...]]:
+    """A thread's committed results, results pending in its open step, and next nodes.
+
+    Read with a fresh checkpointer, as another process would.
+    """
+    config = {"configurable": {"thread_id": thread_id}}
+    async with open_checkpointer(target) as saver:
+        graph = compile_plan(TaskPlan.model_validate(plan), model="simulated", checkpointer=saver)
+        state = await graph.aget_state(config)
+        latest = await saver.aget_tuple(config)
+    committed = dict(state.values.get("results") or {})
+    pending: dict[str, SubtaskResult] = {}
+    for _task, channel, value in (latest.pending_writes or []) if latest else []:
+        if channel == "results" and isinstance(value, dict):
+            pending.update(value)
+    return committed, pending, tuple(state.next)
+
+
+async def kill_mid_step(
+    proc: subprocess.Popen[Any],
+    target: str,
+    plan: dict[str, Any],
+    thread_id: str,
+    srv: SimServer,
+    *,
+    timeout: float = 30.0,
+) -> None:
+    """SIGKILL `proc` once its thread has committed results *and* results pending in an
+    unfinished step (so resuming must honour both), while some subtasks are unfinished.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        # Only read once the run has opened (and set up) the store and started calls.
+        if srv.request_count:
+            try:
+                committed, pending, upcoming = await checkpointed(target, plan, thread_id)
+            except Exception:  # noqa: BLE001 - the writer may hold a lock; poll again
+                committed, pending, upcoming = {}, {}, ()
+            if committed and pending and upcoming:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+                return
+        await asyncio.sleep(0.03)
+    pytest.fail(f"no mid-step checkpoint within {timeout}s")
+
+
+def assert_resume_requested_only_unfinished(
+    before: dict[str, int], after: dict[str, int], kept: set[str], ids: list[str]
+) -> None:
+    """Kept (checkpointed) subtasks were not requested again; every other one once more."""
+    expected = {sid: before[sid] + (0 if sid in kept else 1) for sid in ids}
+    expected["aggregate"] = before["aggregate"] + 1
+    assert after == expected, f"kept before the kill: {sorted(kept)}"
+
+
+# -- 1. SQLite through the CLI: SIGKILL, then `fanfold resume` -------------------------------------
+
+
+async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
+    tmp_path: Path,
+) -> None:
+    plan = layered_plan(levels=4, width=3)
+    ids = ids_of(plan)
+    plan_file = write_plan(tmp_path / "layered.json", plan)
+    store = str(tmp_path / "runs.db")
+    # Two runs in the same step with a limit of 2 calls: there is always a moment when two
+    # of a level's results are written to the open step and the third is still in flight.
+    run_args = ["--model", "openai:sim-model", "--max-concurrency", "2", "--json"]
+    with sim_server() as srv, sim_server() as reference_srv:
+        # The uninterrupted run, on its own (identically deterministic) server, meanwhile.
+        reference = subprocess.Popen(
+            fanfold_cli(
+                "run", str(plan_file), "--checkpoint", str(tmp_path / "ref.db"), *run_args
+            ),
+            env=cli_env(reference_srv, tmp_path / "ref-home"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stderr_file = tmp_path / "killed.stderr"
+        with stderr_file.open("w") as stderr:
+            killed = subprocess.Popen(
+                fanfold_cli("run", str(plan_file), "--checkpoint", store, *run_args),
+                env=cli_env(srv, tmp_path / "home"),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                text=True,
+            )
+        try:
+            deadline = time.monotonic() + PROCESS_TIMEOUT
+            while "run id:" not in stderr_file.read_text() and time.monotonic() < deadline:
+                assert killed.poll() is None, stderr_file.read_text()
+                await asyncio.sleep(0.02)
+            run_id = run_id_from(stderr_file.read_text())
+            await kill_mid_step(killed, store, plan, run_id, srv)
+            ref_out, ref_err = reference.communicate(timeout=PROCESS_TIMEOUT)
+        finally:
+            kill(killed)
+            kill(reference)
+        assert reference.returncode == 0, ref_err
+        uninterrupted = json.loads(ref_out)
+
+        committed, pending, upcoming = await checkpointed(store, plan, run_id)
+        kept = set(committed) | set(pending)
+        assert committed and pending and upcoming
+        assert all(r.ok for r in [*committed.values(), *pending.values()])
+        assert kept < set(ids), "the kill came after every subtask had finished"
+        before = counts(srv, ids)
+        assert all(before[sid] == 1 for sid in kept)
+        assert before["aggregate"] == 0
+
+        resumed_run = run_cli(
+            ["resume", run_id, "--checkpoint", store, "--json"], cli_env(srv, tmp_path / "home")
+        )
+        after = counts(srv, ids)
+
+    resumed = json_report(resumed_run)
+    assert "continuing where it stopped" in resumed_run.stderr
+    assert statuses(resumed["results"]) == dict.fromkeys(ids, "succeeded")
+    assert_resume_requested_only_unfinished(before, after, kept, ids)
+    # Results kept from before the kill are the very same results, not new calls.
+    for sid in kept:
+        old = committed.get(sid) or pending[sid]
+        assert resumed["results"][sid]["finished_at"] == old.finished_at
+    assert statuses(uninterrupted["results"]) == dict.fromkeys(ids, "succeeded")
+    assert outputs_of(resumed) == outputs_of(uninterrupted)
+    # The thread is finished now: the stored state says so too.
+    _, _, upcoming = await checkpointed(store, plan, run_id)
+    assert upcoming == ()
+
+
+# -- 2. A finished run with failures: `fanfold resume` retries failed and blocked only -------------
+
+
+def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
+    tmp_path: Path,
+) -> None:
+    plan = diamond_plan()
+    ids = ids_of(plan)
+    plan_file = write_plan(tmp_path / "diamond.json", plan)
+    store = str(tmp_path / "runs.db")
+    with sim_server(latency=0.02, fail_prompts={marker("b"): 400}) as srv:
+        env = cli_env(srv, tmp_path / "home")
+        first_run = run_cli(
+            ["run", str(plan_file), "-m", "openai:sim-model", "--checkpoint", store, "--json"], env
+        )
+        first = json_report(first_run)
+        run_id = run_id_from(first_run.stderr)
+        assert statuses(first["results"]) == {
+            "a": "succeeded",
+            "b": "failed",
+            "c": "succeeded",
+            "d": "skipped",
+            "e": "skipped",
+        }
+        before = counts(srv, ids)
+        assert before == {"a": 1, "b": 1, "c": 1, "d": 0, "e": 0, "aggregate": 1}
+
+        srv.update(fail_prompts={})
+        resumed_run = run_cli(["resume", run_id, "--checkpoint", store, "--json"], env)
+        resumed = json_report(resumed_run)
+        after = counts(srv, ids)
+
+    assert "retrying" in resumed_run.stderr
+    assert statuses(resumed["results"]) == dict.fromkeys(ids, "succeeded")
+    assert after == {"a": 1, "b": 2, "c": 1, "d": 1, "e": 1, "aggregate": 2}
+    for sid in ("a", "c"):  # kept as they were
+        assert resumed["results"][sid] == first["results"][sid]
+    assert resumed["totals"]["succeeded"] == len(ids)
+
+
+# -- 3. PostgreSQL through the Python API -----------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    dsn = os.environ.get("FANFOLD_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("FANFOLD_TEST_POSTGRES_DSN is not set; .ci/run starts PostgreSQL and sets it")
+        pytest.skip("FANFOLD_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL)")
+    return dsn
+
+
+@asynccontextmanager
+async def postgres_thread(dsn: str) -> AsyncIterator[str]:
+    """A fresh thread id, deleted from the database afterwards."""
+    thread_id = f"fanfold-test-{uuid.uuid4().hex}"
+    try:
+        yield thread_id
+    finally:
+        async with open_checkpointer(dsn) as saver:
+            await saver.adelete_thread(thread_id)
+
+
+RUN_IN_ANOTHER_PROCESS = """
+import asyncio, json, sys
+
+from fanfold import compile_plan
+from fanfold.checkpoints import open_checkpointer
+
+
+async def main(plan, dsn, thread_id):
+    async with open_checkpointer(dsn) as saver:
+        graph = compile_plan(
+            json.loads(plan), model="openai:sim-model", max_concurrency=2, checkpointer=saver
+        )
+        await graph.ainvoke({"inputs": {}}, {"configurable": {"thread_id": thread_id}})
+
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.postgres
+async def test_postgres_run_killed_in_another_process_resumes_without_rerequests(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = layered_plan(levels=3, width=3)
+    ids = ids_of(plan)
+    async with postgres_thread(postgres_dsn) as thread_id:
+        with sim_server() as srv:
+            killed = subprocess.Popen(
+                [sys.executable, "-c", RUN_IN_ANOTHER_PROCESS, json.dumps(plan), postgres_dsn,
+                 thread_id],
+                env=cli_env(srv, tmp_path / "home"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                await kill_mid_step(killed, postgres_dsn, plan, thread_id, srv)
+            finally:
+                kill(killed)
+            committed, pending, _ = await checkpointed(postgres_dsn, plan, thread_id)
+            kept = set(committed) | set(pending)
+            assert kept < set(ids)
+            before = counts(srv, ids)
+
+            monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+            monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+            config = {"configurable": {"thread_id": thread_id}}
+            async with open_checkpointer(postgres_dsn) as saver:
+                graph = compile_plan(
+                    TaskPlan.model_validate(plan),
+                    model="openai:sim-model",
+                    max_concurrency=2,
+                    checkpointer=saver,
+                )
+                state = await asyncio.wait_for(graph.ainvoke(None, config), PROCESS_TIMEOUT)
+                snapshot = await graph.aget_state(config)
+            after = counts(srv, ids)
+
+    assert statuses(state["results"]) == dict.fromkeys(ids, "succeeded")
+    assert_resume_requested_only_unfinished(before, after, kept, ids)
+    for sid in kept:
+        old = committed.get(sid) or pending[sid]
+        assert state["results"][sid].finished_at == old.finished_at
+    assert snapshot.next == ()
+    assert state["output"] is not None and state["aggregate_error"] is None
+
+
+@pytest.mark.postgres
+async def test_postgres_aretry_failed_reruns_only_failed_and_blocked_subtasks(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = TaskPlan.model_validate(diamond_plan())
+    ids = plan.ids
+    with sim_server(latency=0.02, fail_prompts={marker("b"): 400}) as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        async with postgres_thread(postgres_dsn) as thread_id:
+            config = {"configurable": {"thread_id": thread_id}}
+            async with open_checkpointer(postgres_dsn) as saver:
+                graph = compile_plan(plan, model="openai:sim-model", checkpointer=saver)
+                first = await graph.ainvoke({"inputs": {}}, config)
+            assert statuses(first["results"]) == {
+                "a": "succeeded",
+                "b": "failed",
+                "c": "succeeded",
+                "d": "skipped",
+                "e": "skipped",
+            }
+            assert counts(srv, ids) == {"a": 1, "b": 1, "c": 1, "d": 0, "e": 0, "aggregate": 1}
+
+            srv.update(fail_prompts={})
+            # A new checkpointer and graph, as a later process would have.
+            async with open_checkpointer(postgres_dsn) as saver:
+                graph = compile_plan(plan, model="openai:sim-model", checkpointer=saver)
+                retried = await graph.aretry_failed(config)
+                stored = (await graph.aget_state(config)).values
+            after = counts(srv, ids)
+
+    assert after == {"a": 1, "b": 2, "c": 1, "d": 1, "e": 1, "aggregate": 2}
+    assert statuses(retried["results"]) == dict.fromkeys(ids, "succeeded")
+    assert statuses(stored["results"]) == dict.fromkeys(ids, "succeeded")
+    for sid in ("a", "c"):
+        assert retried["results"][sid] == first["results"][sid]
+
+
+# -- 4. `fanfold resume` of an unknown or already finished run -------------------------------------
+
+
+def test_resume_of_an_unknown_run_id_prints_one_error_line_and_exits_1(tmp_path: Path) -> None:
+    store = str(tmp_path / "runs.db")
+    result = CliRunner().invoke(app, ["resume", "0123456789ab", "--checkpoint", store])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "0123456789ab" in lines[0]
+    assert result.stdout == ""
+
+
+def test_resume_of_a_finished_successful_run_has_nothing_to_resume(tmp_path: Path) -> None:
+    plan_file = write_plan(tmp_path / "diamond.json", diamond_plan())
+    store = str(tmp_path / "runs.db")
+    runner = CliRunner()
+    first = runner.invoke(
+        app, ["run", str(plan_file), "--model", "simulated", "--checkpoint", store, "--json"]
+    )
+    assert first.exit_code == 0, first.output
+    run_id = run_id_from(first.stderr)
+
+    again = runner.invoke(app, ["resume", run_id, "--checkpoint", store, "--json"])
+    assert again.exit_code == 0, again.output
+    assert "nothing to resume" in again.stderr
+    report = json.loads(again.stdout)
+    assert statuses(report["results"]) == dict.fromkeys(DIAMOND, "succeeded")
+    assert outputs_of(report) == outputs_of(json.loads(first.stdout))
