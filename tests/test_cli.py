@@ -184,11 +184,6 @@ def test_missing_run_input_is_one_error_line(runner, topic_plan):
     assert_one_line_error(result, "'topic'", "--input topic=")
 
 
-@pytest.mark.xfail(
-    reason="resolve_model (src/fanfold/models/resolve.py) puts init_chat_model's multi-line "
-    "message into ModelResolutionError unchanged, so the CLI prints several lines",
-    strict=True,
-)
 def test_unknown_model_is_one_error_line(runner, research_plan_path):
     result = runner.invoke(app, ["run", str(research_plan_path), "-m", "nosuchprovider:x"])
     assert_one_line_error(result, "nosuchprovider:x", "simulated")

@@ -172,21 +172,25 @@ def kill(proc: subprocess.Popen[Any]) -> None:
 async def checkpointed(
     target: str, plan: dict[str, Any], thread_id: str
 ) -> tuple[dict[str, SubtaskResult], dict[str, SubtaskResult], tuple[str, ...]]:
-    """A thread's committed results, results pending in its open step, and next nodes.
+    """A thread's committed results, results written in its open step, and next nodes.
 
-    Read with a fresh checkpointer, as another process would.
+    Read with a fresh checkpointer, as another process would. (The state snapshot's
+    values already include the open step's writes, so committed results come from the
+    raw checkpoint.)
     """
     config = {"configurable": {"thread_id": thread_id}}
     async with open_checkpointer(target) as saver:
         graph = compile_plan(TaskPlan.model_validate(plan), model="simulated", checkpointer=saver)
-        state = await graph.aget_state(config)
+        snapshot = await graph.aget_state(config)
         latest = await saver.aget_tuple(config)
-    committed = dict(state.values.get("results") or {})
+    if latest is None:
+        return {}, {}, ()
+    committed = dict(latest.checkpoint["channel_values"].get("results") or {})
     pending: dict[str, SubtaskResult] = {}
-    for _task, channel, value in (latest.pending_writes or []) if latest else []:
+    for _task, channel, value in latest.pending_writes or []:
         if channel == "results" and isinstance(value, dict):
             pending.update(value)
-    return committed, pending, tuple(state.next)
+    return committed, pending, tuple(snapshot.next)
 
 
 async def kill_mid_step(
@@ -230,18 +234,19 @@ def assert_resume_requested_only_unfinished(
 # -- 1. SQLite through the CLI: SIGKILL, then `fanfold resume` -------------------------------------
 
 
-async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
-    tmp_path: Path,
+def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = layered_plan(levels=4, width=3)
     ids = ids_of(plan)
     plan_file = write_plan(tmp_path / "layered.json", plan)
     store = str(tmp_path / "runs.db")
-    # Two runs in the same step with a limit of 2 calls: there is always a moment when two
-    # of a level's results are written to the open step and the third is still in flight.
+    home = tmp_path / "home"
+    # With a limit of 2 calls and 3 subtasks per step, there is always a moment when two
+    # of a step's results are written to the open step and the third is still in flight.
     run_args = ["--model", "openai:sim-model", "--max-concurrency", "2", "--json"]
     with sim_server() as srv, sim_server() as reference_srv:
-        # The uninterrupted run, on its own (identically deterministic) server, meanwhile.
+        # Meanwhile the uninterrupted run, against its own (just as deterministic) server.
         reference = subprocess.Popen(
             fanfold_cli(
                 "run", str(plan_file), "--checkpoint", str(tmp_path / "ref.db"), *run_args
@@ -255,7 +260,7 @@ async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks
         with stderr_file.open("w") as stderr:
             killed = subprocess.Popen(
                 fanfold_cli("run", str(plan_file), "--checkpoint", store, *run_args),
-                env=cli_env(srv, tmp_path / "home"),
+                env=cli_env(srv, home),
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 text=True,
@@ -264,9 +269,9 @@ async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks
             deadline = time.monotonic() + PROCESS_TIMEOUT
             while "run id:" not in stderr_file.read_text() and time.monotonic() < deadline:
                 assert killed.poll() is None, stderr_file.read_text()
-                await asyncio.sleep(0.02)
+                time.sleep(0.02)
             run_id = run_id_from(stderr_file.read_text())
-            await kill_mid_step(killed, store, plan, run_id, srv)
+            asyncio.run(kill_mid_step(killed, store, plan, run_id, srv))
             ref_out, ref_err = reference.communicate(timeout=PROCESS_TIMEOUT)
         finally:
             kill(killed)
@@ -274,7 +279,7 @@ async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks
         assert reference.returncode == 0, ref_err
         uninterrupted = json.loads(ref_out)
 
-        committed, pending, upcoming = await checkpointed(store, plan, run_id)
+        committed, pending, upcoming = asyncio.run(checkpointed(store, plan, run_id))
         kept = set(committed) | set(pending)
         assert committed and pending and upcoming
         assert all(r.ok for r in [*committed.values(), *pending.values()])
@@ -283,13 +288,15 @@ async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks
         assert all(before[sid] == 1 for sid in kept)
         assert before["aggregate"] == 0
 
-        resumed_run = run_cli(
-            ["resume", run_id, "--checkpoint", store, "--json"], cli_env(srv, tmp_path / "home")
-        )
+        # `fanfold resume` in this process, with the environment the killed run had.
+        for name, value in cli_env(srv, home).items():
+            monkeypatch.setenv(name, value)
+        resumed_run = CliRunner().invoke(app, ["resume", run_id, "--checkpoint", store, "--json"])
         after = counts(srv, ids)
 
-    resumed = json_report(resumed_run)
+    assert resumed_run.exit_code == 0, resumed_run.output
     assert "continuing where it stopped" in resumed_run.stderr
+    resumed = json.loads(resumed_run.stdout)
     assert statuses(resumed["results"]) == dict.fromkeys(ids, "succeeded")
     assert_resume_requested_only_unfinished(before, after, kept, ids)
     # Results kept from before the kill are the very same results, not new calls.
@@ -299,8 +306,7 @@ async def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks
     assert statuses(uninterrupted["results"]) == dict.fromkeys(ids, "succeeded")
     assert outputs_of(resumed) == outputs_of(uninterrupted)
     # The thread is finished now: the stored state says so too.
-    _, _, upcoming = await checkpointed(store, plan, run_id)
-    assert upcoming == ()
+    assert asyncio.run(checkpointed(store, plan, run_id))[2] == ()
 
 
 # -- 2. A finished run with failures: `fanfold resume` retries failed and blocked only -------------

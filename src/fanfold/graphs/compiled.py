@@ -121,7 +121,7 @@ class CompiledPlanGraph(CompiledStateGraph):
         try:
             # Not `yield from`: on close, the calls must be cancelled *before* LangGraph's
             # generator closes, because closing it waits for nodes blocked on those calls.
-            for chunk in inner:
+            for chunk in inner:  # noqa: UP028
                 yield chunk
         finally:
             scope.close()

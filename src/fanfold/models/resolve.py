@@ -79,10 +79,15 @@ def resolve_model(spec: str | BaseChatModel | None, **kwargs: Any) -> BaseChatMo
         ) from exc
     except Exception as exc:
         raise ModelResolutionError(
-            f"cannot resolve model {spec!r}: {exc}; use a 'provider:model' string such as "
-            "'openai:gpt-4o-mini', or 'simulated'",
+            f"cannot resolve model {spec!r}: {_first_line(exc)}; use a 'provider:model' "
+            "string such as 'openai:gpt-4o-mini', or 'simulated'",
             model=spec,
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".:") if lines else type(exc).__name__
 
 
 def _openai(spec: str, name: str, **kwargs: Any) -> BaseChatModel:
