@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.graph import Graph
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.constants import END, START
 from langgraph.graph.state import CompiledStateGraph
 
 from fanfold.graphs.run_scope import RETRY_FAILED_KEY, SCOPE_KEY, RunScope
 from fanfold.graphs.runtime import PlanRuntime
+from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.models import TaskPlan
 from fanfold.state.results import SubtaskResult
 from fanfold.state.schema import PlanState
@@ -78,6 +81,30 @@ class CompiledPlanGraph(CompiledStateGraph):
             **config,
             "configurable": {**config.get("configurable", {}), RETRY_FAILED_KEY: True},
         }
+
+    def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
+        """The drawable graph, built from the plan's declared edges.
+
+        LangGraph's own drawing simulates at most 250 supersteps, so it would drop the
+        edges of deeper plans; a plan's edges are static, so they are drawn directly.
+        """
+        runtime = self.fanfold_runtime
+        if runtime is None:
+            return super().get_graph(config, xray=xray)
+        graph = Graph()
+        for name, node in self.nodes.items():
+            graph.add_node(node.bound, name)
+        if START not in graph.nodes:
+            graph.add_node(None, START)
+        has_dependents = {dep for deps in runtime.dependencies.values() for dep in deps}
+        edges = {(START, sid) for sid in runtime.order if not runtime.dependencies[sid]}
+        edges |= {(dep, sid) for sid, deps in runtime.dependencies.items() for dep in deps}
+        edges |= {(sid, AGGREGATE_NODE) for sid in runtime.order if sid not in has_dependents}
+        for source, target in sorted(edges):
+            graph.add_edge(graph.nodes[source], graph.nodes[target])
+        graph.add_node(None, END)
+        graph.add_edge(graph.nodes[AGGREGATE_NODE], graph.nodes[END])
+        return graph
 
     @property
     def plan(self) -> TaskPlan:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -75,11 +74,11 @@ def _count_prompt_tokens(body: dict[str, Any]) -> int:
 
 def text_pieces(prompt: str, *, seed: int, tokens: int) -> list[str]:
     """The reply to ``prompt`` as streamed tokens: prefix, prompt summary, seeded filler."""
-    words = prompt.split()[:_SUMMARY_WORDS]
-    rng = random.Random(_prompt_seed(seed, prompt))
-    while len(words) < tokens - 1:
-        words.append(rng.choice(_FILLER))
-    words = words[: tokens - 1]
+    words = prompt.split()[: min(_SUMMARY_WORDS, tokens - 1)]
+    # A seeded walk over the filler list: deterministic and cheaper than seeding a Random.
+    start, stride = divmod(_prompt_seed(seed, prompt), 13)
+    step = 1 + 2 * stride  # odd and below 26, hence coprime with the 26 filler words
+    words += [_FILLER[(start + i * step) % len(_FILLER)] for i in range(tokens - 1 - len(words))]
     return [REPLY_PREFIX] + [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 

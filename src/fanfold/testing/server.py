@@ -422,22 +422,26 @@ class SimServer:
                     return self._rate_limited(writer, request, config.retry_after_ms or 1000)
                 return self._error(writer, request, status, f"prompt matched {needle!r}")
         fault, latency = self._draw(config, prompt)
-        self._record(arrived, prompt, fault or 200)
         if fault == "stall":
+            self._record(arrived, prompt, "stall")
             await asyncio.sleep(config.stall_seconds)
             return False
-        if latency > 0:
+        if fault == 500 or fault == 503:
+            self._record(arrived, prompt, fault)
             await asyncio.sleep(latency)
-        if fault in (500, 503):
             message = "The server had an error while processing your request."
             if fault == 503:
                 message = "The server is overloaded or not ready yet."
-            return self._error(writer, request, int(fault), message)
+            return self._error(writer, request, fault, message)
         try:
             reply = plan_reply(body, seed=config.seed, reply_tokens=config.reply_tokens)
         except Exception as exc:  # a simulator bug should reach the test as a readable 500
             _log.exception("SimServer failed to build a reply")
+            self._record(arrived, prompt, 500)
             return self._error(writer, request, 500, f"simulator error: {exc!r}")
+        self._record(arrived, prompt, fault or 200)
+        if latency > 0:
+            await asyncio.sleep(latency)
         model = str(body.get("model") or MODEL_ID)
         id_ = f"chatcmpl-sim{next(self._ids)}"
         created = int(time.time())
