@@ -14,9 +14,12 @@ import httpx
 import openai
 import pydantic
 import pytest
+from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_openai import ChatOpenAI
 
 from fanfold.testing import REPLY_PREFIX, SimServer, SimServerConfig
+from fanfold.testing._faults import Dice
 
 
 @contextmanager
@@ -281,6 +284,27 @@ def test_bound_tools_get_tool_calls_until_a_tool_result_arrives() -> None:
             ]
         )
         assert not follow_up.tool_calls and follow_up.content
+
+
+def test_streamed_tool_call_aggregates_into_one_call() -> None:
+    def lookup(city: str) -> str:
+        """Look up the weather in a city."""
+        return "sunny"
+
+    with serving() as srv:
+        stream = chat_model(srv).bind_tools([lookup]).stream("weather in Oslo?")
+        chunks = [c for c in stream if isinstance(c, AIMessageChunk)]
+    merged = add_ai_message_chunks(chunks[0], *chunks[1:])
+    assert [call["name"] for call in merged.tool_calls] == ["lookup"]
+
+
+def test_lognormal_latency_draws_are_seeded() -> None:
+    config = SimServerConfig(latency_median=0.05, latency_sigma=0.5, seed=7)
+    first, second = Dice(7), Dice(7)
+    draws = [first.latency(config) for _ in range(200)]
+    assert draws == [second.latency(config) for _ in range(200)]
+    assert 0.04 < sorted(draws)[100] < 0.06
+    assert Dice(8).latency(config) != draws[0]
 
 
 def test_stop_closes_the_socket_and_releases_the_port() -> None:

@@ -115,7 +115,10 @@ class Dispatcher:
 
     async def _run(self, sid: str) -> SubtaskResult:
         deps = self.runtime.dependencies[sid]
-        dep_results = {dep: await self.result(dep) for dep in deps}
+        # Awaited directly, not shielded: dispatcher tasks are only ever cancelled together.
+        dep_results = {
+            dep: self.done[dep] if dep in self.done else await self._tasks[dep] for dep in deps
+        }
         blocked = [dep for dep, res in dep_results.items() if not res.ok]
         if blocked:
             dep = blocked[0]
