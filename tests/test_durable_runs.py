@@ -39,7 +39,7 @@ TASK_MARKER = "TASKMARK-durable"
 """In the task text, so only the aggregate request (`Task: ...` in its user message) has it."""
 
 
-# -- plans ---------------------------------------------------------------------------------------
+# -- plans ----------------------------------------------------------------------------------------
 
 
 def marker(sid: str) -> str:
@@ -95,7 +95,7 @@ def ids_of(plan: dict[str, Any]) -> list[str]:
     return [sub["id"] for sub in plan["subtasks"]]
 
 
-# -- server, processes and checkpoints -------------------------------------------------------------
+# -- server, processes and checkpoints ------------------------------------------------------------
 
 
 @contextmanager
@@ -158,9 +158,7 @@ def outputs_of(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def statuses(results: dict[str, Any]) -> dict[str, str]:
-    return {
-        sid: r["status"] if isinstance(r, dict) else r.status for sid, r in results.items()
-    }
+    return {sid: r["status"] if isinstance(r, dict) else r.status for sid, r in results.items()}
 
 
 def kill(proc: subprocess.Popen[Any]) -> None:
@@ -212,7 +210,7 @@ async def kill_mid_step(
         if srv.request_count:
             try:
                 committed, pending, upcoming = await checkpointed(target, plan, thread_id)
-            except Exception:  # noqa: BLE001 - the writer may hold a lock; poll again
+            except Exception:  # the writer may hold a lock for a moment: poll again
                 committed, pending, upcoming = {}, {}, ()
             if committed and pending and upcoming:
                 proc.send_signal(signal.SIGKILL)
@@ -231,7 +229,7 @@ def assert_resume_requested_only_unfinished(
     assert after == expected, f"kept before the kill: {sorted(kept)}"
 
 
-# -- 1. SQLite through the CLI: SIGKILL, then `fanfold resume` -------------------------------------
+# -- 1. SQLite through the CLI: SIGKILL, then `fanfold resume` ------------------------------------
 
 
 def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
@@ -248,9 +246,7 @@ def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
     with sim_server() as srv, sim_server() as reference_srv:
         # Meanwhile the uninterrupted run, against its own (just as deterministic) server.
         reference = subprocess.Popen(
-            fanfold_cli(
-                "run", str(plan_file), "--checkpoint", str(tmp_path / "ref.db"), *run_args
-            ),
+            fanfold_cli("run", str(plan_file), "--checkpoint", str(tmp_path / "ref.db"), *run_args),
             env=cli_env(reference_srv, tmp_path / "ref-home"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -309,7 +305,7 @@ def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
     assert asyncio.run(checkpointed(store, plan, run_id))[2] == ()
 
 
-# -- 2. A finished run with failures: `fanfold resume` retries failed and blocked only -------------
+# -- 2. A finished run with failures: `fanfold resume` retries failed and blocked only ------------
 
 
 def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
@@ -349,7 +345,7 @@ def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
     assert resumed["totals"]["succeeded"] == len(ids)
 
 
-# -- 3. PostgreSQL through the Python API -----------------------------------------------------------
+# -- 3. PostgreSQL through the Python API ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -357,7 +353,9 @@ def postgres_dsn() -> str:
     dsn = os.environ.get("FANFOLD_TEST_POSTGRES_DSN")
     if not dsn:
         if os.environ.get("CI") == "true":
-            pytest.fail("FANFOLD_TEST_POSTGRES_DSN is not set; .ci/run starts PostgreSQL and sets it")
+            pytest.fail(
+                "FANFOLD_TEST_POSTGRES_DSN is not set; .ci/run starts PostgreSQL and sets it"
+            )
         pytest.skip("FANFOLD_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL)")
     return dsn
 
@@ -401,8 +399,14 @@ async def test_postgres_run_killed_in_another_process_resumes_without_rerequests
     async with postgres_thread(postgres_dsn) as thread_id:
         with sim_server() as srv:
             killed = subprocess.Popen(
-                [sys.executable, "-c", RUN_IN_ANOTHER_PROCESS, json.dumps(plan), postgres_dsn,
-                 thread_id],
+                [
+                    sys.executable,
+                    "-c",
+                    RUN_IN_ANOTHER_PROCESS,
+                    json.dumps(plan),
+                    postgres_dsn,
+                    thread_id,
+                ],
                 env=cli_env(srv, tmp_path / "home"),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -478,7 +482,7 @@ async def test_postgres_aretry_failed_reruns_only_failed_and_blocked_subtasks(
         assert retried["results"][sid] == first["results"][sid]
 
 
-# -- 4. `fanfold resume` of an unknown or already finished run -------------------------------------
+# -- 4. `fanfold resume` of an unknown or already finished run ------------------------------------
 
 
 def test_resume_of_an_unknown_run_id_prints_one_error_line_and_exits_1(tmp_path: Path) -> None:
@@ -507,3 +511,30 @@ def test_resume_of_a_finished_successful_run_has_nothing_to_resume(tmp_path: Pat
     report = json.loads(again.stdout)
     assert statuses(report["results"]) == dict.fromkeys(DIAMOND, "succeeded")
     assert outputs_of(report) == outputs_of(json.loads(first.stdout))
+
+
+def test_resume_with_an_unreachable_postgres_url_prints_one_error_line(tmp_path: Path) -> None:
+    # Port 1 on loopback refuses connections at once; no PostgreSQL server is needed.
+    url = "postgresql://postgres:hunter2-secret@127.0.0.1:1/postgres?connect_timeout=5"
+    result = CliRunner().invoke(app, ["resume", "0123456789ab", "--checkpoint", url])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "hunter2-secret" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_resume_of_an_unknown_run_id_on_postgres_keeps_the_password_out_of_the_error(
+    postgres_dsn: str,
+) -> None:
+    # The test server trusts loopback, so any password is accepted and must not be shown.
+    scheme, rest = postgres_dsn.split("://", 1)
+    user_and_host = rest.split("@", 1)
+    assert len(user_and_host) == 2 and ":" not in user_and_host[0], "expected a passwordless DSN"
+    url = f"{scheme}://{user_and_host[0]}:hunter2-secret@{user_and_host[1]}"
+    result = CliRunner().invoke(app, ["resume", "0123456789ab", "--checkpoint", url])
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "0123456789ab" in lines[0]
+    assert "hunter2-secret" not in result.stderr

@@ -9,6 +9,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from fanfold._secrets import redact
 from fanfold.errors import PlanError
 
 STATE_TYPES = [
@@ -41,16 +42,23 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
         CheckpointStoreError: the database cannot be opened.
     """
     if is_postgres(target):
+        import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
+        stack = contextlib.AsyncExitStack()
         try:
-            async with AsyncPostgresSaver.from_conn_string(target, serde=serializer()) as saver:
-                await saver.setup()
-                yield saver
-        except OSError as exc:
+            saver = await stack.enter_async_context(
+                AsyncPostgresSaver.from_conn_string(target, serde=serializer())
+            )
+            await saver.setup()
+        except (OSError, psycopg.OperationalError) as exc:
+            await stack.aclose()
+            reason = redact(" ".join(str(exc).split()))  # libpq messages span lines
             raise CheckpointStoreError(
-                f"cannot connect to the checkpoint database: {exc}; check the URL"
+                f"cannot connect to the checkpoint database: {reason}; check the URL"
             ) from exc
+        async with stack:
+            yield saver
         return
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver

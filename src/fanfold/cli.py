@@ -10,10 +10,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 
-from fanfold.checkpoints import open_checkpointer
+from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.durations import DurationStore
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
@@ -51,6 +52,17 @@ def one_line_errors(command: F) -> F:
             raise typer.Exit(code=1) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def shown_target(target: str) -> str:
+    """A checkpoint target fit to print: a database URL's password is masked."""
+    if not is_postgres(target):
+        return target
+    parts = urlsplit(target)
+    if not parts.password:
+        return target
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def default_store_path() -> Path:
@@ -227,7 +239,8 @@ def run(
     run_id = uuid.uuid4().hex[:12] if checkpoint else None
     if run_id:
         typer.echo(
-            f"run id: {run_id}  (resume with: fanfold resume {run_id} --checkpoint {checkpoint})",
+            f"run id: {run_id}  (resume with: fanfold resume {run_id} "
+            f"--checkpoint {shown_target(checkpoint or '')})",
             err=True,
         )
     payload = {
@@ -269,7 +282,8 @@ def resume(
     run_info = values.get("run") or {}
     if "plan" not in run_info:
         raise CliError(
-            f"run {run_id!r} not found in {checkpoint!r}; check the run id and --checkpoint"
+            f"run {run_id!r} not found in {shown_target(checkpoint)!r}; "
+            "check the run id and --checkpoint"
         )
     task_plan = TaskPlan.model_validate(run_info["plan"])
     options = run_info.get("options") or {}
@@ -303,15 +317,28 @@ def resume(
 
 
 async def _load_run(checkpoint: str, run_id: str) -> Any:
+    config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
     async with open_checkpointer(checkpoint) as saver:
-        graph = compile_plan(
+        probe = compile_plan(
             TaskPlan.model_validate(
                 {"task": "-", "subtasks": [{"id": "probe", "prompt": "-", "kind": "template"}]}
             ),
             checkpointer=saver,
             aggregator=None,
         )
-        return await graph.aget_state({"configurable": {"thread_id": run_id}})
+        state = await probe.aget_state(config)
+        run_info = state.values.get("run") or {}
+        if "plan" not in run_info:
+            return state
+        # The probe has none of the run's nodes, so its `next` is always empty: read the
+        # state again through a graph with the run's own nodes to see what is left to run.
+        graph = compile_plan(
+            TaskPlan.model_validate(run_info["plan"]),
+            model="simulated",
+            checkpointer=saver,
+            aggregator=None,
+        )
+        return await graph.aget_state(config)
 
 
 def describe_critical_path(runtime: Any) -> str:
