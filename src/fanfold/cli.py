@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
+from langchain_core.runnables import RunnableConfig
 
 from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.durations import DurationStore
@@ -317,7 +318,7 @@ def resume(
 
 
 async def _load_run(checkpoint: str, run_id: str) -> Any:
-    config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
+    config: RunnableConfig = {"configurable": {"thread_id": run_id}}
     async with open_checkpointer(checkpoint) as saver:
         probe = compile_plan(
             TaskPlan.model_validate(

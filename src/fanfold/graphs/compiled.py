@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -144,7 +144,7 @@ class CompiledPlanGraph(CompiledStateGraph):
         resume = self._saver_for_resume(input, config)
         pending = resume[0].get_tuple(resume[1]) if resume else None
         scope, config = self._open(input, config, pending)
-        inner = super().stream(input, config, **kwargs)
+        inner: Generator[Any, None, None] = super().stream(input, config, **kwargs)  # type: ignore[assignment]
         try:
             # Not `yield from`: on close, the calls must be cancelled *before* LangGraph's
             # generator closes, because closing it waits for nodes blocked on those calls.
