@@ -73,7 +73,9 @@ class Dispatcher:
 
     def start(self) -> None:
         """Create a task for every subtask not yet done (call on the dispatcher's loop)."""
-        for sid in self.runtime.order:
+        # Highest priority first: the first ready subtasks take free slots without queueing.
+        ranked = sorted(self.runtime.order, key=self.runtime.priorities.__getitem__, reverse=True)
+        for sid in ranked:
             self._ensure(sid)
 
     def _ensure(self, sid: str) -> asyncio.Task[SubtaskResult] | None:
@@ -123,7 +125,10 @@ class Dispatcher:
         if blocked:
             dep = blocked[0]
             reason = f"dependency {dep!r} {dep_results[dep].status}"
-            return self._finish(SubtaskResult(id=sid, status="skipped", error=reason))
+            skipped = SubtaskResult(
+                id=sid, status="skipped", error=reason, priority=self._priority(sid)
+            )
+            return self._finish(skipped)
         subtask = self.runtime.subtasks[sid]
         model = self.runtime.models.get(sid)
         label = model_label(model) if model is not None else None
@@ -131,7 +136,7 @@ class Dispatcher:
         policy = self.runtime.retry
         budget = subtask.max_attempts or policy.max_attempts
         priority_rank = self.runtime.priorities[sid]
-        priority = subtask.priority if subtask.priority is not None else priority_rank[1]
+        priority = self._priority(sid)
         prompt = subtask_prompt(
             subtask, task=self.task, inputs=self.inputs, dependencies=dep_results
         )
@@ -166,7 +171,12 @@ class Dispatcher:
                 if failure.transient and attempt < budget:
                     delay = policy.backoff(attempt, failure.retry_after)
                     self._emit(
-                        sid, "retrying", attempt=attempt, error=describe_error(exc), delay=delay
+                        sid,
+                        "retrying",
+                        attempt=attempt,
+                        error=describe_error(exc),
+                        delay=delay,
+                        priority=priority,
                     )
                     await asyncio.sleep(delay)
                     continue
@@ -184,8 +194,14 @@ class Dispatcher:
                     priority=priority,
                 )
                 break
-            limiter.release()
             limiter.record_success(outcome.usage.total_tokens)
+            # Free the slot only after the dependents this result unblocks have queued:
+            # they wake from this task's done callbacks, registered before this one.
+            this_task = asyncio.current_task()
+            if this_task is None:
+                limiter.release()
+            else:
+                this_task.add_done_callback(lambda _task: limiter.release())
             result = SubtaskResult(
                 id=sid,
                 status="succeeded",
@@ -199,6 +215,11 @@ class Dispatcher:
             )
             break
         return self._finish(result)
+
+    def _priority(self, sid: str) -> float:
+        """The priority events report: the explicit one, else the expected remaining path."""
+        explicit = self.runtime.subtasks[sid].priority
+        return explicit if explicit is not None else self.runtime.remaining[sid]
 
     def _finish(self, result: SubtaskResult) -> SubtaskResult:
         self.done[result.id] = result

@@ -8,6 +8,7 @@ durations recorded by earlier runs of the same plan and model, else one hop each
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 
 from fanfold.plan.models import SubTask
@@ -25,6 +26,8 @@ def expected_durations(
         (durations, source) where source is "hints", "learned", "hops" or "mixed".
     """
     learned = learned or {}
+    # A subtask with no figure yet counts as a typical learned one, not as a "1 second" hop.
+    fallback = statistics.median(learned.values()) if learned else 1.0
     durations: dict[str, float] = {}
     sources: set[str] = set()
     for sub in subtasks:
@@ -36,7 +39,7 @@ def expected_durations(
         elif sub.id in learned:
             durations[sub.id], source = learned[sub.id], "learned"
         else:
-            durations[sub.id], source = 1.0, "hops"
+            durations[sub.id], source = fallback, "hops"
         sources.add(source)
     return durations, (sources.pop() if len(sources) == 1 else "mixed")
 
