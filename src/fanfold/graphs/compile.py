@@ -18,6 +18,7 @@ from fanfold.graphs.priorities import expected_durations
 from fanfold.graphs.retry import RetryPolicy
 from fanfold.graphs.runtime import Aggregator, PlanRuntime
 from fanfold.models.resolve import model_label, resolve_model
+from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes.aggregate import aggregate_node
 from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import subtask_node
@@ -106,7 +107,8 @@ def compile_plan(
         models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
 
     limiters = {
-        sid: rate_limiter or RateLimiter.shared(endpoint_key(models[sid]), **limits)
+        sid: rate_limiter
+        or RateLimiter.shared(endpoint_key(models[sid]), adaptive=_is_remote(models[sid]), **limits)
         for sid in plan.ids
     }
     model_key = model_label(model_for(model)) if any(models.values()) else "none"
@@ -170,6 +172,11 @@ def endpoint_key(model: BaseChatModel | None) -> tuple[str, str, str]:
         return ("local", "", "")
     base = getattr(model, "openai_api_base", None) or getattr(model, "base_url", None) or ""
     return (type(model).__name__, str(base), model_label(model))
+
+
+def _is_remote(model: BaseChatModel | None) -> bool:
+    """Whether calls may meet a provider's hidden rate limit (and so need adaptive pacing)."""
+    return model is not None and not isinstance(model, SimulatedChatModel)
 
 
 def _kind(registry: NodeKindRegistry, sub: SubTask) -> NodeKind:

@@ -60,6 +60,10 @@ class RateLimiter:
     """After a 429, pace at this fraction of the measured success rate."""
     INCREASE = 0.02
     """Requests per second added to the pace per successful call."""
+    INITIAL_WINDOW = 32
+    """Slow start: calls in flight before any feedback when no limit at all is known."""
+    MAX_WINDOW = 1024
+    """The slow-start window is dropped once this many calls may be in flight."""
 
     def __init__(
         self,
@@ -90,6 +94,11 @@ class RateLimiter:
         self._last_decrease = 0.0
         self._tokens = float(tokens_per_minute or 0.0)
         self._tokens_at = time.monotonic()
+        # Slow start when nothing bounds the first wave: the window grows by one per
+        # success (doubling every round trip) and is dropped at the first 429, when the
+        # pace takes over, so a hidden limit costs a few 429s, not one per ready call.
+        unbounded = max_concurrency is None and requests_per_second is None
+        self._window: float | None = float(self.INITIAL_WINDOW) if adaptive and unbounded else None
 
     @classmethod
     def shared(cls, key: Any, **limits: Any) -> RateLimiter:
@@ -115,9 +124,8 @@ class RateLimiter:
     async def _take_slot(self, priority: Priority) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self.max_concurrency is None or (
-                self.active < self.max_concurrency and not self._waiters
-            ):
+            cap = self._cap()
+            if cap is None or (self.active < cap and not self._waiters):
                 self.active += 1
                 return
             waiter = _Waiter((_negate(priority), next(self._seq)), loop, loop.create_future())
@@ -156,17 +164,24 @@ class RateLimiter:
     def release(self) -> None:
         """Free a concurrency slot, handing it to the best live waiter."""
         with self._lock:
-            if self.max_concurrency is None:
-                self.active = max(0, self.active - 1)
-                return
-            while self._waiters:
-                waiter = heapq.heappop(self._waiters)
-                if waiter.granted or waiter.future.done() or waiter.loop.is_closed():
-                    continue
-                waiter.granted = True
-                waiter.loop.call_soon_threadsafe(_grant, waiter.future)
-                return
-            self.active -= 1
+            self.active = max(0, self.active - 1)
+            self._grant_free()
+
+    def _cap(self) -> float | None:
+        """The concurrency in effect: max_concurrency and the slow-start window (lock held)."""
+        caps = [c for c in (self.max_concurrency, self._window) if c is not None]
+        return min(caps) if caps else None
+
+    def _grant_free(self) -> None:
+        """Hand free slots to the best live waiters (lock held)."""
+        cap = self._cap()
+        while self._waiters and (cap is None or self.active < cap):
+            waiter = heapq.heappop(self._waiters)
+            if waiter.granted or waiter.future.done() or waiter.loop.is_closed():
+                continue
+            waiter.granted = True
+            self.active += 1
+            waiter.loop.call_soon_threadsafe(_grant, waiter.future)
 
     # -- feedback ---------------------------------------------------------------------
 
@@ -176,6 +191,11 @@ class RateLimiter:
             now = time.monotonic()
             self._successes.append(now)
             self._trim(now)
+            if self._window is not None:
+                self._window += 1
+                if self._window >= self.MAX_WINDOW:
+                    self._window = None
+                self._grant_free()
             if self.rate is not None and self.adaptive:
                 self.rate += self.INCREASE
                 if self.requests_per_second is not None:
@@ -187,6 +207,9 @@ class RateLimiter:
             self.rate_limited += 1
             if not self.adaptive:
                 return
+            if self._window is not None:
+                self._window = None  # the pace decides from now on
+                self._grant_free()
             now = time.monotonic()
             self._trim(now)
             if now - self._last_decrease < 0.5:
@@ -199,6 +222,10 @@ class RateLimiter:
                 target = min(current, measured) * self.DECREASE
             elif current is not None:
                 target = current * 0.5
+            elif retry_after:
+                # Cold start: nothing sent has come back yet. The server's retry-after is
+                # the spacing it asks for, a far better first pace than 1 request/s.
+                target = 1.0 / retry_after
             else:
                 target = 1.0
             self.rate = max(0.5, target)

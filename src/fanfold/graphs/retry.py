@@ -61,7 +61,9 @@ class Failure:
 def classify(exc: BaseException, _depth: int = 0) -> Failure:
     """Decide whether `exc` is worth retrying and what the server asked for."""
     status = _status_of(exc)
-    if status is not None:
+    # Only an error status is a verdict: langchain_openai attaches the (200) response to
+    # errors raised while parsing it, such as a truncated JSON body.
+    if status is not None and status >= 400:
         transient = status in TRANSIENT_STATUS or status >= 500
         return Failure(transient, status, _retry_after(exc) if transient else None)
     if isinstance(exc, TimeoutError | ConnectionError | json.JSONDecodeError):

@@ -1,0 +1,309 @@
+"""Goodput under a hidden rate limit: fanfold's adaptive pacing vs. ChatOpenAI's own retries.
+
+A loopback `SimServer` enforces a requests-per-second limit the client is not told about
+(token bucket, default 50 rps with a burst of 10; excess requests get 429 with
+retry-after-ms) and answers after a lognormal latency of about 20-50 ms. The same
+prompts are then sent by two runners against it, one after the other, in one process:
+
+* fanfold: `compile_plan(plan, model=resolve_model("openai:sim-model", ...))` with a
+  fresh, cold `RateLimiter()` (adaptive, no requests_per_second given) and the default
+  `RetryPolicy()`; the model is the real ChatOpenAI with SDK retries off.
+* plain: a real ChatOpenAI with the SDK's default retries (`max_retries=2`, honouring
+  retry-after-ms), `asyncio.gather` of `ainvoke` over every prompt under a semaphore.
+  It ignores dependencies (with `--shape dag` it has it easier than fanfold).
+
+By default the server runs in a child process (`ServerProcess`), as a real provider
+would, so its CPU time does not compete with the client's for the GIL; `--in-process`
+runs it on a thread of this process instead (slower clients, on small machines).
+
+The server's counters and token bucket are reset before each runner. For each, it prints
+goodput / limit (successful requests per second over the run, divided by the hidden
+limit; 1.00 is the best any client can sustain), the 429s the server sent, and the
+subtasks lost (not succeeded, or still unfinished at the deadline). Target for fanfold:
+goodput >= 0.90 of the limit and nothing lost.
+
+    python benchmarks/rate_limit.py
+    python benchmarks/rate_limit.py --subtasks 500 --limit 50 --shape dag --deadline 120
+    python benchmarks/rate_limit.py --in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import TracebackType
+from typing import Any, Protocol
+
+from langchain_openai import ChatOpenAI
+
+from fanfold import EVENT_TYPE, TaskPlan, compile_plan, resolve_model
+from fanfold.graphs.limits import RateLimiter
+from fanfold.testing import MODEL_ID, SimServer, SimServerConfig
+
+KEY = "sk-bench-rate-limit"
+GOODPUT_TARGET = 0.90
+
+
+class Server(Protocol):
+    """What the runners need of a server: its URL and its counters."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def request_count(self) -> int: ...
+
+    def status_counts(self) -> dict[str | int, int]: ...
+
+    def reset(self) -> None: ...
+
+
+def _serve(config: dict[str, Any], conn: Connection) -> None:
+    """Child process: run a SimServer and answer counter queries until told to stop."""
+    with SimServer(SimServerConfig(**config)) as srv:
+        conn.send(srv.base_url)
+        while True:
+            command = conn.recv()
+            if command == "counts":
+                conn.send(srv.status_counts())
+            elif command == "count":
+                conn.send(srv.request_count)
+            elif command == "reset":
+                srv.reset()
+                conn.send(None)
+            else:
+                conn.send(None)
+                return
+
+
+class ServerProcess:
+    """A SimServer in a child process, with the same counters as SimServer."""
+
+    def __init__(self, config: SimServerConfig) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(config.model_dump(), child), daemon=True
+        )
+        self.base_url = ""
+
+    def _ask(self, command: str) -> Any:
+        self._conn.send(command)
+        return self._conn.recv()
+
+    @property
+    def request_count(self) -> int:
+        count: int = self._ask("count")
+        return count
+
+    def status_counts(self) -> dict[str | int, int]:
+        counts: dict[str | int, int] = self._ask("counts")
+        return counts
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def __enter__(self) -> ServerProcess:
+        self._process.start()
+        self.base_url = self._conn.recv()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            self._ask("stop")
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+@contextlib.contextmanager
+def serving(config: SimServerConfig, *, in_process: bool) -> Iterator[Server]:
+    """A SimServer on a thread of this process, or in a child process."""
+    server: Any = SimServer(config) if in_process else ServerProcess(config)
+    with server as srv:
+        yield srv
+
+
+@dataclass
+class Outcome:
+    runner: str
+    wall: float
+    succeeded: int
+    lost: int
+    rate_limited: int
+    requests: int
+    note: str = ""
+
+    def goodput(self, limit: float) -> float:
+        return self.succeeded / self.wall / limit if self.wall > 0 else 0.0
+
+
+def make_plan(n: int, shape: str, seed: int) -> TaskPlan:
+    """`n` subtasks: independent, or a random 3-layer DAG (0-2 deps on the layer above)."""
+    rng = random.Random(seed)
+    layers = 3
+    subtasks: list[dict[str, Any]] = []
+    by_layer: list[list[str]] = [[] for _ in range(layers)]
+    for i in range(n):
+        sid = f"t{i:04d}"
+        deps: list[str] = []
+        if shape == "dag":
+            layer = i * layers // n
+            if layer > 0:
+                above = by_layer[layer - 1]
+                deps = rng.sample(above, k=min(len(above), rng.randint(0, 2)))
+            by_layer[layer].append(sid)
+        # A short prompt: dependency outputs are not placed in it, only appended.
+        subtasks.append({"id": sid, "prompt": f"[{sid}] answer briefly", "depends_on": deps})
+    return TaskPlan.model_validate({"task": "rate-limit benchmark", "subtasks": subtasks})
+
+
+async def run_fanfold(srv: Server, plan: TaskPlan, deadline: float) -> Outcome:
+    limiter = RateLimiter()  # cold: no rate known, adaptive
+    model = resolve_model(f"openai:{MODEL_ID}", base_url=srv.base_url, api_key=KEY)
+    graph = compile_plan(plan, model=model, aggregator=None, rate_limiter=limiter)
+    succeeded: set[str] = set()
+
+    async def consume() -> None:
+        async for chunk in graph.astream({"inputs": {}}, stream_mode="custom"):
+            if isinstance(chunk, dict) and chunk.get("type") == EVENT_TYPE:
+                if chunk["status"] == "succeeded":
+                    succeeded.add(chunk["subtask"])
+
+    note = ""
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(consume(), deadline)
+    except TimeoutError:
+        note = f"deadline {deadline:.0f}s hit"
+    wall = time.perf_counter() - start
+    rate = f"{limiter.rate:.1f}" if limiter.rate is not None else "none"
+    note = "; ".join(filter(None, [note, f"learned pace {rate} rps"]))
+    n = len(plan.subtasks)
+    counts = srv.status_counts()
+    return Outcome(
+        "fanfold (adaptive, cold)",
+        wall,
+        len(succeeded),
+        n - len(succeeded),
+        counts.get(429, 0),
+        srv.request_count,
+        note,
+    )
+
+
+async def run_plain(srv: Server, prompts: list[str], concurrency: int, deadline: float) -> Outcome:
+    llm = ChatOpenAI(model=MODEL_ID, base_url=srv.base_url, api_key=KEY, max_retries=2)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: str) -> Any:
+        async with semaphore:
+            return await llm.ainvoke(prompt)
+
+    note = ""
+    start = time.perf_counter()
+    tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+    done, pending = await asyncio.wait(tasks, timeout=deadline)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    wall = time.perf_counter() - start
+    if pending:
+        note = f"deadline {deadline:.0f}s hit"
+    ok = sum(1 for t in done if not t.cancelled() and t.exception() is None)
+    errors = {type(t.exception()).__name__ for t in done if t.exception() is not None}
+    if errors:
+        note = "; ".join(filter(None, [note, "errors: " + ", ".join(sorted(errors))]))
+    counts = srv.status_counts()
+    return Outcome(
+        f"plain ChatOpenAI (max_retries=2, sem {concurrency})",
+        wall,
+        ok,
+        len(prompts) - ok,
+        counts.get(429, 0),
+        srv.request_count,
+        note,
+    )
+
+
+async def warm_up(srv: Server) -> None:
+    """Import, client and connection set-up costs outside the timings."""
+    llm = ChatOpenAI(model=MODEL_ID, base_url=srv.base_url, api_key=KEY, max_retries=5)
+    await asyncio.gather(*(llm.ainvoke(f"warm {i}") for i in range(5)))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subtasks", type=int, default=500)
+    parser.add_argument("--limit", type=float, default=50.0, help="hidden rps limit (50)")
+    parser.add_argument("--burst", type=float, default=None, help="token bucket size")
+    parser.add_argument("--latency-ms", type=float, default=32.0, help="median latency (32)")
+    parser.add_argument("--sigma", type=float, default=0.25, help="lognormal sigma (0.25)")
+    parser.add_argument("--shape", choices=["independent", "dag"], default="independent")
+    parser.add_argument("--concurrency", type=int, default=100, help="plain runner's semaphore")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--in-process", action="store_true", help="run the server on a thread of this process"
+    )
+    args = parser.parse_args()
+    ideal = args.subtasks / args.limit
+    deadline = args.deadline or max(30.0, 6 * ideal)
+
+    plan = make_plan(args.subtasks, args.shape, args.seed)
+    prompts = [s.prompt for s in plan.subtasks]
+    config = SimServerConfig(
+        latency_median=args.latency_ms / 1000.0,
+        latency_sigma=args.sigma,
+        rate_limit_rps=args.limit,
+        rate_limit_burst=args.burst,
+        seed=args.seed,
+    )
+    with serving(config, in_process=args.in_process) as srv:
+        await warm_up(srv)
+        srv.reset()
+        fanfold = await run_fanfold(srv, plan, deadline)
+        srv.reset()
+        plain = await run_plain(srv, prompts, args.concurrency, deadline)
+
+    burst = config.effective_burst
+    print(
+        f"{args.subtasks} subtasks ({args.shape}), hidden limit {args.limit:g} rps "
+        f"(burst {burst:g}), latency median {args.latency_ms:g} ms sigma {args.sigma:g}; "
+        f"ideal {ideal:.1f}s, deadline {deadline:.0f}s; server "
+        f"{'on a thread of this process' if args.in_process else 'in a child process'}"
+    )
+    header = (
+        f"{'runner':<40} {'wall s':>7} {'goodput/limit':>13} {'ok':>5} {'lost':>5} "
+        f"{'429s':>6} {'requests':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for outcome in (fanfold, plain):
+        print(
+            f"{outcome.runner:<40} {outcome.wall:>7.2f} {outcome.goodput(args.limit):>13.2f} "
+            f"{outcome.succeeded:>5} {outcome.lost:>5} {outcome.rate_limited:>6} "
+            f"{outcome.requests:>8}  {outcome.note}"
+        )
+    good = fanfold.goodput(args.limit)
+    met = good >= GOODPUT_TARGET and fanfold.lost == 0
+    print(
+        f"fanfold target (goodput >= {GOODPUT_TARGET:.2f} x limit, 0 lost): "
+        f"{'met' if met else 'missed'} ({good:.2f}, {fanfold.lost} lost)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
