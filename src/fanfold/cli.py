@@ -379,8 +379,8 @@ def serve_sim(
         rate_limit_concurrency=concurrency,
         error_500_rate=error_rate,
     )
-    server = SimServer(config, port=port)
-    typer.echo(f"serving on http://127.0.0.1:{port}/v1 (Ctrl-C to stop)", err=True)
+    server = SimServer(config, port=port).start()
+    typer.echo(f"serving on {server.base_url} (Ctrl-C to stop)", err=True)
     server.serve_forever()
 
 

@@ -24,7 +24,7 @@ from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import subtask_node
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.models import SubTask, TaskPlan
-from fanfold.state.schema import PlanState
+from fanfold.state.schema import PlanState, SubtaskNodeInput
 
 
 class _DefaultAggregator:
@@ -136,7 +136,7 @@ def compile_plan(
     builder: StateGraph[PlanState, Any, PlanState, PlanState] = StateGraph(PlanState)
     has_dependents: set[str] = set()
     for sub in plan.subtasks:
-        builder.add_node(sub.id, subtask_node(runtime, sub.id))
+        builder.add_node(sub.id, subtask_node(runtime, sub.id), input_schema=SubtaskNodeInput)
     for sub in plan.subtasks:
         deps = list(runtime.dependencies[sub.id])
         has_dependents.update(deps)

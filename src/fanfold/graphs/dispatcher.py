@@ -26,7 +26,7 @@ from fanfold.graphs.runtime import PlanRuntime
 from fanfold.models.resolve import model_label
 from fanfold.nodes.prompts import subtask_messages, subtask_prompt
 from fanfold.nodes.registry import SubtaskCall
-from fanfold.state.results import SubtaskResult
+from fanfold.state.results import Status, SubtaskResult
 
 EVENT_TYPE = "fanfold.subtask"
 
@@ -144,6 +144,19 @@ class Dispatcher:
         estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
         first_start: float | None = None
         attempt = 0
+
+        def result(status: Status, **fields: Any) -> SubtaskResult:
+            return SubtaskResult(
+                id=sid,
+                status=status,
+                started_at=first_start,
+                finished_at=time.time(),
+                attempts=attempt,
+                model=label,
+                priority=priority,
+                **fields,
+            )
+
         while True:
             attempt += 1
             await limiter.acquire(priority_rank, tokens=estimate)
@@ -168,32 +181,22 @@ class Dispatcher:
                 failure = classify(exc)
                 if failure.rate_limited:
                     limiter.record_rate_limited(failure.retry_after)
+                error = describe_error(exc)
                 if failure.transient and attempt < budget:
                     delay = policy.backoff(attempt, failure.retry_after)
                     self._emit(
                         sid,
                         "retrying",
                         attempt=attempt,
-                        error=describe_error(exc),
+                        error=error,
                         delay=delay,
                         priority=priority,
                     )
                     await asyncio.sleep(delay)
                     continue
-                error = describe_error(exc)
                 if failure.transient:
                     error = f"{error} (gave up after {attempt} attempts)"
-                result = SubtaskResult(
-                    id=sid,
-                    status="failed",
-                    error=error,
-                    started_at=first_start,
-                    finished_at=time.time(),
-                    attempts=attempt,
-                    model=label,
-                    priority=priority,
-                )
-                break
+                return self._finish(result("failed", error=error))
             limiter.record_success(outcome.usage.total_tokens)
             # Free the slot only after the dependents this result unblocks have queued:
             # they wake from this task's done callbacks, registered before this one.
@@ -202,19 +205,7 @@ class Dispatcher:
                 limiter.release()
             else:
                 this_task.add_done_callback(lambda _task: limiter.release())
-            result = SubtaskResult(
-                id=sid,
-                status="succeeded",
-                output=outcome.output,
-                usage=outcome.usage,
-                started_at=first_start,
-                finished_at=time.time(),
-                attempts=attempt,
-                model=label,
-                priority=priority,
-            )
-            break
-        return self._finish(result)
+            return self._finish(result("succeeded", output=outcome.output, usage=outcome.usage))
 
     def _priority(self, sid: str) -> float:
         """The priority events report: the explicit one, else the expected remaining path."""

@@ -13,7 +13,7 @@ from langgraph.config import get_stream_writer
 from fanfold.graphs.dispatcher import Dispatcher
 from fanfold.graphs.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
-from fanfold.state.schema import PlanState
+from fanfold.state.schema import SubtaskNodeInput
 
 SCOPE_KEY = "__fanfold_run_scope"
 """Key in `configurable`; LangGraph keeps keys starting with '__' out of checkpoints."""
@@ -82,7 +82,12 @@ class RunScope:
         return self._dispatcher
 
     def dispatcher(
-        self, runtime: PlanRuntime, state: PlanState, config: RunnableConfig, *, sync: bool
+        self,
+        runtime: PlanRuntime,
+        state: SubtaskNodeInput,
+        config: RunnableConfig,
+        *,
+        sync: bool,
     ) -> Dispatcher:
         """Return this run's dispatcher, creating and starting it on first use.
 
@@ -103,7 +108,7 @@ class RunScope:
             dispatcher = Dispatcher(
                 runtime,
                 run_id=self.run_id,
-                inputs=runtime.run_inputs(state.inputs),
+                inputs=runtime.run_inputs(state.get("inputs")),
                 done=self._done(state),
                 config=config,
                 loop=loop,
@@ -117,11 +122,11 @@ class RunScope:
             self._dispatcher = dispatcher
             return dispatcher
 
-    def _done(self, state: PlanState) -> dict[str, SubtaskResult]:
+    def _done(self, state: SubtaskNodeInput) -> dict[str, SubtaskResult]:
         """Results the dispatcher must not run again."""
         if self.fresh:
             return {}
-        done = {**state.results, **self.committed}
+        done = {**(state.get("results") or {}), **self.committed}
         if self.retry_failed:
             return {k: v for k, v in done.items() if v.ok}
         return done

@@ -10,17 +10,17 @@ from langgraph._internal._runnable import RunnableCallable
 
 from fanfold.graphs.run_scope import scope_from
 from fanfold.graphs.runtime import PlanRuntime
-from fanfold.state.schema import PlanState
+from fanfold.state.schema import SubtaskNodeInput
 
 
 def subtask_node(runtime: PlanRuntime, sid: str) -> RunnableCallable:
     """Build the node for subtask `sid`, with sync and async implementations."""
 
-    async def arun(state: PlanState, config: RunnableConfig) -> dict[str, Any]:
+    async def arun(state: SubtaskNodeInput, config: RunnableConfig) -> dict[str, Any]:
         dispatcher = scope_from(config).dispatcher(runtime, state, config, sync=False)
         return {"results": {sid: await dispatcher.result(sid)}}
 
-    def run(state: PlanState, config: RunnableConfig) -> dict[str, Any]:
+    def run(state: SubtaskNodeInput, config: RunnableConfig) -> dict[str, Any]:
         dispatcher = scope_from(config).dispatcher(runtime, state, config, sync=True)
         future = asyncio.run_coroutine_threadsafe(dispatcher.result(sid), dispatcher.loop)
         return {"results": {sid: future.result()}}

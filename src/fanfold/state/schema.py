@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,14 @@ def merge_results(
 ) -> dict[str, SubtaskResult]:
     """Reducer: results from parallel nodes merge by subtask id; a newer result wins."""
     return {**(left or {}), **(right or {})}
+
+
+class SubtaskNodeInput(TypedDict, total=False):
+    """What a subtask node reads: a plain dict, so LangGraph does not rebuild (and
+    revalidate) the whole PlanState, results included, for every node of every step."""
+
+    inputs: dict[str, Any]
+    results: dict[str, SubtaskResult]
 
 
 class PlanState(BaseModel):
