@@ -3,6 +3,7 @@
 Import everything from here; the submodules are private.
 """
 
+from fanfold.durations import DurationStore
 from fanfold.errors import (
     DependencyCycleError,
     DuplicateSubtaskError,
@@ -20,6 +21,8 @@ from fanfold.errors import (
     UnknownKindError,
 )
 from fanfold.graphs import EVENT_TYPE, CompiledPlanGraph, compile_plan
+from fanfold.graphs.limits import RateLimiter
+from fanfold.graphs.retry import RetryPolicy
 from fanfold.models import DEFAULT_MODEL, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes import (
@@ -42,6 +45,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DependencyCycleError",
     "DuplicateSubtaskError",
+    "DurationStore",
     "EVENT_TYPE",
     "EmptyPlanError",
     "InputSpec",
@@ -56,6 +60,8 @@ __all__ = [
     "PlanFileError",
     "PlanState",
     "PlanValidationError",
+    "RateLimiter",
+    "RetryPolicy",
     "RunTotals",
     "SelfDependencyError",
     "SimulatedChatModel",
