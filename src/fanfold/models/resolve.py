@@ -112,6 +112,10 @@ def _openai(spec: str, name: str, **kwargs: Any) -> BaseChatModel:
     # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
     options["api_key"] = key or "unused"
     options.update(kwargs)
+    if "http_async_client" not in options:
+        from fanfold.models.http import loop_local_async_client
+
+        options["http_async_client"] = loop_local_async_client(timeout=options["timeout"])
     try:
         return ChatOpenAI(**options)
     except Exception as exc:
