@@ -123,7 +123,7 @@ async def _stream(
     return final
 
 
-def _compile(task_plan: TaskPlan, options: dict[str, Any], checkpointer: Any = None) -> Any:
+def _compile(task_plan: TaskPlan, options: dict[str, Any]) -> Any:
     durations = DurationStore(options.get("store") or default_store_path())
     return compile_plan(
         task_plan,
@@ -131,14 +131,12 @@ def _compile(task_plan: TaskPlan, options: dict[str, Any], checkpointer: Any = N
         max_concurrency=options.get("max_concurrency"),
         requests_per_second=options.get("requests_per_second"),
         retry=RetryPolicy(max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts),
-        checkpointer=checkpointer,
         durations=durations,
     )
 
 
 async def _execute(
-    task_plan: TaskPlan,
-    options: dict[str, Any],
+    graph: Any,
     payload: Any,
     *,
     checkpoint: str | None,
@@ -147,9 +145,9 @@ async def _execute(
     retry_failed: bool = False,
 ) -> dict[str, Any]:
     if checkpoint is None:
-        return await _stream(_compile(task_plan, options), payload, {}, progress=progress)
+        return await _stream(graph, payload, {}, progress=progress)
     async with open_checkpointer(checkpoint) as saver:
-        graph = _compile(task_plan, options, saver)
+        graph = graph.copy(update={"checkpointer": saver})
         config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
         if retry_failed:
             config["configurable"][RETRY_FAILED_KEY] = True
@@ -249,14 +247,7 @@ def run(
         "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
     }
     state = asyncio.run(
-        _execute(
-            task_plan,
-            options,
-            payload,
-            checkpoint=checkpoint,
-            run_id=run_id,
-            progress=not as_json,
-        )
+        _execute(graph, payload, checkpoint=checkpoint, run_id=run_id, progress=not as_json)
     )
     _report(task_plan, state, as_json=as_json, task_text=task_text)
 
@@ -288,7 +279,8 @@ def resume(
         )
     task_plan = TaskPlan.model_validate(run_info["plan"])
     options = run_info.get("options") or {}
-    runtime = _compile(task_plan, options).fanfold_runtime
+    graph = _compile(task_plan, options)
+    runtime = graph.fanfold_runtime
     task_text = runtime.task_text(runtime.run_inputs(values.get("inputs") or {}))
     results = values.get("results") or {}
     unfinished = bool(state.next)
@@ -305,8 +297,7 @@ def resume(
     )
     final = asyncio.run(
         _execute(
-            task_plan,
-            options,
+            graph,
             payload,
             checkpoint=checkpoint,
             run_id=run_id,

@@ -112,7 +112,8 @@ def compile_plan(
         for sid in plan.ids
     }
     model_key = model_label(model_for(model)) if any(models.values()) else "none"
-    learned = durations.load(plan.fingerprint(), model_key) if durations is not None else {}
+    fingerprint = plan.fingerprint()
+    learned = durations.load(fingerprint, model_key) if durations is not None else {}
     expected, source = expected_durations(plan.subtasks, learned)
     runtime = PlanRuntime(
         plan=plan,
@@ -123,7 +124,7 @@ def compile_plan(
         expected=expected,
         expected_source=source,
         durations=durations,
-        durations_key=(plan.fingerprint(), model_key),
+        durations_key=(fingerprint, model_key),
     )
     if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
         runtime.aggregate_function = aggregator

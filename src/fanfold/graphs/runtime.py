@@ -40,9 +40,12 @@ class PlanRuntime:
     expected_source: str = "hops"
     durations: DurationStore | None = None
     durations_key: tuple[str, str] = ("", "")
-    order: list[str] = field(default_factory=list)
-    subtasks: dict[str, SubTask] = field(default_factory=dict)
-    dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Derived from the plan in __post_init__.
+    order: list[str] = field(init=False)
+    subtasks: dict[str, SubTask] = field(init=False)
+    dependencies: dict[str, tuple[str, ...]] = field(init=False)
+    remaining: dict[str, float] = field(init=False)
+    priorities: dict[str, tuple[float, float]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.order = self.plan.topological_order()
