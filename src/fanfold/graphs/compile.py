@@ -182,6 +182,9 @@ def _is_remote(model: BaseChatModel | None) -> bool:
 
 def _kind(registry: NodeKindRegistry, sub: SubTask) -> NodeKind:
     try:
-        return registry.get(sub.kind)
+        kind = registry.get(sub.kind)
     except KeyError:
         raise UnknownKindError(sub.id, sub.kind, registry.names()) from None
+    if kind.validate is not None:
+        kind.validate(sub)
+    return kind

@@ -10,12 +10,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from fanfold._text import message_text
 from fanfold.durations import DurationStore
 from fanfold.errors import MissingInputError
 from fanfold.graphs.limits import RateLimiter
 from fanfold.graphs.priorities import priority_key, remaining_paths
 from fanfold.graphs.retry import RetryPolicy
-from fanfold.nodes.builtin_kinds import message_text
 from fanfold.nodes.prompts import aggregate_messages, as_text
 from fanfold.nodes.registry import NodeKind
 from fanfold.plan.models import SubTask, TaskPlan

@@ -30,6 +30,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
 
 __all__ = ["REPLY_PREFIX", "SimulatedChatModel", "SimulatedModelError"]
@@ -301,16 +302,7 @@ def _message_id() -> str:
 
 def _message_text(message: BaseMessage) -> str:
     """Plain text of a message, whatever shape its content has."""
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
-            parts.append(block["text"])
-    return " ".join(parts)
+    return content_text(message.content)
 
 
 def _clean(text: str) -> str:

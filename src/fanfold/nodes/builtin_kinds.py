@@ -6,23 +6,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
+from fanfold._text import message_text
 from fanfold.nodes.registry import KindOutput, SubtaskCall, register_node_kind
 from fanfold.state.results import TokenUsage
 
 
 class StructuredOutputError(ValueError):
     """The model's reply did not match the subtask's output_schema."""
-
-
-def message_text(message: Any) -> str:
-    """The text of a chat message, whatever shape its content has."""
-    content = getattr(message, "content", message)
-    if isinstance(content, str):
-        return content
-    text = getattr(message, "text", None)
-    if isinstance(text, str):
-        return text
-    return str(content)
 
 
 async def run_llm(call: SubtaskCall) -> KindOutput:

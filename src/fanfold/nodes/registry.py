@@ -57,6 +57,8 @@ class KindOutput:
 
 
 KindFunction = Callable[[SubtaskCall], Awaitable[Any] | Any]
+KindValidator = Callable[[SubTask], None]
+"""Checks a subtask of this kind when the plan is compiled; raises PlanError if it is wrong."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class NodeKind:
     function: KindFunction
     needs_model: bool = False
     description: str = ""
+    validate: KindValidator | None = None
 
     async def run(self, call: SubtaskCall) -> KindOutput:
         """Run the kind; a sync function runs in a worker thread."""
@@ -93,6 +96,7 @@ class NodeKindRegistry:
         *,
         needs_model: bool = ...,
         description: str = ...,
+        validate: KindValidator | None = ...,
         replace: bool = ...,
     ) -> NodeKind: ...
 
@@ -104,6 +108,7 @@ class NodeKindRegistry:
         *,
         needs_model: bool = ...,
         description: str = ...,
+        validate: KindValidator | None = ...,
         replace: bool = ...,
     ) -> Callable[[KindFunction], KindFunction]: ...
 
@@ -114,6 +119,7 @@ class NodeKindRegistry:
         *,
         needs_model: bool = False,
         description: str = "",
+        validate: KindValidator | None = None,
         replace: bool = False,
     ) -> NodeKind | Callable[[KindFunction], KindFunction]:
         """Register a node kind; use directly or as a decorator.
@@ -123,6 +129,8 @@ class NodeKindRegistry:
             function: async (or sync) function taking a SubtaskCall and returning the
                 output or a KindOutput.
             needs_model: resolve a chat model for subtasks of this kind.
+            validate: called with each subtask of this kind when a plan is compiled;
+                raises a PlanError for wrong settings (e.g. bad `options`).
             replace: allow replacing an existing kind of the same name.
 
         Raises:
@@ -132,7 +140,12 @@ class NodeKindRegistry:
 
             def decorator(fn: KindFunction) -> KindFunction:
                 self.register(
-                    name, fn, needs_model=needs_model, description=description, replace=replace
+                    name,
+                    fn,
+                    needs_model=needs_model,
+                    description=description,
+                    validate=validate,
+                    replace=replace,
                 )
                 return fn
 
@@ -143,7 +156,9 @@ class NodeKindRegistry:
             raise ValueError(
                 f"node kind {name!r} is already registered; pass replace=True to override it"
             )
-        kind = NodeKind(name, function, needs_model=needs_model, description=description)
+        kind = NodeKind(
+            name, function, needs_model=needs_model, description=description, validate=validate
+        )
         self._kinds[name] = kind
         return kind
 
@@ -176,9 +191,15 @@ def register_node_kind(
     *,
     needs_model: bool = False,
     description: str = "",
+    validate: KindValidator | None = None,
     replace: bool = False,
 ) -> Any:
     """Register a node kind in the default registry (also usable as a decorator)."""
     return node_kinds.register(
-        name, function, needs_model=needs_model, description=description, replace=replace
+        name,
+        function,
+        needs_model=needs_model,
+        description=description,
+        validate=validate,
+        replace=replace,
     )

@@ -96,6 +96,19 @@ class SubTask(_PlanModel):
     expected_seconds: float | None = Field(None, ge=0, description="Expected call duration hint.")
     expected_output_tokens: int | None = Field(None, ge=0, description="Expected reply length.")
     max_attempts: int | None = Field(None, ge=1, description="Attempt budget for this subtask.")
+    map: str | None = Field(
+        None,
+        description="Run once per item of this list: a run input or a subtask whose output "
+        "is a list (an implicit dependency). `{item}` and `{index}` render the item.",
+    )
+    allow_partial: bool = Field(
+        False,
+        description="For a map: dependents run even when some items failed (their outputs "
+        "are None in the list).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings for the subtask's kind (a splitter's sizes)."
+    )
 
     @field_validator("depends_on", mode="before")
     @classmethod

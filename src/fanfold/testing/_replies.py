@@ -7,6 +7,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
 
 REPLY_PREFIX = "[simulated server] "
@@ -40,15 +41,6 @@ class Reply:
     completion_tokens: int
 
 
-def message_text(content: Any) -> str:
-    """Text of a message ``content`` (a string or a list of content parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
-
-
 def last_user_text(body: Any) -> str:
     """Text of the last ``user`` message in a chat-completions request body ('' if none)."""
     messages = body.get("messages") if isinstance(body, dict) else None
@@ -56,7 +48,7 @@ def last_user_text(body: Any) -> str:
         return ""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            return message_text(message.get("content"))
+            return content_text(message.get("content"))
     return ""
 
 
@@ -68,7 +60,7 @@ def _count_prompt_tokens(body: dict[str, Any]) -> int:
     words = 0
     for message in body.get("messages") or []:
         if isinstance(message, dict):
-            words += len(message_text(message.get("content")).split()) + 1
+            words += len(content_text(message.get("content")).split()) + 1
     return max(words, 1)
 
 
