@@ -13,6 +13,7 @@ One base class covers them all, so a caller catches a single type:
   + DependencyCycleError - dependencies loop back (`a -> b -> a`).
   + UndeclaredDependencyError - a prompt names a subtask it does not depend on.
   + UnknownKindError - a subtask's `kind` is not a registered node kind.
+  + InvalidOptionsError - a subtask's `options` do not suit its kind.
   + MissingInputError - a run lacks an input that a prompt needs.
   + ModelResolutionError - a model string cannot be turned into a chat model.
     + MissingCredentialsError - the provider needs a key that is not configured.
@@ -30,6 +31,7 @@ __all__ = [
     "DependencyCycleError",
     "DuplicateSubtaskError",
     "EmptyPlanError",
+    "InvalidOptionsError",
     "InvalidSubtaskIdError",
     "MissingCredentialsError",
     "MissingInputError",
@@ -145,6 +147,15 @@ class UnknownKindError(PlanError):
         super().__init__(f"subtask {subtask_id!r} has unknown kind {kind!r}{hint}")
         self.subtask_id = subtask_id
         self.kind = kind
+
+
+class InvalidOptionsError(PlanError):
+    """A subtask's `options` do not suit its kind (unknown key, wrong type or range)."""
+
+    def __init__(self, message: str, *, subtask_id: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.subtask_id = subtask_id
+        self.option = option
 
 
 class MissingInputError(PlanError):
