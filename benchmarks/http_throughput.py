@@ -38,7 +38,7 @@ from langchain_core.messages import BaseMessage
 from rate_limit import Server, serving
 
 from fanfold import TaskPlan, compile_plan, resolve_model
-from fanfold.graphs.limits import RateLimiter
+from fanfold.scheduling.limits import RateLimiter
 from fanfold.testing import MODEL_ID, SimServerConfig
 
 KEY = "sk-bench-throughput"
@@ -53,7 +53,7 @@ def make_plan(n: int) -> TaskPlan:
 
 def messages_for(plan: TaskPlan) -> list[list[BaseMessage]]:
     """What fanfold sends for each subtask: its default system message and the prompt."""
-    from fanfold.nodes.prompts import subtask_messages
+    from fanfold.plan.prompts import subtask_messages
 
     return [subtask_messages(s, task=TASK, prompt=s.prompt) for s in plan.subtasks]
 

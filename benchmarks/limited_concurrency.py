@@ -60,8 +60,8 @@ from typing import Any
 from makespan import critical_path, model_for, random_dag
 
 from fanfold import SimulatedChatModel, TaskPlan, compile_plan
-from fanfold.durations import DurationStore
-from fanfold.graphs.limits import Priority, RateLimiter
+from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.limits import Priority, RateLimiter
 
 TARGET = 1.05
 """The learned policy should stay within this factor of the lower bound."""

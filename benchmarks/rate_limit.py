@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from langchain_openai import ChatOpenAI
 
 from fanfold import EVENT_TYPE, TaskPlan, compile_plan, resolve_model
-from fanfold.graphs.limits import RateLimiter
+from fanfold.scheduling.limits import RateLimiter
 from fanfold.testing import MODEL_ID, SimServer, SimServerConfig
 
 KEY = "sk-bench-rate-limit"

@@ -137,8 +137,9 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
-def json_report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, f"exit {done.returncode}\nstderr:\n{done.stderr}"
+def json_report(done: subprocess.CompletedProcess[str], *, status: int = 0) -> dict[str, Any]:
+    """The --json report of a finished CLI run that exited with `status`."""
+    assert done.returncode == status, f"exit {done.returncode}\nstderr:\n{done.stderr}"
     report: dict[str, Any] = json.loads(done.stdout)
     return report
 
@@ -183,11 +184,13 @@ async def checkpointed(
         latest = await saver.aget_tuple(config)
     if latest is None:
         return {}, {}, ()
-    committed = dict(latest.checkpoint["channel_values"].get("results") or {})
+    # Checkpoints and writes hold results as plain data (see fanfold.state.channels).
+    raw = latest.checkpoint["channel_values"].get("results") or {}
+    committed = {sid: SubtaskResult.model_validate(v) for sid, v in raw.items()}
     pending: dict[str, SubtaskResult] = {}
     for _task, channel, value in latest.pending_writes or []:
         if channel == "results" and isinstance(value, dict):
-            pending.update(value)
+            pending.update({sid: SubtaskResult.model_validate(v) for sid, v in value.items()})
     return committed, pending, tuple(snapshot.next)
 
 
@@ -320,7 +323,7 @@ def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
         first_run = run_cli(
             ["run", str(plan_file), "-m", "openai:sim-model", "--checkpoint", store, "--json"], env
         )
-        first = json_report(first_run)
+        first = json_report(first_run, status=3)  # finished, with a failure
         run_id = run_id_from(first_run.stderr)
         assert statuses(first["results"]) == {
             "a": "succeeded",
@@ -486,8 +489,12 @@ async def test_postgres_aretry_failed_reruns_only_failed_and_blocked_subtasks(
 
 
 def test_resume_of_an_unknown_run_id_prints_one_error_line_and_exits_1(tmp_path: Path) -> None:
+    plan_file = write_plan(tmp_path / "diamond.json", diamond_plan())
     store = str(tmp_path / "runs.db")
-    result = CliRunner().invoke(app, ["resume", "0123456789ab", "--checkpoint", store])
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(plan_file), "-m", "simulated", "--checkpoint", store])
+    assert first.exit_code == 0, first.output
+    result = runner.invoke(app, ["resume", "0123456789ab", "--checkpoint", store])
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr

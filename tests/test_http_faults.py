@@ -17,10 +17,10 @@ import pytest
 from langchain_core.messages import AIMessageChunk
 
 from fanfold import SubtaskResult, TaskPlan, compile_plan, resolve_model
-from fanfold.graphs.dispatcher import EVENT_TYPE
-from fanfold.graphs.limits import RateLimiter
-from fanfold.graphs.retry import RetryPolicy
 from fanfold.models.resolve import DEFAULT_TIMEOUT
+from fanfold.scheduling.dispatcher import EVENT_TYPE
+from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.retry import RetryPolicy
 from fanfold.testing import SimServer, SimServerConfig
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.2)

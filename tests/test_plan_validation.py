@@ -348,10 +348,19 @@ def test_required_inputs_lists_undefaulted_placeholders_with_their_users():
             sub("a", prompt="About {topic} for {audience}"),
             sub("b", "a", prompt="More on {topic}: {a}"),
             task="Brief on {topic} in {tone}",
-            inputs={"audience": {"default": "kids"}, "tone": "the voice"},
+            inputs={"audience": {"default": "kids"}, "tone": {"description": "the voice"}},
         )
     )
     assert plan.required_inputs() == {"topic": ["task", "a", "b"], "tone": ["task"]}
+
+
+def test_a_bare_input_value_is_its_default():
+    plan = TaskPlan.model_validate(
+        plan_dict(sub("a", prompt="Weather in {city}"), inputs={"city": "Lisbon", "days": 3})
+    )
+    assert plan.inputs["city"].default == "Lisbon" and plan.inputs["city"].description == ""
+    assert plan.inputs["days"].default == 3
+    assert plan.required_inputs() == {}
 
 
 def test_missing_run_input_fails_before_any_model_call(echo, make_plan):

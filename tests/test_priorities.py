@@ -31,17 +31,17 @@ from fanfold import (
     compile_plan,
 )
 from fanfold.cli import app, default_store_path
-from fanfold.durations import DurationStore
-from fanfold.graphs.limits import RateLimiter
-from fanfold.graphs.priorities import (
+from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.priorities import (
     SECONDS_PER_OUTPUT_TOKEN,
     critical_path,
     expected_durations,
     priority_key,
     remaining_paths,
 )
-from fanfold.graphs.retry import RetryPolicy
-from fanfold.graphs.runtime import PlanRuntime
+from fanfold.scheduling.retry import RetryPolicy
+from fanfold.scheduling.runtime import PlanRuntime
 
 SHORTS = ["x1", "x2", "x3", "x4", "x5"]
 CHAIN = ["c1", "c2", "c3", "c4"]

@@ -48,8 +48,11 @@ async def test_updates_stream_one_result_per_subtask_then_the_aggregate(run, gra
     assert nodes[-1] == "aggregate"
     for chunk in chunks[:-1]:
         ((sid, update),) = chunk.items()
-        ((key, result),) = update["results"].items()
-        assert key == sid and isinstance(result, SubtaskResult)
+        ((key, data),) = update["results"].items()
+        # An update is the node's write: the result as plain data, as it is checkpointed.
+        assert isinstance(data, dict) and not isinstance(data, SubtaskResult)
+        result = SubtaskResult.model_validate(data)
+        assert key == sid == result.id
         assert result.status == EXPECTED[sid]
     final = chunks[-1]["aggregate"]
     assert set(final) >= {"output", "totals", "aggregate_error"}

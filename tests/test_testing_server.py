@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +43,51 @@ def chat_model(srv: SimServer, *, timeout: float = 5.0, **kwargs: Any) -> ChatOp
 
 def chat_body(prompt: str, **extra: Any) -> dict[str, Any]:
     return {"model": "sim-model", "messages": [{"role": "user", "content": prompt}], **extra}
+
+
+def raw_request(body: dict[str, Any], *headers: str) -> bytes:
+    """A POST /v1/chat/completions request as bytes, with extra ``Name: value`` headers."""
+    data = json.dumps(body).encode()
+    head = [
+        "POST /v1/chat/completions HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(data)}",
+        *headers,
+    ]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + data
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (socket.timeout if it never does)."""
+    out = b""
+    while data := sock.recv(65536):
+        out += data
+    return out
+
+
+def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Status line, lower-cased headers and body of one raw HTTP response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return status, {k.lower(): v for k, v in headers.items()}, body
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def logged_problems(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Log records a clean server must not produce: warnings, errors, tracebacks."""
+    return [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.WARNING or r.exc_info
+    ]
 
 
 class Person(pydantic.BaseModel):
@@ -112,15 +159,53 @@ def test_models_endpoint_lists_sim_model() -> None:
     assert models.data[0].owned_by == "fanfold"
 
 
-def test_unknown_path_is_404_and_unparseable_body_is_400() -> None:
+def test_unknown_path_is_404_wrong_method_405_and_unparseable_body_400_all_json() -> None:
     with serving() as srv, httpx.Client(base_url=srv.base_url) as client:
-        assert client.get("/nope").status_code == 404
+        missing = client.get("/nope")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["message"] == "unknown path /v1/nope"
+        wrong = client.get("/chat/completions")
+        assert wrong.status_code == 405
+        assert wrong.headers["allow"] == "POST"
+        assert wrong.json()["error"]["message"] == "use POST"
+        assert client.post("/models").json()["error"]["message"] == "use GET"
+        assert client.head("/models").status_code == 405
         bad = client.post(
             "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert bad.status_code == 400
         assert bad.json()["error"]["type"] == "invalid_request_error"
-        assert srv.status_counts() == {400: 1}
+        assert client.get("/models/").json()["data"][0]["id"] == "sim-model"
+        assert client.post("/chat/completions/", json=chat_body("slash")).status_code == 200
+        assert srv.status_counts() == {400: 1, 200: 1}
+
+
+def test_keep_alive_reuses_the_connection_until_the_client_asks_to_close() -> None:
+    with serving() as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        try:
+            sockets = []
+            for prompt in ("one", "two", "three"):
+                conn.request(
+                    "POST",
+                    "/v1/chat/completions",
+                    body=json.dumps(chat_body(prompt)),
+                    headers={"Content-Type": "application/json"},
+                )
+                response = conn.getresponse()
+                assert response.status == 200
+                assert json.loads(response.read())["object"] == "chat.completion"
+                sockets.append(conn.sock)
+            assert sockets[0] is not None and sockets == [sockets[0]] * 3
+        finally:
+            conn.close()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as sock:
+            sock.sendall(raw_request(chat_body("bye"), "Connection: close"))
+            status, headers, body = split_response(read_until_closed(sock))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["connection"] == "close"
+        assert len(body) == int(headers["content-length"])
+        assert srv.requests_for("bye") == 1
 
 
 async def test_hidden_concurrency_limit_answers_429_with_retry_after_headers() -> None:
@@ -216,6 +301,92 @@ def test_stall_longer_than_client_timeout_raises_api_timeout_error_and_stop_is_p
         start = time.perf_counter()
         srv.stop()
         assert time.perf_counter() - start < 1.0
+
+
+def test_stall_reads_the_request_says_nothing_then_closes_the_connection() -> None:
+    with serving(stall_rate=1.0, stall_seconds=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as sock:
+            start = time.perf_counter()
+            sock.sendall(raw_request(chat_body("wait for it")))
+            received = read_until_closed(sock)
+            elapsed = time.perf_counter() - start
+        assert received == b""
+        assert 0.3 <= elapsed < 2.0
+        assert srv.log[0].prompt == "wait for it"
+        assert srv.status_counts() == {"stall": 1}
+
+
+def test_drop_sends_headers_and_half_the_body_then_closes() -> None:
+    with serving(drop_rate=1.0) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as sock:
+            sock.sendall(raw_request(chat_body("cut me off")))
+            status, headers, body = split_response(read_until_closed(sock))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["content-type"].startswith("application/json")
+        assert 0 < len(body) < int(headers["content-length"])
+        assert body.startswith(b'{"id":"chatcmpl-sim')
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(body)
+        assert srv.status_counts() == {"drop": 1}
+
+
+def test_dropped_stream_ends_mid_events_without_the_last_chunk() -> None:
+    with serving(drop_rate=1.0, reply_tokens=6) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as sock:
+            sock.sendall(raw_request(chat_body("cut the stream", stream=True)))
+            status, headers, body = split_response(read_until_closed(sock))
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["transfer-encoding"] == "chunked"
+        assert body.count(b"data: {") == 4  # role + 6 tokens + finish = 8 events, half sent
+        assert b"[DONE]" not in body
+        assert not body.endswith(b"0\r\n\r\n")
+
+
+def test_stop_closes_stalled_streaming_and_idle_connections_promptly_and_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    srv = SimServer(SimServerConfig(stall_rate=1.0, stall_seconds=30.0)).start()
+    address = ("127.0.0.1", srv.port)
+    with (
+        socket.create_connection(address, timeout=3) as stalled,
+        socket.create_connection(address, timeout=3) as streaming,
+        socket.create_connection(address, timeout=3) as idle,
+    ):
+        try:
+            stalled.sendall(raw_request(chat_body("stalled")))
+            wait_for(lambda: srv.status_counts() == {"stall": 1})
+            srv.update(stall_rate=0.0, token_delay=1.0, reply_tokens=20)
+            streaming.sendall(raw_request(chat_body("streaming", stream=True)))
+            assert streaming.recv(65536).startswith(b"HTTP/1.1 200 OK")
+        finally:
+            start = time.perf_counter()
+            srv.stop()
+            stop_took = time.perf_counter() - start
+        assert stop_took < 1.0
+        assert read_until_closed(stalled) == b""
+        assert b"[DONE]" not in read_until_closed(streaming)
+        assert read_until_closed(idle) == b""
+    assert srv.status_counts() == {"stall": 1, 200: 1}
+    assert logged_problems(caplog) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_hanging_up_early_is_not_logged_as_a_server_error(
+    stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving(latency=0.1, token_delay=0.02, reply_tokens=10) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as sock:
+            sock.sendall(raw_request(chat_body("going away", stream=stream)))
+            if stream:
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            else:
+                wait_for(lambda: srv.request_count == 1)
+        time.sleep(0.5)  # the server finishes the reply into a closed connection
+        # The server still answers other clients.
+        assert chat_model(srv).invoke("still there?").content
+        assert srv.status_counts() == {200: 2}
+    assert logged_problems(caplog) == []
 
 
 def test_fault_first_attempts_only_lets_the_retry_succeed() -> None:

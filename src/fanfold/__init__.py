@@ -3,13 +3,14 @@
 Import everything from here; the submodules are private.
 """
 
-from fanfold.durations import DurationStore
 from fanfold.errors import (
     DependencyCycleError,
     DuplicateSubtaskError,
     EmptyPlanError,
+    InvalidMapError,
     InvalidOptionsError,
     InvalidSubtaskIdError,
+    MapInputError,
     MissingCredentialsError,
     MissingInputError,
     ModelResolutionError,
@@ -19,11 +20,10 @@ from fanfold.errors import (
     SelfDependencyError,
     UndeclaredDependencyError,
     UnknownDependencyError,
+    UnknownInputError,
     UnknownKindError,
 )
-from fanfold.graphs import EVENT_TYPE, CompiledPlanGraph, compile_plan
-from fanfold.graphs.limits import RateLimiter
-from fanfold.graphs.retry import RetryPolicy
+from fanfold.graphs import CompiledPlanGraph, compile_plan
 from fanfold.models import DEFAULT_MODEL, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes import (
@@ -36,7 +36,9 @@ from fanfold.nodes import (
 )
 from fanfold.pattern import parallel_process
 from fanfold.plan import AggregationSettings, InputSpec, SubTask, TaskPlan
-from fanfold.state import PlanState, RunTotals, SubtaskResult, TokenUsage
+from fanfold.scheduling import EVENT_TYPE, DurationStore, RateLimiter, RetryPolicy
+from fanfold.state import RunTotals, SubtaskResult, TokenUsage
+from fanfold.state.schema import PlanState
 
 __version__ = "0.1.0"
 
@@ -50,9 +52,11 @@ __all__ = [
     "EVENT_TYPE",
     "EmptyPlanError",
     "InputSpec",
+    "InvalidMapError",
     "InvalidOptionsError",
     "InvalidSubtaskIdError",
     "KindOutput",
+    "MapInputError",
     "MissingCredentialsError",
     "MissingInputError",
     "ModelResolutionError",
@@ -74,6 +78,7 @@ __all__ = [
     "TokenUsage",
     "UndeclaredDependencyError",
     "UnknownDependencyError",
+    "UnknownInputError",
     "UnknownKindError",
     "__version__",
     "compile_plan",

@@ -14,28 +14,89 @@ from urllib.parse import urlsplit
 
 import typer
 from langchain_core.runnables import RunnableConfig
+from typer.core import TyperGroup
 
+from fanfold import __version__
 from fanfold.checkpoints import is_postgres, open_checkpointer
-from fanfold.durations import DurationStore
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
-from fanfold.graphs.dispatcher import EVENT_TYPE
-from fanfold.graphs.priorities import critical_path
-from fanfold.graphs.retry import RetryPolicy
-from fanfold.graphs.run_scope import RETRY_FAILED_KEY
 from fanfold.plan.models import TaskPlan
+from fanfold.scheduling.dispatcher import EVENT_TYPE
+from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.priorities import critical_path
+from fanfold.scheduling.retry import RetryPolicy
 from fanfold.state.results import SubtaskResult
 
+EXIT_OK = 0
+"""Every subtask and the aggregation succeeded."""
+EXIT_ERROR = 1
+"""A usage, plan, input or checkpoint error: nothing ran (one `Error:` line on stderr)."""
+EXIT_INCOMPLETE = 3
+"""The run finished, but a subtask failed or was skipped, or the aggregation failed."""
+
+EXIT_STATUSES = f"""\b
+Exit status:
+  {EXIT_OK}  every subtask and the aggregation succeeded
+  {EXIT_ERROR}  usage, plan, input or checkpoint error; nothing ran
+  {EXIT_INCOMPLETE}  the run finished with failed or skipped subtasks, or a failed aggregation
+"""
+
+
+# typer bundles its own click; its UsageError is the public BadParameter's base class.
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
+class _Group(TyperGroup):
+    """Usage errors exit with status 1, like every other error a user can fix."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except _UsageError as exc:
+            exc.exit_code = EXIT_ERROR  # type: ignore[attr-defined]
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError as exc:
+            exc.exit_code = EXIT_ERROR  # type: ignore[attr-defined]
+            raise
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Compile LLM subtask plans into greedy LangGraph graphs and run them.",
+    epilog=EXIT_STATUSES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 1."""
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fanfold {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Compile LLM subtask plans into greedy LangGraph graphs and run them."""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +111,7 @@ def one_line_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (PlanError, CliError) as exc:
             typer.echo(f"Error: {exc}", err=True)
-            raise typer.Exit(code=1) from exc
+            raise typer.Exit(code=EXIT_ERROR) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -111,16 +172,26 @@ def _to_jsonable(value: Any) -> Any:
 
 
 async def _stream(
-    graph: Any, payload: Any, config: dict[str, Any], *, progress: bool
+    graph: Any, payload: Any, config: dict[str, Any], *, progress: bool, **options: Any
 ) -> dict[str, Any]:
     final: dict[str, Any] = {}
-    async for mode, chunk in graph.astream(payload, config, stream_mode=["custom", "values"]):
+    modes = ["custom", "values"]
+    async for mode, chunk in graph.astream(payload, config, stream_mode=modes, **options):
         if mode == "values":
             final = chunk
         elif progress and isinstance(chunk, dict) and chunk.get("type") == EVENT_TYPE:
-            if chunk["status"] != "started":
+            # One line per finished subtask; a map reports once, not once per item.
+            if chunk["status"] != "started" and "item" not in chunk:
                 typer.echo(f"  {chunk['status']:<9} {chunk['subtask']}", err=True)
     return final
+
+
+def exit_status(state: dict[str, Any], plan: TaskPlan) -> int:
+    """EXIT_OK when every subtask and the aggregation succeeded, else EXIT_INCOMPLETE."""
+    results: dict[str, SubtaskResult] = state.get("results") or {}
+    complete = all(sid in results and results[sid].ok for sid in plan.ids)
+    aggregated = state.get("totals") is not None and not state.get("aggregate_error")
+    return EXIT_OK if complete and aggregated else EXIT_INCOMPLETE
 
 
 def _compile(task_plan: TaskPlan, options: dict[str, Any]) -> Any:
@@ -142,16 +213,14 @@ async def _execute(
     checkpoint: str | None,
     run_id: str | None,
     progress: bool,
-    retry_failed: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if checkpoint is None:
-        return await _stream(graph, payload, {}, progress=progress)
+        return await _stream(graph, payload, {}, progress=progress, **(options or {}))
     async with open_checkpointer(checkpoint) as saver:
         graph = graph.copy(update={"checkpointer": saver})
         config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
-        if retry_failed:
-            config["configurable"][RETRY_FAILED_KEY] = True
-        return await _stream(graph, payload, config, progress=progress)
+        return await _stream(graph, payload, config, progress=progress, **(options or {}))
 
 
 def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_text: str) -> None:
@@ -182,30 +251,41 @@ def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_t
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(_to_jsonable(output))))
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUSES)
 @one_line_errors
 def run(
-    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model: 'provider:model' or 'simulated'."),
+        typer.Option(
+            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
+        ),
     ] = None,
     input: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="Run input as key=value or key=@file; repeatable."),
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="Run input as key=value or key=@file; repeatable.",
+        ),
     ] = None,
     max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Most model calls in flight at once.")
+        int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
     ] = None,
     requests_per_second: Annotated[
-        float | None, typer.Option("--rps", min=0.001, help="Provider's request-rate limit.")
+        float | None,
+        typer.Option("--rps", min=0.001, metavar="RPS", help="Provider's request-rate limit."),
     ] = None,
     max_attempts: Annotated[
-        int | None, typer.Option(min=1, help="Attempts per subtask for transient errors.")
+        int | None,
+        typer.Option(min=1, metavar="N", help="Attempts per subtask for transient errors."),
     ] = None,
     checkpoint: Annotated[
         str | None,
-        typer.Option(help="SQLite file or postgresql:// URL; makes the run resumable."),
+        typer.Option(
+            metavar="TARGET", help="SQLite file or postgresql:// URL; makes the run resumable."
+        ),
     ] = None,
     show_plan: Annotated[
         bool, typer.Option("--critical-path", help="Print the planned critical path first.")
@@ -214,13 +294,11 @@ def run(
 ) -> None:
     """Run a plan and print each subtask's status, time and the aggregate.
 
+    \b
     Examples:
-
-        fanfold run examples/research.yaml --model simulated
-
-        fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
-
-        fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
+      fanfold run examples/research.yaml --model simulated
+      fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
+      fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
     """
     task_plan = TaskPlan.from_file(plan)
     options = {
@@ -232,6 +310,7 @@ def run(
     graph = _compile(task_plan, options)
     runtime = graph.fanfold_runtime
     inputs = parse_inputs(input or [])
+    runtime.check_input_names(inputs)
     task_text = runtime.task_text(runtime.run_inputs(inputs))
     if show_plan:
         typer.echo(describe_critical_path(runtime), err=as_json)
@@ -250,14 +329,18 @@ def run(
         _execute(graph, payload, checkpoint=checkpoint, run_id=run_id, progress=not as_json)
     )
     _report(task_plan, state, as_json=as_json, task_text=task_text)
+    raise typer.Exit(code=exit_status(state, task_plan))
 
 
-@app.command()
+@app.command(epilog=EXIT_STATUSES)
 @one_line_errors
 def resume(
-    run_id: Annotated[str, typer.Argument(help="The run id that `fanfold run` printed.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="The run id that `fanfold run` printed.")
+    ],
     checkpoint: Annotated[
-        str, typer.Option(help="The SQLite file or postgresql:// URL the run used.")
+        str,
+        typer.Option(metavar="TARGET", help="The SQLite file or postgresql:// URL the run used."),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
 ) -> None:
@@ -265,10 +348,15 @@ def resume(
 
     Subtasks whose results were checkpointed are not requested again.
 
+    \b
     Examples:
-
-        fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
+      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
     """
+    if not is_postgres(checkpoint) and not Path(checkpoint).is_file():
+        raise CliError(
+            f"checkpoint file {checkpoint!r} does not exist; pass the --checkpoint that "
+            "`fanfold run` used"
+        )
     state = asyncio.run(_load_run(checkpoint, run_id))
     values = state.values
     run_info = values.get("run") or {}
@@ -278,23 +366,23 @@ def resume(
             "check the run id and --checkpoint"
         )
     task_plan = TaskPlan.model_validate(run_info["plan"])
-    options = run_info.get("options") or {}
-    graph = _compile(task_plan, options)
+    graph = _compile(task_plan, run_info.get("options") or {})
     runtime = graph.fanfold_runtime
     task_text = runtime.task_text(runtime.run_inputs(values.get("inputs") or {}))
     results = values.get("results") or {}
     unfinished = bool(state.next)
-    failed = [sid for sid, r in results.items() if not r.ok]
+    failed = [sid for sid in task_plan.ids if sid not in results or not results[sid].ok]
     if not unfinished and not failed:
         typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
         _report(task_plan, values, as_json=as_json, task_text=task_text)
-        return
-    payload: Any = None if unfinished else {"inputs": values.get("inputs") or {}, "run": run_info}
-    typer.echo(
-        f"resuming run {run_id}: "
-        + ("continuing where it stopped" if unfinished else f"retrying {len(failed)} subtasks"),
-        err=True,
-    )
+        raise typer.Exit(code=exit_status(values, task_plan))
+    payload: Any = None
+    options: dict[str, Any] = {}
+    if unfinished:
+        typer.echo(f"resuming run {run_id}: continuing where it stopped", err=True)
+    else:
+        payload, options = graph.retry_request(values)
+        typer.echo(f"resuming run {run_id}: retrying {len(failed)} subtasks", err=True)
     final = asyncio.run(
         _execute(
             graph,
@@ -302,10 +390,11 @@ def resume(
             checkpoint=checkpoint,
             run_id=run_id,
             progress=not as_json,
-            retry_failed=not unfinished,
+            options=options,
         )
     )
     _report(task_plan, final, as_json=as_json, task_text=task_text)
+    raise typer.Exit(code=exit_status(final, task_plan))
 
 
 async def _load_run(checkpoint: str, run_id: str) -> Any:
@@ -346,21 +435,26 @@ def describe_critical_path(runtime: Any) -> str:
 @app.command("serve-sim")
 @one_line_errors
 def serve_sim(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8000,
-    latency: Annotated[float, typer.Option(help="Seconds per reply.")] = 0.05,
-    rps: Annotated[float | None, typer.Option(help="Hidden requests-per-second limit.")] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Hidden concurrent-request limit.")
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port on 127.0.0.1 (0 picks a free one).")
+    ] = 8000,
+    latency: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds per reply.")] = 0.05,
+    rps: Annotated[
+        float | None, typer.Option(metavar="RPS", help="Hidden requests-per-second limit.")
     ] = None,
-    error_rate: Annotated[float, typer.Option(help="Share of requests answered 500.")] = 0.0,
+    concurrency: Annotated[
+        int | None, typer.Option(metavar="N", help="Hidden concurrent-request limit.")
+    ] = None,
+    error_rate: Annotated[
+        float, typer.Option(metavar="SHARE", help="Share of requests answered 500.")
+    ] = 0.0,
 ) -> None:
     """Serve a simulated OpenAI-compatible API on loopback for load-testing plans.
 
+    \b
     Examples:
-
-        fanfold serve-sim --port 8000 --rps 20
-
-        OPENAI_BASE_URL=http://127.0.0.1:8000/v1 fanfold run plan.yaml -m openai:sim-model
+      fanfold serve-sim --port 8000 --rps 20
+      OPENAI_BASE_URL=http://127.0.0.1:8000/v1 fanfold run plan.yaml -m openai:sim-model
     """
     from fanfold.testing import SimServer, SimServerConfig
 
@@ -378,16 +472,17 @@ def serve_sim(
 @app.command()
 @one_line_errors
 def show(
-    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="mermaid or ascii.")] = "mermaid",
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", metavar="FORMAT", help="mermaid or ascii.")
+    ] = "mermaid",
 ) -> None:
     """Print a plan's graph as Mermaid text or ASCII art, without running it.
 
+    \b
     Examples:
-
-        fanfold show examples/research.yaml
-
-        fanfold show examples/research.yaml --format ascii
+      fanfold show examples/research.yaml
+      fanfold show examples/research.yaml --format ascii
     """
     if format not in ("mermaid", "ascii"):
         raise CliError(f"--format must be 'mermaid' or 'ascii', not {format!r}")

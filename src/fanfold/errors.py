@@ -14,7 +14,10 @@ One base class covers them all, so a caller catches a single type:
   + UndeclaredDependencyError - a prompt names a subtask it does not depend on.
   + UnknownKindError - a subtask's `kind` is not a registered node kind.
   + InvalidOptionsError - a subtask's `options` do not suit its kind.
+  + InvalidMapError - a subtask's `map` names itself, or neither an input nor a subtask.
   + MissingInputError - a run lacks an input that a prompt needs.
+  + UnknownInputError - a run is given an input the plan does not use.
+  + MapInputError - a map's run input is not a list.
   + ModelResolutionError - a model string cannot be turned into a chat model.
     + MissingCredentialsError - the provider needs a key that is not configured.
 
@@ -31,10 +34,12 @@ __all__ = [
     "DependencyCycleError",
     "DuplicateSubtaskError",
     "EmptyPlanError",
+    "InvalidMapError",
     "InvalidOptionsError",
     "InvalidSubtaskIdError",
     "MissingCredentialsError",
     "MissingInputError",
+    "MapInputError",
     "ModelResolutionError",
     "PlanError",
     "PlanFileError",
@@ -42,6 +47,7 @@ __all__ = [
     "SelfDependencyError",
     "UndeclaredDependencyError",
     "UnknownDependencyError",
+    "UnknownInputError",
     "UnknownKindError",
 ]
 
@@ -158,6 +164,15 @@ class InvalidOptionsError(PlanError):
         self.option = option
 
 
+class InvalidMapError(PlanError):
+    """A subtask's `map` names itself, or neither a declared input nor a subtask."""
+
+    def __init__(self, message: str, *, subtask_id: str, source: str) -> None:
+        super().__init__(message)
+        self.subtask_id = subtask_id
+        self.source = source
+
+
 class MissingInputError(PlanError):
     """A run lacks an input that one or more prompts need."""
 
@@ -172,6 +187,36 @@ class MissingInputError(PlanError):
             f'{{"inputs": {{"{first}": ...}}}} or --input {first}=VALUE'
         )
         self.missing = dict(missing)
+
+
+class UnknownInputError(PlanError):
+    """A run is given an input that the plan neither declares nor uses."""
+
+    def __init__(self, unknown: Iterable[str], known: Iterable[str]) -> None:
+        unknown, known = sorted(unknown), sorted(known)
+        first = unknown[0]
+        listed = ", ".join(repr(k) for k in known) if known else "none"
+        hint = did_you_mean(first, known)
+        names = ", ".join(repr(u) for u in unknown)
+        super().__init__(
+            f"unknown run input {names}{hint} (the plan's inputs: {listed}); "
+            "remove it, or declare it under 'inputs:' in the plan"
+        )
+        self.unknown = unknown
+        self.known = known
+
+
+class MapInputError(PlanError):
+    """A map subtask's run input is not a list."""
+
+    def __init__(self, subtask_id: str, source: str, value: object) -> None:
+        super().__init__(
+            f"subtask {subtask_id!r} maps over run input {source!r}, which must be a list, "
+            f"not {type(value).__name__}; pass a list (from the command line, a JSON list "
+            f"such as --input {source}='[\"a\", \"b\"]')"
+        )
+        self.subtask_id = subtask_id
+        self.source = source
 
 
 class ModelResolutionError(PlanError):

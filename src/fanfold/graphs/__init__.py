@@ -1,7 +1,6 @@
-"""Compiling plans into LangGraph StateGraphs and running them greedily."""
+"""The LangGraph adapter: compiling plans into StateGraphs, and the compiled graph."""
 
 from fanfold.graphs.compile import DEFAULT_AGGREGATOR, compile_plan
 from fanfold.graphs.compiled import CompiledPlanGraph
-from fanfold.graphs.dispatcher import EVENT_TYPE, Dispatcher
 
-__all__ = ["DEFAULT_AGGREGATOR", "EVENT_TYPE", "CompiledPlanGraph", "Dispatcher", "compile_plan"]
+__all__ = ["DEFAULT_AGGREGATOR", "CompiledPlanGraph", "compile_plan"]

@@ -7,24 +7,28 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
-from fanfold.durations import DurationStore
+from fanfold._langgraph import adopt
 from fanfold.errors import UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
-from fanfold.graphs.limits import RateLimiter
-from fanfold.graphs.priorities import expected_durations
-from fanfold.graphs.retry import RetryPolicy
-from fanfold.graphs.runtime import Aggregator, PlanRuntime
 from fanfold.models.resolve import model_label, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
-from fanfold.nodes.aggregate import aggregate_node
+from fanfold.nodes.aggregate import AggregateNode
 from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
-from fanfold.nodes.subtask import subtask_node
+from fanfold.nodes.run_scope import RunContext
+from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.models import SubTask, TaskPlan
-from fanfold.state.schema import PlanState, SubtaskNodeInput
+from fanfold.scheduling.calls import KindRunner
+from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.priorities import expected_durations
+from fanfold.scheduling.retry import RetryPolicy
+from fanfold.scheduling.runtime import Aggregator, PlanRuntime
+from fanfold.state.schema import PlanState, SubtaskNodeInput, plan_state_schema
 
 
 class _DefaultAggregator:
@@ -82,7 +86,7 @@ def compile_plan(
         PlanError: the plan, a kind or a model choice is invalid. Nothing has run.
     """
     plan = _as_plan(plan)
-    check_graph(plan.subtasks)  # plans are mutable; check again what will be compiled
+    check_graph(plan.subtasks, plan.inputs)  # plans are mutable; check again what runs
     registry = kinds or node_kinds
     limits: dict[str, Any] = {
         "max_concurrency": max_concurrency,
@@ -99,11 +103,11 @@ def compile_plan(
             resolved[key] = resolve_model(spec)
         return resolved[key]
 
-    kind_of: dict[str, NodeKind] = {}
+    kind_of: dict[str, KindRunner] = {}
     models: dict[str, BaseChatModel | None] = {}
     for sub in plan.subtasks:
-        kind_of[sub.id] = _kind(registry, sub)
-        needs = kind_of[sub.id].needs_model
+        kind = kind_of[sub.id] = _kind(registry, sub)
+        needs = kind.needs_model
         models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
 
     limiters = {
@@ -111,7 +115,8 @@ def compile_plan(
         or RateLimiter.shared(endpoint_key(models[sid]), adaptive=_is_remote(models[sid]), **limits)
         for sid in plan.ids
     }
-    model_key = model_label(model_for(model)) if any(models.values()) else "none"
+    used = sorted({model_label(m) for m in models.values() if m is not None})
+    model_key = "+".join(used) or "none"
     fingerprint = plan.fingerprint()
     learned = durations.load(fingerprint, model_key) if durations is not None else {}
     expected, source = expected_durations(plan.subtasks, learned)
@@ -134,10 +139,17 @@ def compile_plan(
     elif aggregator is not None:
         runtime.aggregate_model = model_for(aggregator)
 
-    builder: StateGraph[PlanState, Any, PlanState, PlanState] = StateGraph(PlanState)
+    output_types = {
+        s.id: s.output_schema for s in plan.subtasks if isinstance(s.output_schema, type)
+    }
+    schema = plan_state_schema(output_types, runtime.output_model)
+    builder: StateGraph[PlanState, Any, PlanState, PlanState] = StateGraph(
+        schema, context_schema=RunContext
+    )
     has_dependents: set[str] = set()
     for sub in plan.subtasks:
-        builder.add_node(sub.id, subtask_node(runtime, sub.id), input_schema=SubtaskNodeInput)
+        node: Runnable[Any, Any] = SubtaskNode(runtime, sub.id)
+        builder.add_node(sub.id, node, input_schema=SubtaskNodeInput)
     for sub in plan.subtasks:
         deps = list(runtime.dependencies[sub.id])
         has_dependents.update(deps)
@@ -148,14 +160,12 @@ def compile_plan(
         else:
             builder.add_edge(deps, sub.id)
     sinks = [s.id for s in plan.subtasks if s.id not in has_dependents]
-    builder.add_node(AGGREGATE_NODE, aggregate_node(runtime))
+    builder.add_node(AGGREGATE_NODE, AggregateNode(runtime))
     builder.add_edge(sinks[0] if len(sinks) == 1 else sinks, AGGREGATE_NODE)
     builder.add_edge(AGGREGATE_NODE, END)
 
-    graph = builder.compile(checkpointer=checkpointer, name=name)
-    graph.__class__ = CompiledPlanGraph
-    graph.fanfold_runtime = runtime  # type: ignore[attr-defined]
-    return graph  # type: ignore[return-value]
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    return adopt(compiled, CompiledPlanGraph, fanfold_runtime=runtime)
 
 
 def _as_plan(plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:

@@ -3,44 +3,47 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Generator, Iterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.graph import Graph
-from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.constants import END, START
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Overwrite, StateSnapshot
 
-from fanfold.graphs.run_scope import RETRY_FAILED_KEY, SCOPE_KEY, RunScope
-from fanfold.graphs.runtime import PlanRuntime
+from fanfold._langgraph import events_wanted
+from fanfold.nodes.run_scope import RunContext, RunScope
 from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.models import TaskPlan
+from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
 from fanfold.state.schema import PlanState
 
+_REUSE_KWARG = "fanfold_reuse_items"
+"""Private keyword from `retry_failed` to `stream`: a retried map's succeeded items."""
 
-def _fresh_inputs(input: Any) -> dict[str, Any] | None:
-    """The inputs of a new run, or None when `input` resumes (None or a Command)."""
+Reuse = Mapping[str, Mapping[int, SubtaskResult]]
+
+
+def _new_run_input(input: Any) -> dict[str, Any] | None:
+    """The input of a new run as a dict, or None when `input` resumes (None or a Command)."""
     if isinstance(input, PlanState):
-        return input.inputs
+        fields = {"inputs": input.inputs, "run": input.run}
+        return {**fields, "results": input.results} if input.results else fields
     if isinstance(input, dict):
-        inputs = input.get("inputs")
-        return dict(inputs) if isinstance(inputs, dict) else {}
+        return dict(input)
     return None
 
 
-def _pending_results(checkpoint: CheckpointTuple | None) -> dict[str, SubtaskResult]:
-    """Results that finished nodes wrote in the interrupted step but not yet merged.
-
-    LangGraph will not run those nodes again on resume, so their calls must not run again
-    either: the dispatcher treats these results as done.
-    """
-    found: dict[str, SubtaskResult] = {}
-    for _task, channel, value in (checkpoint.pending_writes or []) if checkpoint else []:
-        if channel == "results" and isinstance(value, dict):
-            found.update({k: v for k, v in value.items() if isinstance(v, SubtaskResult)})
-    return found
+def _as_results(value: Any) -> dict[str, SubtaskResult]:
+    if isinstance(value, Overwrite):
+        value = value.value
+    return {
+        sid: r if isinstance(r, SubtaskResult) else SubtaskResult.model_validate(r)
+        for sid, r in (value or {}).items()
+    }
 
 
 class CompiledPlanGraph(CompiledStateGraph):
@@ -49,38 +52,57 @@ class CompiledPlanGraph(CompiledStateGraph):
     Every entry point (`invoke`, `ainvoke`, `batch`, `stream`, `astream`, use as a
     subgraph) goes through `stream` or `astream`, which open a run scope so that the
     run's dispatcher starts calls greedily and is cancelled when the run ends.
+
+    A new run (an input with `inputs`) replaces the thread's results with the ones it
+    is given (none, usually), so no result of an earlier run on the thread survives it;
+    a resumed run (input None) keeps what the thread has.
     """
 
     def __init__(self, *args: Any, fanfold_runtime: PlanRuntime | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.fanfold_runtime = fanfold_runtime
 
+    # -- retrying ---------------------------------------------------------------------
+
     def retry_failed(self, config: RunnableConfig, **kwargs: Any) -> Any:
         """Run a finished thread again, re-running only failed and skipped subtasks.
 
-        Succeeded results are kept (not requested again); the aggregate runs afresh.
+        Succeeded results are kept (not requested again), and so are the succeeded
+        items of a failed map; the aggregate runs afresh.
         """
-        return self.invoke(self._retry_input(config), self._retry_config(config), **kwargs)
+        input, reuse = self.retry_request(self.get_state(config).values)
+        return self.invoke(input, config, **{_REUSE_KWARG: reuse, **kwargs})
 
     async def aretry_failed(self, config: RunnableConfig, **kwargs: Any) -> Any:
         """Async `retry_failed`."""
-        state = await self.aget_state(config)
-        return await self.ainvoke(
-            {"inputs": state.values.get("inputs", {}), "run": state.values.get("run", {})},
-            self._retry_config(config),
-            **kwargs,
-        )
-
-    def _retry_input(self, config: RunnableConfig) -> dict[str, Any]:
-        values = self.get_state(config).values
-        return {"inputs": values.get("inputs", {}), "run": values.get("run", {})}
+        input, reuse = self.retry_request((await self.aget_state(config)).values)
+        return await self.ainvoke(input, config, **{_REUSE_KWARG: reuse, **kwargs})
 
     @staticmethod
-    def _retry_config(config: RunnableConfig) -> RunnableConfig:
-        return {
-            **config,
-            "configurable": {**config.get("configurable", {}), RETRY_FAILED_KEY: True},
+    def retry_request(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The input and the extra keyword arguments of a run that retries `values`.
+
+        The input replaces the thread's results with the succeeded ones as the retry
+        starts, so a crash during the retry can leave no stale failure or skip behind.
+
+        Returns:
+            (input, keyword arguments for invoke/stream).
+        """
+        results: Mapping[str, SubtaskResult] = values.get("results") or {}
+        kept = {sid: r for sid, r in results.items() if r.ok}
+        reuse = {
+            sid: {i: item for i, item in enumerate(r.items) if item.ok}
+            for sid, r in results.items()
+            if not r.ok and r.items
         }
+        input = {
+            "inputs": values.get("inputs", {}),
+            "run": values.get("run", {}),
+            "results": Overwrite({sid: r.to_state() for sid, r in kept.items()}),
+        }
+        return input, {_REUSE_KWARG: reuse}
+
+    # -- drawing ----------------------------------------------------------------------
 
     def get_graph(self, config: RunnableConfig | None = None, *, xray: int | bool = False) -> Graph:
         """The drawable graph, built from the plan's declared edges.
@@ -112,39 +134,61 @@ class CompiledPlanGraph(CompiledStateGraph):
         assert self.fanfold_runtime is not None
         return self.fanfold_runtime.plan
 
-    def _open(
-        self, input: Any, config: RunnableConfig | None, pending: CheckpointTuple | None = None
-    ) -> tuple[RunScope, RunnableConfig]:
-        inputs = _fresh_inputs(input)
-        if inputs is not None and self.fanfold_runtime is not None:
-            self.fanfold_runtime.run_inputs(inputs)  # fail before any node runs
-        patched: dict[str, Any] = dict(config or {})
-        run_id = patched.get("run_id") or uuid.uuid4()
-        keep = bool((patched.get("configurable") or {}).get(RETRY_FAILED_KEY))
-        scope = RunScope(run_id, fresh=inputs is not None and not keep, retry_failed=keep)
-        scope.committed = _pending_results(pending)
-        patched["run_id"] = run_id
-        patched["configurable"] = {**(patched.get("configurable") or {}), SCOPE_KEY: scope}
-        return scope, cast(RunnableConfig, patched)
+    # -- running ----------------------------------------------------------------------
 
-    def _saver_for_resume(
-        self, input: Any, config: RunnableConfig | None
-    ) -> tuple[BaseCheckpointSaver[Any], RunnableConfig] | None:
-        """The checkpointer and config when this call resumes a thread, else None."""
-        saver = self.checkpointer
-        if _fresh_inputs(input) is not None or not isinstance(saver, BaseCheckpointSaver):
-            return None
-        if config is None or not (config.get("configurable") or {}).get("thread_id"):
-            return None
-        return saver, config
+    def _resumes(self, input: Any, config: RunnableConfig | None) -> bool:
+        """Whether this call continues a checkpointed thread (so must read what it has)."""
+        if _new_run_input(input) is not None or not isinstance(
+            self.checkpointer, BaseCheckpointSaver
+        ):
+            return False
+        return bool(((config or {}).get("configurable") or {}).get("thread_id"))
+
+    def _open(
+        self,
+        input: Any,
+        config: RunnableConfig | None,
+        kwargs: dict[str, Any],
+        snapshot: StateSnapshot | None,
+    ) -> tuple[Any, RunScope]:
+        """Open the run's scope; returns the input to pass on (a new run's, completed)."""
+        runtime = self.fanfold_runtime
+        reuse: Reuse | None = kwargs.pop(_REUSE_KWARG, None)
+        new_run = _new_run_input(input)
+        done: dict[str, SubtaskResult] | None = None
+        if new_run is not None:
+            if runtime is not None:
+                runtime.run_inputs(new_run.get("inputs"))  # fail before any node runs
+            done = _as_results(new_run.get("results"))
+            new_run["results"] = Overwrite({sid: r.to_state() for sid, r in done.items()})
+            new_run.setdefault("output", None)
+            new_run.setdefault("totals", None)
+            new_run.setdefault("aggregate_error", None)
+            input = new_run
+        elif snapshot is not None:
+            done = dict(snapshot.values.get("results") or {})
+        run_id = (config or {}).get("run_id") or uuid.uuid4()
+        scope = RunScope(
+            run_id,
+            done=done,
+            events=events_wanted(config, kwargs.get("stream_mode")),
+            reuse_items=reuse,
+        )
+        kwargs["context"] = RunContext(scope=scope, user=kwargs.get("context"))
+        return input, scope
+
+    @staticmethod
+    def _with_run_id(config: RunnableConfig | None, scope: RunScope) -> RunnableConfig:
+        return {**(config or {}), "run_id": scope.run_id}
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        resume = self._saver_for_resume(input, config)
-        pending = resume[0].get_tuple(resume[1]) if resume else None
-        scope, config = self._open(input, config, pending)
-        inner: Generator[Any, None, None] = super().stream(input, config, **kwargs)  # type: ignore[assignment]
+        snapshot = self.get_state(config) if self._resumes(input, config) else None  # type: ignore[arg-type]
+        input, scope = self._open(input, config, kwargs, snapshot)
+        inner: Generator[Any, None, None] = super().stream(  # type: ignore[assignment]
+            input, self._with_run_id(config, scope), **kwargs
+        )
         try:
             # Not `yield from`: on close, the calls must be cancelled *before* LangGraph's
             # generator closes, because closing it waits for nodes blocked on those calls.
@@ -157,11 +201,10 @@ class CompiledPlanGraph(CompiledStateGraph):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        resume = self._saver_for_resume(input, config)
-        pending = await resume[0].aget_tuple(resume[1]) if resume else None
-        scope, config = self._open(input, config, pending)
+        snapshot = await self.aget_state(config) if self._resumes(input, config) else None  # type: ignore[arg-type]
+        input, scope = self._open(input, config, kwargs, snapshot)
         try:
-            async for chunk in super().astream(input, config, **kwargs):
+            async for chunk in super().astream(input, self._with_run_id(config, scope), **kwargs):
                 yield chunk
         finally:
             await scope.aclose()

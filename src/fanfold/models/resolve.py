@@ -61,6 +61,12 @@ def resolve_model(spec: str | BaseChatModel | None, **kwargs: Any) -> BaseChatMo
             model=str(spec),
         )
     provider, name = _provider_of(spec)
+    if provider == SIMULATED and name:
+        raise ModelResolutionError(
+            f"model {spec!r}: the simulated model takes no model name; write 'simulated' "
+            "(its seed, latency and reply length are set on fanfold.SimulatedChatModel)",
+            model=spec,
+        )
     if provider == SIMULATED or (provider is None and name == SIMULATED):
         from fanfold.models.simulated import SimulatedChatModel
 

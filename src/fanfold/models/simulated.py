@@ -4,6 +4,11 @@
 `(seed, prompt)`, takes a reproducible amount of time to do so, reports token usage,
 streams token by token, and answers with a tool call when tools are bound, so that
 `with_structured_output` works without any network access.
+
+Asked for fanfold's planner schema (the `FanfoldPlan` tool), it answers with a valid
+plan built from the goal instead of sampled values: a few independent subtasks, one per
+aspect of the goal, and a final subtask that combines them. Its task and every prompt
+start with `[simulated plan]`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -33,10 +39,26 @@ from pydantic import Field
 from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
 
-__all__ = ["REPLY_PREFIX", "SimulatedChatModel", "SimulatedModelError"]
+__all__ = ["PLAN_PREFIX", "REPLY_PREFIX", "SimulatedChatModel", "SimulatedModelError"]
 
 #: Every plain-text reply starts with this marker.
 REPLY_PREFIX = "[simulated reply]"
+#: A simulated plan's task and each of its prompts start with this marker.
+PLAN_PREFIX = "[simulated plan]"
+# What fanfold.planning.prompts sends: the schema's tool name, the goal between tag lines
+# and the size limit. Kept literal so the model does not depend on the planner package;
+# tests/test_planner.py fails if the two drift apart.
+_PLAN_TOOL = "FanfoldPlan"
+_PLAN_GOAL = re.compile(r"<goal>\n(.*?)\n</goal>", re.DOTALL)
+_PLAN_LIMIT = re.compile(r"at most (\d+) subtasks")
+_PLAN_ASPECTS = (
+    ("background", "Summarise the background and context that matter for"),
+    ("approach", "Propose a practical approach, step by step, for"),
+    ("evidence", "Collect the key facts, figures and examples that bear on"),
+    ("risks", "List the main risks and open questions, each with a way to handle it, for"),
+    ("alternatives", "Compare two or three alternative ways to achieve"),
+    ("audience", "Describe who benefits from the result and what they need from it, for"),
+)
 _SNIPPET_CHARS = 60
 _FIRST_TOKEN_SHARE = 0.3
 _TOOL_CHOICES_ANY = frozenset({"auto", "any", "required"})
@@ -138,7 +160,12 @@ class SimulatedChatModel(BaseChatModel):
         if tool is not None:
             name, parameters = tool
             digest = _digest(self.seed, "tool", name, prompt)
-            args = sample_from_schema(parameters, seed=int.from_bytes(digest[:4], "big"), name=name)
+            args: Any
+            if name == _PLAN_TOOL and "subtasks" in parameters.get("properties", {}):
+                args = _simulated_plan(self.seed, prompt, human)
+            else:
+                seed = int.from_bytes(digest[:4], "big")
+                args = sample_from_schema(parameters, seed=seed, name=name)
             if not isinstance(args, dict):
                 args = {}
             call = tool_call(name=name, args=args, id=f"call_sim_{digest[4:10].hex()}")
@@ -356,6 +383,41 @@ def _tool_spec(tool: Any) -> tuple[str, dict[str, Any]]:
     body = tool.get("function", tool)
     parameters = body.get("parameters") or body.get("input_schema") or {}
     return str(body.get("name", "tool")), dict(parameters)
+
+
+def _simulated_plan(seed: int, prompt: str, human: str) -> dict[str, Any]:
+    """A valid fanfold plan for the goal in a planner request, marked as simulated.
+
+    Three or four independent aspect subtasks (drawn from the seed and the goal) and a
+    final one that depends on them all, within the request's subtask limit.
+    """
+    found = _PLAN_GOAL.search(prompt)
+    goal = " ".join((found.group(1) if found else human).split()) or "the goal"
+    limit = _PLAN_LIMIT.search(prompt)
+    most = max(1, int(limit.group(1))) if limit else len(_PLAN_ASPECTS) + 1
+    # The goal is user text inside a prompt template: keep its braces literal.
+    text = goal.replace("{", "{{").replace("}", "}}")
+    task = f"{PLAN_PREFIX} {text}"
+    if most == 1:
+        return {"task": task, "subtasks": [{"id": "answer", "prompt": f"{PLAN_PREFIX} {text}"}]}
+    rng = _rng(seed, "plan", goal)
+    count = min(rng.choice((3, 4)), most - 1)
+    picked = sorted(rng.sample(range(len(_PLAN_ASPECTS)), count))
+    aspects = [_PLAN_ASPECTS[i] for i in picked]
+    subtasks: list[dict[str, Any]] = [
+        {"id": sid, "prompt": f"{PLAN_PREFIX} {ask} this goal: {text}", "depends_on": []}
+        for sid, ask in aspects
+    ]
+    sections = "\n\n".join(f"{sid.capitalize()}:\n{{{sid}}}" for sid, _ in aspects)
+    subtasks.append(
+        {
+            "id": "synthesis",
+            "prompt": f"{PLAN_PREFIX} Combine the findings below into one answer to this goal: "
+            f"{text}\n\n{sections}",
+            "depends_on": [sid for sid, _ in aspects],
+        }
+    )
+    return {"task": task, "subtasks": subtasks}
 
 
 def _json_pieces(text: str) -> tuple[str, ...]:

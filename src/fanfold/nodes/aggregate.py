@@ -7,28 +7,37 @@ import contextvars
 import time
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from fanfold._secrets import describe_error
-from fanfold.graphs.run_scope import background_loop, scope_from
-from fanfold.graphs.runtime import PlanRuntime
+from fanfold.nodes.run_scope import background_loop, current_scope
+from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import TokenUsage, summarize
 from fanfold.state.schema import PlanState
 
 
-def aggregate_node(runtime: PlanRuntime) -> RunnableCallable:
-    """Build the aggregate node; a failing aggregator is recorded, never raised."""
+class AggregateNode(Runnable[PlanState, dict[str, Any]]):
+    """Writes `output`, `totals` and `aggregate_error`; a failing aggregator is recorded,
+    never raised, so the subtask results are never lost."""
 
-    async def arun(state: PlanState, config: RunnableConfig) -> dict[str, Any]:
-        results = state.results
-        dispatcher = scope_from(config).dispatcher_or_none
+    name = "aggregate"
+
+    def __init__(self, runtime: PlanRuntime) -> None:
+        self.runtime = runtime
+
+    async def ainvoke(
+        self, input: PlanState, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        runtime = self.runtime
+        config = ensure_config(config)
+        results = input.results
+        dispatcher = current_scope().dispatcher_or_none
         output: Any = None
         usage = TokenUsage()
         error: str | None = None
         try:
             inputs = (
-                dispatcher.inputs if dispatcher is not None else runtime.run_inputs(state.inputs)
+                dispatcher.inputs if dispatcher is not None else runtime.run_inputs(input.inputs)
             )
             output, usage = await runtime.aggregate(dict(results), inputs, config)
         except Exception as exc:
@@ -43,16 +52,21 @@ def aggregate_node(runtime: PlanRuntime) -> RunnableCallable:
             aggregate_usage=usage,
             wall_time=(time.time() - began) if began is not None else 0.0,
         )
-        return {"output": output, "totals": totals, "aggregate_error": error}
+        return {
+            "output": runtime.output_state(output),
+            "totals": totals.model_dump(),
+            "aggregate_error": error,
+        }
 
-    def run(state: PlanState, config: RunnableConfig) -> dict[str, Any]:
+    def invoke(
+        self, input: PlanState, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        # The aggregator's async clients live on the dispatch loop, like the subtasks'.
         context = contextvars.copy_context()
         future = asyncio.run_coroutine_threadsafe(
-            _in_context(context, arun(state, config)), background_loop()
+            _in_context(context, self.ainvoke(input, config)), background_loop()
         )
         return future.result()
-
-    return RunnableCallable(run, arun, name="aggregate", trace=False)
 
 
 async def _in_context(context: contextvars.Context, coro: Any) -> Any:

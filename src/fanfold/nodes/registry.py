@@ -8,52 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, overload
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableConfig
-
 from fanfold.plan.models import SubTask
-from fanfold.state.results import SubtaskResult, TokenUsage
+from fanfold.scheduling.calls import KindOutput, SubtaskCall
 
-
-@dataclass(frozen=True)
-class SubtaskCall:
-    """Everything a node kind needs to run one subtask.
-
-    Attributes:
-        subtask: the subtask being run.
-        task: the plan's overall task description.
-        prompt: the rendered prompt, dependency context included.
-        messages: the chat messages built from `system` and `prompt`.
-        dependencies: results of the subtasks it depends on (all succeeded).
-        inputs: the run's inputs.
-        model: the resolved chat model (None for kinds that need none).
-        config: pass this to model calls so callbacks, tracing and token streaming
-            attribute them to this subtask's node.
-        attempt: 1 for the first try.
-    """
-
-    subtask: SubTask
-    task: str
-    prompt: str
-    messages: list[BaseMessage]
-    dependencies: Mapping[str, SubtaskResult]
-    inputs: Mapping[str, Any]
-    model: BaseChatModel | None
-    config: RunnableConfig
-    attempt: int = 1
-
-
-@dataclass(frozen=True)
-class KindOutput:
-    """A kind's result with its token usage; a kind may also return a bare value."""
-
-    output: Any
-    usage: TokenUsage = field(default_factory=TokenUsage)
+__all__ = [
+    "KindFunction",
+    "KindOutput",
+    "KindValidator",
+    "NodeKind",
+    "NodeKindRegistry",
+    "SubtaskCall",
+    "node_kinds",
+    "register_node_kind",
+]
 
 
 KindFunction = Callable[[SubtaskCall], Awaitable[Any] | Any]

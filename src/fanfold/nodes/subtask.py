@@ -5,24 +5,38 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
-from fanfold.graphs.run_scope import scope_from
-from fanfold.graphs.runtime import PlanRuntime
-from fanfold.state.schema import SubtaskNodeInput
+from fanfold.nodes.run_scope import current_scope
+from fanfold.scheduling.runtime import PlanRuntime
 
 
-def subtask_node(runtime: PlanRuntime, sid: str) -> RunnableCallable:
-    """Build the node for subtask `sid`, with sync and async implementations."""
+class SubtaskNode(Runnable[dict[str, Any], dict[str, Any]]):
+    """Node for subtask `sid`: returns `{"results": {sid: <result as plain data>}}`.
 
-    async def arun(state: SubtaskNodeInput, config: RunnableConfig) -> dict[str, Any]:
-        dispatcher = scope_from(config).dispatcher(runtime, state, config, sync=False)
-        return {"results": {sid: await dispatcher.result(sid)}}
+    A plain Runnable with sync and async paths and no tracing of its own: LangGraph
+    traces the node, and the model call is traced as the subtask's own run.
+    """
 
-    def run(state: SubtaskNodeInput, config: RunnableConfig) -> dict[str, Any]:
-        dispatcher = scope_from(config).dispatcher(runtime, state, config, sync=True)
-        future = asyncio.run_coroutine_threadsafe(dispatcher.result(sid), dispatcher.loop)
-        return {"results": {sid: future.result()}}
+    def __init__(self, runtime: PlanRuntime, sid: str) -> None:
+        self.runtime = runtime
+        self.sid = sid
+        self.name = sid
 
-    return RunnableCallable(run, arun, name=sid, trace=False)
+    def invoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        dispatcher = current_scope().dispatcher(
+            self.runtime, input, ensure_config(config), sync=True
+        )
+        future = asyncio.run_coroutine_threadsafe(dispatcher.result(self.sid), dispatcher.loop)
+        return {"results": {self.sid: future.result().to_state()}}
+
+    async def ainvoke(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        dispatcher = current_scope().dispatcher(
+            self.runtime, input, ensure_config(config), sync=False
+        )
+        result = await dispatcher.result(self.sid)
+        return {"results": {self.sid: result.to_state()}}

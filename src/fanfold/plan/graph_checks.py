@@ -1,25 +1,49 @@
-"""Structural checks on a plan's dependency graph: ids, references and cycles."""
+"""Structural checks on a plan's dependency graph: ids, references, maps and cycles.
+
+The checks read only ids, dependencies, maps and prompts, so they work on any object
+with those attributes (`SubtaskShape`) and need nothing from `plan.models`.
+"""
 
 from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from fanfold.errors import (
     DependencyCycleError,
     DuplicateSubtaskError,
     EmptyPlanError,
+    InvalidMapError,
     InvalidSubtaskIdError,
+    PlanValidationError,
     SelfDependencyError,
     UndeclaredDependencyError,
     UnknownDependencyError,
+    did_you_mean,
 )
 from fanfold.plan.template import placeholders
 
-if TYPE_CHECKING:
-    from fanfold.plan.models import SubTask
+
+class SubtaskShape(Protocol):
+    """What the graph checks read of a subtask."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def depends_on(self) -> list[str]: ...
+
+    @property
+    def map(self) -> str | None: ...
+
+
+ITEM_PLACEHOLDERS = frozenset({"item", "index"})
+"""Placeholders that only a map subtask has: its item and the item's position."""
 
 AGGREGATE_NODE = "aggregate"
 # Node names LangGraph reserves, plus our own node and state keys: LangGraph refuses a
@@ -34,6 +58,8 @@ RESERVED_IDS = frozenset(
         "aggregate_error",
         "run",
         "task",
+        "item",
+        "index",
         "__start__",
         "__end__",
     }
@@ -69,8 +95,20 @@ def check_subtask_id(subtask_id: str) -> None:
         )
 
 
-def check_graph(subtasks: Sequence[SubTask]) -> None:
-    """Check ids, dependency references, placeholders and acyclicity.
+def all_dependencies(sub: SubtaskShape, ids: Collection[str]) -> tuple[str, ...]:
+    """The subtask's dependencies: `depends_on`, then its map source if that is a subtask."""
+    deps = dict.fromkeys(sub.depends_on)
+    if sub.map is not None and sub.map in ids:
+        deps.setdefault(sub.map)
+    return tuple(deps)
+
+
+def check_graph(subtasks: Sequence[SubtaskShape], inputs: Collection[str] = ()) -> None:
+    """Check ids, dependency references, maps, placeholders and acyclicity.
+
+    Args:
+        subtasks: the plan's subtasks.
+        inputs: the plan's declared input names (a map may name one).
 
     Raises:
         PlanError: the first problem found, as the matching subclass.
@@ -89,25 +127,57 @@ def check_graph(subtasks: Sequence[SubTask]) -> None:
                 raise SelfDependencyError(sub.id)
             if dep not in ids:
                 raise UnknownDependencyError(sub.id, dep, ids)
-        deps = set(sub.depends_on)
+        _check_map(sub, ids, inputs)
+        deps = set(all_dependencies(sub, ids))
         for name in placeholders(sub.prompt):
             if name in ids and name not in deps:
                 if name == sub.id:
                     raise SelfDependencyError(sub.id)
                 raise UndeclaredDependencyError(sub.id, name)
+            if name in ITEM_PLACEHOLDERS and sub.map is None:
+                raise PlanValidationError(
+                    f"subtask {sub.id!r} uses {{{name}}} in its prompt but has no map; "
+                    f"add 'map: NAME' to run it once per item of a list, or write "
+                    f"{{{{{name}}}}} for literal braces"
+                )
     cycle = find_cycle(subtasks)
     if cycle:
         raise DependencyCycleError(cycle)
 
 
-def find_cycle(subtasks: Sequence[SubTask]) -> list[str] | None:
+def _check_map(sub: SubtaskShape, ids: Collection[str], inputs: Collection[str]) -> None:
+    source = sub.map
+    if source is None:
+        return
+    if source == sub.id:
+        raise InvalidMapError(
+            f"subtask {sub.id!r} maps over itself; map over a run input or over another "
+            "subtask whose output is a list",
+            subtask_id=sub.id,
+            source=source,
+        )
+    if source not in ids and source not in inputs:
+        known = [*ids, *inputs]
+        hint = did_you_mean(source, known) or (
+            "; name a subtask whose output is a list, or declare a list input under 'inputs:'"
+        )
+        raise InvalidMapError(
+            f"subtask {sub.id!r} maps over {source!r}, which is neither a subtask nor a "
+            f"declared input{hint}",
+            subtask_id=sub.id,
+            source=source,
+        )
+
+
+def find_cycle(subtasks: Sequence[SubtaskShape]) -> list[str] | None:
     """Return one dependency cycle, each id depending on the next, or None.
 
     Iterative depth-first search, so a long chain cannot overflow the stack.
     """
+    ids = {s.id for s in subtasks}
     depends: dict[str, list[str]] = {s.id: [] for s in subtasks}
     for sub in subtasks:
-        depends[sub.id] = [d for d in dict.fromkeys(sub.depends_on) if d in depends]
+        depends[sub.id] = [d for d in all_dependencies(sub, ids) if d in depends]
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
     for root in depends:
         if root in state:
@@ -129,13 +199,15 @@ def find_cycle(subtasks: Sequence[SubTask]) -> list[str] | None:
     return None
 
 
-def topological_order(subtasks: Sequence[SubTask]) -> list[str]:
+def topological_order(subtasks: Sequence[SubtaskShape]) -> list[str]:
     """Return subtask ids so that each comes after its dependencies, keeping plan order."""
-    remaining = {s.id: len(set(s.depends_on)) for s in subtasks}
+    ids = {s.id for s in subtasks}
+    deps = {s.id: all_dependencies(s, ids) for s in subtasks}
+    remaining = {sid: len(d) for sid, d in deps.items()}
     dependents: dict[str, list[str]] = {s.id: [] for s in subtasks}
-    for sub in subtasks:
-        for dep in set(sub.depends_on):
-            dependents[dep].append(sub.id)
+    for sid, sub_deps in deps.items():
+        for dep in sub_deps:
+            dependents[dep].append(sid)
     position = {s.id: i for i, s in enumerate(subtasks)}
     ready = [(position[i], i) for i, n in remaining.items() if n == 0]
     heapq.heapify(ready)

@@ -18,34 +18,100 @@ from pydantic import (
     model_validator,
 )
 
-from fanfold.errors import PlanError, PlanValidationError
-from fanfold.plan.graph_checks import check_graph, topological_order
+from fanfold.errors import PlanError, PlanValidationError, did_you_mean
+from fanfold.plan.graph_checks import all_dependencies, check_graph, topological_order
 from fanfold.plan.template import placeholders
 
 
-def _translate(exc: ValidationError, model: str) -> PlanError:
-    """Turn pydantic's ValidationError into the PlanError it carries, or a readable one."""
+def _translate(exc: ValidationError, model: str, data: Any = None) -> PlanError:
+    """Turn pydantic's ValidationError into the PlanError it carries, or a readable one.
+
+    Args:
+        exc: pydantic's error.
+        model: the name of the model being validated.
+        data: the input being validated, to name the subtask and suggest field names.
+    """
     for err in exc.errors():
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, PlanValidationError):
-            # A nested SubTask failed on its own: say which one.
-            return PlanValidationError(f"invalid {model}: {_where(err)}: {cause}")
+            if not err.get("loc"):
+                return cause
+            # A nested SubTask failed on its own: say which one, once.
+            return PlanValidationError(
+                f"invalid {model}: {_where(err, data)}: {_without_prefix(str(cause))}"
+            )
         if isinstance(cause, PlanError):
             return cause
-    lines = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or model
-        lines.append(f"{where}: {err.get('msg')}")
-    more = f" (and {exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    errors = exc.errors()
+    unknown = [e for e in errors if e.get("type") == "extra_forbidden"]
+    if unknown:
+        # A misspelt field also shows as a missing one; the unknown key says more.
+        errors = unknown + [
+            e for e in errors if e.get("type") not in ("extra_forbidden", "missing")
+        ]
+    lines = [_describe(err, model, data) for err in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return PlanValidationError(f"invalid {model}: " + "; ".join(lines) + more)
 
 
-def _where(err: Any) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    data = err.get("input")
-    if isinstance(data, dict) and isinstance(data.get("id"), str):
-        return f"{loc} (subtask {data['id']!r})"
-    return loc or "plan"
+def _without_prefix(message: str) -> str:
+    return message.split(": ", 1)[1] if message.startswith("invalid ") else message
+
+
+def _describe(err: Any, model: str, data: Any) -> str:
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "extra_forbidden" and loc:
+        key = str(loc[-1])
+        parent = _where({"loc": loc[:-1], "input": _at(data, loc[:-1])}, data)
+        known = _field_names(model, loc[:-1])
+        hint = did_you_mean(key, known) or (
+            f"; the fields are {', '.join(repr(k) for k in sorted(known))}" if known else ""
+        )
+        return f"{parent}: unknown field {key!r}{hint}"
+    return f"{_where(err, data)}: {err.get('msg')}"
+
+
+def _at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _field_names(model: str, loc: tuple[Any, ...]) -> list[str]:
+    """Field names (and aliases) accepted at `loc` inside `model`."""
+    if model == "SubTask" and not loc:
+        target: type[BaseModel] = SubTask
+    elif model == "TaskPlan" and not loc:
+        target = TaskPlan
+    elif model == "TaskPlan" and len(loc) == 2 and loc[0] == "subtasks":
+        target = SubTask
+    elif model == "TaskPlan" and len(loc) == 1 and loc[0] == "aggregation":
+        target = AggregationSettings
+    elif model == "TaskPlan" and len(loc) == 2 and loc[0] == "inputs":
+        target = InputSpec
+    else:
+        return []
+    names: list[str] = []
+    for name, info in target.model_fields.items():
+        names.append(name)
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names += [c for c in alias.choices if isinstance(c, str)]
+    return list(dict.fromkeys(names))
+
+
+def _where(err: Any, data: Any = None) -> str:
+    loc = tuple(err.get("loc", ()))
+    where = ".".join(str(p) for p in loc)
+    item = err.get("input")
+    if not (isinstance(item, dict) and isinstance(item.get("id"), str)) and loc:
+        item = _at(data, loc[:2]) if loc[0] == "subtasks" else None
+    if isinstance(item, dict) and isinstance(item.get("id"), str):
+        return f"{where} (subtask {item['id']!r})"
+    return where or "plan"
 
 
 class _PlanModel(BaseModel):
@@ -55,14 +121,14 @@ class _PlanModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _translate(exc, type(self).__name__) from exc
+            raise _translate(exc, type(self).__name__, data) from exc
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise _translate(exc, cls.__name__) from exc
+            raise _translate(exc, cls.__name__, obj) from exc
 
     @classmethod
     def model_validate_json(cls, json_data: Any, *args: Any, **kwargs: Any) -> Any:
@@ -130,18 +196,22 @@ class SubTask(_PlanModel):
 
 
 class InputSpec(BaseModel):
-    """A declared run input: a description and an optional default."""
+    """A declared run input: a description and an optional default.
+
+    In a plan file, a bare value is the default: `inputs: {city: Lisbon}` means
+    `inputs: {city: {default: Lisbon}}`; `inputs: [city]` declares it with no default.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
-    default: str | None = None
+    default: Any = None
 
 
 class AggregationSettings(BaseModel):
-    """How the terminal node combines the results when the aggregator is a model."""
+    """How the terminal node combines the results into `output`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     instructions: str | None = Field(
         None, description="Extra instructions for the combining prompt."
@@ -149,6 +219,18 @@ class AggregationSettings(BaseModel):
     system: str | None = None
     model: str | None = None
     enabled: bool = True
+    output_schema: type[BaseModel] | dict[str, Any] | None = Field(
+        None,
+        description="A JSON Schema or pydantic model: `output` is then validated data of "
+        "that type (a model aggregator answers through structured output).",
+    )
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_an_object(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "title" not in value:
+            value = {"title": "Output", **value}
+        return value
 
 
 class TaskPlan(_PlanModel):
@@ -170,14 +252,14 @@ class TaskPlan(_PlanModel):
             return {str(name): {} for name in value}
         if isinstance(value, dict):
             return {
-                k: ({"description": v} if isinstance(v, str) else v if v is not None else {})
+                k: {} if v is None else v if isinstance(v, dict | InputSpec) else {"default": v}
                 for k, v in value.items()
             }
         return value
 
     @model_validator(mode="after")
     def _check_graph(self) -> TaskPlan:
-        check_graph(self.subtasks)
+        check_graph(self.subtasks, self.inputs)
         return self
 
     @classmethod
@@ -208,15 +290,30 @@ class TaskPlan(_PlanModel):
         """Subtask ids with every dependency before its dependents."""
         return topological_order(self.subtasks)
 
-    def required_inputs(self) -> dict[str, list[str]]:
-        """Map each run input that prompts use (without a default) to the subtasks using it."""
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each subtask's dependencies: `depends_on`, plus its map source if a subtask."""
         ids = set(self.ids)
-        needed: dict[str, list[str]] = {}
+        return {sub.id: all_dependencies(sub, ids) for sub in self.subtasks}
+
+    def _input_users(self) -> list[tuple[str, str]]:
+        """(user, input name) for every run input that the task, a prompt or a map reads."""
+        ids = set(self.ids)
         users = [("task", name) for name in placeholders(self.task)]
-        users += [(sub.id, name) for sub in self.subtasks for name in sub.placeholders]
-        for user, name in users:
-            if name in ids or name == "task":
-                continue
+        for sub in self.subtasks:
+            users += [(sub.id, name) for name in sub.placeholders]
+            if sub.map is not None:
+                users.append((sub.id, sub.map))
+        local = {"task", "item", "index"}
+        return [(user, name) for user, name in users if name not in ids and name not in local]
+
+    def input_names(self) -> list[str]:
+        """Every run input the plan knows: the declared ones, then those its prompts use."""
+        return list(dict.fromkeys([*self.inputs, *(name for _, name in self._input_users())]))
+
+    def required_inputs(self) -> dict[str, list[str]]:
+        """Map each run input that prompts or maps use (without a default) to its users."""
+        needed: dict[str, list[str]] = {}
+        for user, name in self._input_users():
             spec = self.inputs.get(name)
             if spec is not None and spec.default is not None:
                 continue
@@ -233,20 +330,23 @@ class TaskPlan(_PlanModel):
                 return schema.model_json_schema()
             return schema
 
-        payload = {
-            "task": self.task,
-            "subtasks": [
-                {
-                    "id": s.id,
-                    "prompt": s.prompt,
-                    "kind": s.kind,
-                    "depends_on": s.depends_on,
-                    "model": s.model if isinstance(s.model, str | None) else repr(s.model),
-                    "system": s.system,
-                    "output_schema": schema_of(s),
-                }
-                for s in self.subtasks
-            ],
-        }
+        def shape_of(s: SubTask) -> dict[str, Any]:
+            shape = {
+                "id": s.id,
+                "prompt": s.prompt,
+                "kind": s.kind,
+                "depends_on": s.depends_on,
+                "model": s.model if isinstance(s.model, str | None) else repr(s.model),
+                "system": s.system,
+                "output_schema": schema_of(s),
+            }
+            # Added only when set, so plans without them keep their fingerprints.
+            if s.map is not None:
+                shape["map"] = s.map
+            if s.options:
+                shape["options"] = s.options
+            return shape
+
+        payload = {"task": self.task, "subtasks": [shape_of(s) for s in self.subtasks]}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

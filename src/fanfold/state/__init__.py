@@ -1,15 +1,9 @@
-"""Typed graph state: per-subtask results, run totals and the reducers that merge them."""
+"""Typed graph state: per-subtask results, run totals, and the channels that store them.
+
+`fanfold.state.results` needs no LangGraph (the scheduling layer uses it);
+`fanfold.state.schema` and `fanfold.state.channels` are the LangGraph side.
+"""
 
 from fanfold.state.results import RunTotals, Status, SubtaskResult, TokenUsage, summarize
-from fanfold.state.schema import PlanState, SubtaskNodeInput, merge_results
 
-__all__ = [
-    "PlanState",
-    "RunTotals",
-    "Status",
-    "SubtaskNodeInput",
-    "SubtaskResult",
-    "TokenUsage",
-    "merge_results",
-    "summarize",
-]
+__all__ = ["RunTotals", "Status", "SubtaskResult", "TokenUsage", "summarize"]

@@ -40,9 +40,9 @@ class TokenUsage(BaseModel):
 
 
 class SubtaskResult(BaseModel):
-    """What one subtask produced, or why it did not."""
+    """What one subtask (or one item of a map subtask) produced, or why it did not."""
 
-    id: str
+    id: str = Field(description="The subtask id; `analyse[3]` for item 3 of map `analyse`.")
     status: Status
     output: Any = None
     error: str | None = Field(default=None, description="Why it failed, or why it was skipped.")
@@ -52,6 +52,11 @@ class SubtaskResult(BaseModel):
     attempts: int = 0
     model: str | None = None
     priority: float | None = None
+    kind: str | None = Field(default=None, description="The node kind that ran it.")
+    index: int | None = Field(default=None, description="The item's position, for a map item.")
+    items: list[SubtaskResult] | None = Field(
+        default=None, description="For a map subtask: one result per item, in item order."
+    )
 
     @property
     def duration(self) -> float | None:
@@ -68,11 +73,32 @@ class SubtaskResult(BaseModel):
     # The Parallelization pattern's TaskResult names, so pattern code keeps working.
     @property
     def task_id(self) -> str:
+        """The pattern's name for `id`."""
         return self.id
 
     @property
     def result(self) -> Any:
+        """The pattern's name for `output`."""
         return self.output
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The pattern's TaskResult metadata: type, tokens, and error only when there is one."""
+        meta: dict[str, Any] = {
+            "type": self.kind,
+            "tokens": self.usage.total_tokens,
+            "status": self.status,
+            "attempts": self.attempts,
+            "model": self.model,
+            "duration": self.duration,
+        }
+        if self.error is not None:
+            meta["error"] = self.error
+        return meta
+
+    def to_state(self) -> dict[str, Any]:
+        """This result as plain data, the form kept in graph state and checkpoints."""
+        return self.model_dump()
 
 
 class RunTotals(BaseModel):

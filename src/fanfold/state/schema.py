@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
+from fanfold.state.channels import ModelValueChannel, OutputTypes, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult
-
-
-def merge_results(
-    left: dict[str, SubtaskResult] | None, right: dict[str, SubtaskResult] | None
-) -> dict[str, SubtaskResult]:
-    """Reducer: results from parallel nodes merge by subtask id; a newer result wins."""
-    return {**(left or {}), **(right or {})}
 
 
 class SubtaskNodeInput(TypedDict, total=False):
@@ -29,6 +23,7 @@ class PlanState(BaseModel):
 
     `inputs` come from the caller, each subtask node adds its entry to `results`, and the
     aggregate node writes `output`, `totals` and, if aggregation failed, `aggregate_error`.
+    Results and totals are kept as plain data in checkpoints (see `state.channels`).
     """
 
     inputs: dict[str, Any] = Field(default_factory=dict)
@@ -37,7 +32,33 @@ class PlanState(BaseModel):
         description="Caller's notes about the run; `fanfold run --checkpoint` keeps the plan "
         "and options here so `fanfold resume` can rebuild the graph.",
     )
-    results: Annotated[dict[str, SubtaskResult], merge_results] = Field(default_factory=dict)
+    results: Annotated[dict[str, SubtaskResult], ResultsChannel()] = Field(default_factory=dict)
     output: Any = None
     aggregate_error: str | None = None
-    totals: RunTotals | None = None
+    totals: Annotated[RunTotals | None, ModelValueChannel(RunTotals)] = None
+
+
+def plan_state_schema(
+    output_types: OutputTypes | None = None, output_model: type[BaseModel] | None = None
+) -> type[PlanState]:
+    """PlanState, or a subclass whose channels revive the plan's pydantic outputs.
+
+    Args:
+        output_types: subtask id -> pydantic class of that subtask's output.
+        output_model: the pydantic class of the aggregate's `output`.
+    """
+    if not output_types and output_model is None:
+        return PlanState
+    fields: dict[str, Any] = {}
+    if output_types:
+        fields["results"] = (
+            Annotated[dict[str, SubtaskResult], ResultsChannel(output_types=output_types)],
+            Field(default_factory=dict),
+        )
+    if output_model is not None:
+        fields["output"] = (
+            Annotated[output_model | None, ModelValueChannel(output_model)],
+            None,
+        )
+    schema: type[PlanState] = create_model("PlanState", __base__=PlanState, **fields)
+    return schema

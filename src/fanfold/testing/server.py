@@ -1,13 +1,14 @@
 """An OpenAI-compatible chat-completions server on loopback, with hidden limits and faults.
 
 It exists so tests and benchmarks can drive the real ``langchain_openai.ChatOpenAI`` (via
-``base_url``) over real sockets. Standard library only: asyncio streams in a background
-thread with its own event loop.
+``base_url``) over real sockets. The HTTP layer is ``aiohttp.web``, served from an event
+loop of its own in a background thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -18,18 +19,11 @@ from collections import Counter
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
 from fanfold.testing._config import SimServerConfig
 from fanfold.testing._faults import Dice, Fault
-from fanfold.testing._http import (
-    LAST_CHUNK,
-    HttpError,
-    Request,
-    chunk,
-    json_response,
-    raw_response,
-    read_request,
-    response_head,
-)
 from fanfold.testing._limits import TokenBucket
 from fanfold.testing._replies import (
     Reply,
@@ -51,6 +45,49 @@ _MODELS = {
 }
 _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 _DONE = b"data: [DONE]\n\n"
+_MAX_BODY = 64 * 1024 * 1024
+_SHUTDOWN_GRACE = 0.05
+"""Seconds ``stop()`` gives in-flight requests before cancelling them (aiohttp's
+``shutdown_timeout``; a stalled request waits it out twice, then is cancelled)."""
+_dumps = functools.partial(json.dumps, separators=(",", ":"))
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An OpenAI-style JSON error response."""
+    return web.json_response(
+        error_payload(status, message), status=status, headers=headers, dumps=_dumps
+    )
+
+
+def _hang_up(
+    request: web.BaseRequest, response: web.StreamResponse | None = None
+) -> web.StreamResponse:
+    """Close the connection, leaving ``response`` unsent (or, if prepared, unfinished).
+
+    aiohttp then fails to write the rest, takes that for a client disconnect and drops the
+    connection without logging anything.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.close()  # flushes what was written, then closes: the client sees a cut
+    if response is None:
+        response = web.Response()
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer routing and framing errors (404, 405, 413, ...) with OpenAI-style JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _error(404, f"unknown path {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _error(405, f"use {allowed}", {"Allow": allowed})
+    except web.HTTPError as exc:
+        return _error(exc.status, exc.reason)
 
 
 class RequestRecord(NamedTuple):
@@ -98,7 +135,6 @@ class SimServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -256,81 +292,31 @@ class SimServer:
             else:
                 _log.exception("SimServer event loop crashed")
 
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[_json_errors], client_max_size=_MAX_BODY)
+        # "{slash:/*}": trailing slashes are accepted.
+        app.router.add_post("/v1/chat/completions{slash:/*}", self._chat)
+        app.router.add_get("/v1/models{slash:/*}", self._models, allow_head=False)
+        return app
+
     async def _main(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        server = await asyncio.start_server(
-            self._serve_connection, self._host, self._requested_port, backlog=1024
-        )
-        self._port = server.sockets[0].getsockname()[1]
-        ready.set()
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=_SHUTDOWN_GRACE)
+        await runner.setup()
         try:
+            site = web.TCPSite(runner, self._host, self._requested_port, backlog=1024)
+            await site.start()
+            self._port = runner.addresses[0][1]
+            ready.set()
             await self._stop_event.wait()
         finally:
-            server.close()
-            # Python 3.11's server.close() leaves accepted connections open; cancel them.
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            await server.wait_closed()
+            # Stops listening, closes idle keep-alive connections, gives in-flight requests
+            # _SHUTDOWN_GRACE, then cancels them and closes their connections too.
+            await runner.cleanup()
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            while True:
-                try:
-                    request = await read_request(reader)
-                except HttpError as exc:
-                    writer.write(json_response(400, error_payload(400, str(exc)), keep_alive=False))
-                    await writer.drain()
-                    return
-                if request is None:
-                    return
-                keep_open = await self._route(request, writer)
-                await writer.drain()
-                if not (keep_open and request.keep_alive):
-                    return
-        except ConnectionError:
-            pass
-        except asyncio.CancelledError:
-            # Only stop() cancels these tasks. Returning normally matters: on Python 3.11 the
-            # asyncio.streams done-callback calls task.exception() and logs a traceback for
-            # tasks that end cancelled.
-            pass
-        finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
-
-    async def _route(self, request: Request, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; returns False if the connection must be closed."""
-        path = request.path.rstrip("/")
-        if path == "/v1/chat/completions":
-            if request.method != "POST":
-                return self._error(writer, request, 405, "use POST")
-            return await self._chat(request, writer)
-        if path == "/v1/models":
-            if request.method != "GET":
-                return self._error(writer, request, 405, "use GET")
-            writer.write(json_response(200, _MODELS, keep_alive=request.keep_alive))
-            return True
-        return self._error(writer, request, 404, f"unknown path {request.path}")
-
-    @staticmethod
-    def _error(
-        writer: asyncio.StreamWriter,
-        request: Request,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-    ) -> bool:
-        body = error_payload(status, message)
-        writer.write(json_response(status, body, headers=headers, keep_alive=request.keep_alive))
-        return True
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(_MODELS, dumps=_dumps)
 
     # -- chat completions ------------------------------------------------------------------
 
@@ -338,23 +324,27 @@ class SimServer:
         with self._lock:
             self._log.append(RequestRecord(arrived, prompt, outcome))
 
-    async def _chat(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.read()
+        except ConnectionError:  # the client went away mid-body
+            return _hang_up(request)
         arrived = time.monotonic()
         with self._lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
-            return await self._chat_checked(request, writer, arrived)
+            return await self._chat_checked(request, raw, arrived)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
     async def _chat_checked(
-        self, request: Request, writer: asyncio.StreamWriter, arrived: float
-    ) -> bool:
+        self, request: web.Request, raw: bytes, arrived: float
+    ) -> web.StreamResponse:
         config = self._config
         try:
-            body = json.loads(request.body)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             body = None
         prompt = last_user_text(body)
@@ -362,18 +352,16 @@ class SimServer:
             request.headers.get("authorization") != f"Bearer {config.api_key}"
         ):
             self._record(arrived, prompt, 401)
-            return self._error(writer, request, 401, "Incorrect API key provided.")
+            return _error(401, "Incorrect API key provided.")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._record(arrived, prompt, 400)
-            return self._error(
-                writer, request, 400, "request body must be a JSON object with a 'messages' list"
-            )
+            return _error(400, "request body must be a JSON object with a 'messages' list")
         retry_ms = self._admit(config, arrived)
         if retry_ms is not None:
             self._record(arrived, prompt, 429)
-            return self._rate_limited(writer, request, retry_ms)
+            return self._rate_limited(retry_ms)
         try:
-            return await self._chat_admitted(request, writer, config, body, prompt, arrived)
+            return await self._chat_admitted(request, config, body, prompt, arrived)
         finally:
             with self._lock:
                 self._admitted -= 1
@@ -392,10 +380,11 @@ class SimServer:
             self._admitted += 1
             return None
 
-    def _rate_limited(self, writer: asyncio.StreamWriter, request: Request, retry_ms: int) -> bool:
+    @staticmethod
+    def _rate_limited(retry_ms: int) -> web.Response:
         headers = {"retry-after-ms": str(retry_ms), "Retry-After": str(math.ceil(retry_ms / 1000))}
         message = f"Rate limit reached for {MODEL_ID}. Please try again in {retry_ms}ms."
-        return self._error(writer, request, 429, message, headers)
+        return _error(429, message, headers)
 
     def _draw(self, config: SimServerConfig, prompt: str) -> tuple[Fault | None, float]:
         with self._lock:
@@ -408,37 +397,36 @@ class SimServer:
 
     async def _chat_admitted(
         self,
-        request: Request,
-        writer: asyncio.StreamWriter,
+        request: web.Request,
         config: SimServerConfig,
         body: dict[str, Any],
         prompt: str,
         arrived: float,
-    ) -> bool:
+    ) -> web.StreamResponse:
         for needle, status in config.fail_prompts.items():
             if needle in prompt:
                 self._record(arrived, prompt, status)
                 if status == 429:
-                    return self._rate_limited(writer, request, config.retry_after_ms or 1000)
-                return self._error(writer, request, status, f"prompt matched {needle!r}")
+                    return self._rate_limited(config.retry_after_ms or 1000)
+                return _error(status, f"prompt matched {needle!r}")
         fault, latency = self._draw(config, prompt)
         if fault == "stall":
             self._record(arrived, prompt, "stall")
             await asyncio.sleep(config.stall_seconds)
-            return False
+            return _hang_up(request)
         if fault == 500 or fault == 503:
             self._record(arrived, prompt, fault)
             await asyncio.sleep(latency)
             message = "The server had an error while processing your request."
             if fault == 503:
                 message = "The server is overloaded or not ready yet."
-            return self._error(writer, request, fault, message)
+            return _error(fault, message)
         try:
             reply = plan_reply(body, seed=config.seed, reply_tokens=config.reply_tokens)
         except Exception as exc:  # a simulator bug should reach the test as a readable 500
             _log.exception("SimServer failed to build a reply")
             self._record(arrived, prompt, 500)
-            return self._error(writer, request, 500, f"simulator error: {exc!r}")
+            return _error(500, f"simulator error: {exc!r}")
         self._record(arrived, prompt, fault or 200)
         if latency > 0:
             await asyncio.sleep(latency)
@@ -451,52 +439,55 @@ class SimServer:
             payloads = stream_payloads(
                 reply, model=model, id_=id_, created=created, include_usage=include_usage
             )
-            return await self._stream(writer, request, payloads, reply, config, fault)
-        payload = completion_payload(reply, model=model, id_=id_, created=created)
+            return await self._stream(request, payloads, reply, config, fault)
+        data = _dumps(completion_payload(reply, model=model, id_=id_, created=created)).encode()
         if fault == "malformed":
-            text = json.dumps(payload)
-            writer.write(
-                raw_response(200, text[: len(text) // 2].encode(), keep_alive=request.keep_alive)
-            )
-            return True
-        response = json_response(200, payload, keep_alive=request.keep_alive)
+            return web.Response(body=data[: len(data) // 2], content_type="application/json")
         if fault == "drop":
-            body_start = response.index(b"\r\n\r\n") + 4
-            writer.write(response[: body_start + (len(response) - body_start) // 2])
-            return False
-        writer.write(response)
-        return True
+            return await self._drop(request, data)
+        return web.Response(body=data, content_type="application/json")
+
+    @staticmethod
+    async def _drop(request: web.Request, data: bytes) -> web.StreamResponse:
+        """Promise ``data`` in the headers, send half of it, then close the connection."""
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        response.content_length = len(data)
+        try:
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+        except ConnectionError:  # the client went away already
+            pass
+        return _hang_up(request, response)
 
     async def _stream(
         self,
-        writer: asyncio.StreamWriter,
-        request: Request,
+        request: web.Request,
         payloads: list[dict[str, Any]],
         reply: Reply,
         config: SimServerConfig,
         fault: Fault | None,
-    ) -> bool:
-        events = [
-            b"data: " + json.dumps(p, separators=(",", ":")).encode() + b"\n\n" for p in payloads
-        ]
+    ) -> web.StreamResponse:
+        """Answer with server-sent events (chunked by aiohttp, as the client speaks HTTP/1.1)."""
+        events = [b"data: " + _dumps(p).encode() + b"\n\n" for p in payloads]
         if fault == "malformed":
             events.insert(1, b'data: {"id": "chatcmpl-sim", "choices": [\n\n')
-        head = response_head(200, _SSE_HEADERS, keep_alive=request.keep_alive)
-        if fault == "drop":
-            writer.write(head + b"".join(chunk(e) for e in events[: max(1, len(events) // 2)]))
-            return False
+        response = web.StreamResponse(headers=_SSE_HEADERS)
         n_content = len(reply.pieces) if reply.tool_calls is None else len(reply.tool_calls)
-        if config.token_delay <= 0 or n_content <= 1 or fault == "malformed":
-            writer.write(head + b"".join(chunk(e) for e in events) + chunk(_DONE) + LAST_CHUNK)
-            return True
-        # Role chunk plus first content chunk go out at once; later content is paced.
-        writer.write(head + chunk(events[0]) + chunk(events[1]))
-        await writer.drain()
-        for event in events[2 : 1 + n_content]:
-            await asyncio.sleep(config.token_delay)
-            writer.write(chunk(event))
-            await writer.drain()
-        writer.write(
-            b"".join(chunk(e) for e in events[1 + n_content :]) + chunk(_DONE) + LAST_CHUNK
-        )
-        return True
+        try:
+            await response.prepare(request)
+            if fault == "drop":
+                await response.write(b"".join(events[: max(1, len(events) // 2)]))
+                return _hang_up(request, response)
+            if config.token_delay <= 0 or n_content <= 1 or fault == "malformed":
+                await response.write_eof(b"".join(events) + _DONE)
+                return response
+            # Role chunk plus first content chunk go out at once; later content is paced.
+            await response.write(events[0] + events[1])
+            for event in events[2 : 1 + n_content]:
+                await asyncio.sleep(config.token_delay)
+                await response.write(event)
+            await response.write_eof(b"".join(events[1 + n_content :]) + _DONE)
+            return response
+        except ConnectionError:  # the client went away mid-stream
+            return _hang_up(request, response)

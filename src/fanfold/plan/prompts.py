@@ -1,9 +1,9 @@
-"""Messages for subtasks and for the aggregation step."""
+"""Messages for subtasks and for the aggregation step, rendered from plain values."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -11,7 +11,6 @@ from pydantic import BaseModel
 
 from fanfold.plan.models import SubTask
 from fanfold.plan.template import placeholders, render
-from fanfold.state.results import SubtaskResult
 
 DEFAULT_SYSTEM = (
     "You are one worker in a larger job. Complete only the subtask you are given, "
@@ -32,27 +31,58 @@ def as_text(value: Any) -> str:
         return str(value)
 
 
+def items_text(name: str, items: Sequence[Any]) -> str:
+    """A map's list of outputs as prompt text: one headed block per item, in item order.
+
+    A failed item (None) is shown as such, so positions never shift.
+    """
+    if not items:
+        return "(no items)"
+    blocks = [
+        f"#### {name}[{i}]\n{'(no result: this item failed)' if v is None else as_text(v)}"
+        for i, v in enumerate(items)
+    ]
+    return "\n\n".join(blocks)
+
+
 def subtask_prompt(
     subtask: SubTask,
     *,
     task: str,
     inputs: Mapping[str, Any],
-    dependencies: Mapping[str, SubtaskResult],
+    dependencies: Mapping[str, Any],
+    maps: frozenset[str] | set[str] = frozenset(),
+    item: Any = None,
+    index: int | None = None,
 ) -> str:
     """Fill the subtask's template and append dependency outputs it did not place itself.
 
     Placeholders resolve to a dependency's output first, then a run input, then the
-    plan's task description for `{task}`.
+    plan's task description for `{task}`; in a map, `{item}` and `{index}` are the item
+    and its position.
+
+    Args:
+        dependencies: each dependency's output.
+        maps: the dependencies that are map subtasks; their lists render item by item.
     """
     values: dict[str, Any] = {"task": task, **inputs}
-    values.update({dep: res.output for dep, res in dependencies.items()})
+    values.update(
+        {dep: items_text(dep, out) if dep in maps else out for dep, out in dependencies.items()}
+    )
+    if index is not None:
+        values["item"] = item
+        values["index"] = str(index)
     text = render(subtask.prompt, values, to_text=as_text)
     used = set(placeholders(subtask.prompt))
     context = [
-        f"### {dep}\n{as_text(res.output)}" for dep, res in dependencies.items() if dep not in used
+        f"### {dep}\n{as_text(values[dep])}"
+        for dep in dependencies
+        if dep not in used and dep != subtask.map
     ]
     if context:
         text += "\n\n## Results from earlier subtasks\n\n" + "\n\n".join(context)
+    if index is not None and "item" not in used:
+        text += f"\n\n## Item {index}\n\n{as_text(item)}"
     return text
 
 
@@ -65,23 +95,26 @@ def subtask_messages(subtask: SubTask, *, task: str, prompt: str) -> list[BaseMe
 def aggregate_messages(
     *,
     task: str,
-    order: list[str],
-    results: Mapping[str, SubtaskResult],
+    done: Sequence[tuple[str, str]],
+    missing: Sequence[tuple[str, str, str | None]],
     instructions: str | None = None,
     system: str | None = None,
 ) -> list[BaseMessage]:
-    """Messages asking a model to combine the results and name what is missing."""
-    done = [f"### {sid}\n{as_text(results[sid].output)}" for sid in order if results[sid].ok]
-    missing = [
-        f"- {sid}: {results[sid].status} ({results[sid].error or 'no reason given'})"
-        for sid in order
-        if not results[sid].ok
+    """Messages asking a model to combine the results and name what is missing.
+
+    Args:
+        done: (subtask id, output as text) for each result to combine, in plan order.
+        missing: (subtask id, status, reason) for each subtask without a result.
+    """
+    shown = [f"### {sid}\n{text}" for sid, text in done]
+    lines = [
+        f"- {sid}: {status} ({reason or 'no reason given'})" for sid, status, reason in missing
     ]
-    parts = [f"Task: {task}", "Results to combine:", "\n\n".join(done) or "(none)"]
-    if missing:
+    parts = [f"Task: {task}", "Results to combine:", "\n\n".join(shown) or "(none)"]
+    if lines:
         parts += [
             "These subtasks produced no result; say briefly what is missing because of them:",
-            "\n".join(missing),
+            "\n".join(lines),
         ]
     if instructions:
         parts.append(instructions)

@@ -1,0 +1,128 @@
+"""Everything fanfold assumes about how LangGraph behaves inside, in one place.
+
+fanfold uses only LangGraph's public modules, but a few behaviours it relies on are
+not documented promises. Each is named here, used only through this module, and has
+a contract test in `tests/test_langgraph_contract.py`, so a LangGraph upgrade that
+changes one fails there, loudly, first:
+
+1. `RUNTIME_KEY`: a node's config carries the run's `Runtime` (context, store, stream
+   writer) under this `configurable` key; a subtask's call config keeps it so that
+   `get_runtime()`, `get_stream_writer()` and `get_store()` work inside a node kind.
+2. `PARENT_STREAM_KEY`: a graph running inside a parent graph that streams finds the
+   parent's stream under this `configurable` key (so its custom events are wanted even
+   when its own `stream_mode` has no "custom").
+3. `subtask_call_config`: the "messages" stream and tracing attribute a chat model
+   call to the node named by `langgraph_node`, in the namespace given by
+   `langgraph_checkpoint_ns` and `langgraph_path`, so a call that starts before
+   LangGraph runs its node still streams as that node's.
+4. `adopt`: a compiled graph's `__dict__` rebuilds it under a subclass, as
+   `Pregel.copy()` does for its own class.
+5. `get_state()` values include the writes of the tasks that finished in an
+   interrupted step (its pending writes), so a resumed run sees every result that
+   LangGraph will not run again (`CompiledPlanGraph` relies on it when resuming).
+6. Custom channels (`fanfold.state.channels`): LangGraph builds a channel from a
+   `BaseChannel` instance in a field's `Annotated` metadata, passes node writes and
+   `Overwrite` values to its `update()`, stores `checkpoint()` in checkpoints, and
+   rebuilds it with `from_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from langchain_core.callbacks import BaseCallbackManager, CallbackManager
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+
+RUNTIME_KEY = "__pregel_runtime"
+PARENT_STREAM_KEY = "__pregel_stream"
+CHECKPOINT_NS_KEY = "checkpoint_ns"
+NS_SEP = "|"
+STEP_TAG_PREFIX = "graph:step:"
+
+G = TypeVar("G", bound=CompiledStateGraph)
+
+
+def adopt(compiled: CompiledStateGraph, cls: type[G], **extra: Any) -> G:
+    """Rebuild `compiled` as an instance of its subclass `cls` (assumption 4)."""
+    attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
+    attrs.update(extra)
+    return cls(**attrs)
+
+
+def events_wanted(config: RunnableConfig | None, stream_mode: Any) -> bool:
+    """Whether anyone reads "custom" events of this run (assumption 2)."""
+    modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode or [])
+    if "custom" in modes:
+        return True
+    return PARENT_STREAM_KEY in ((config or {}).get("configurable") or {})
+
+
+def subtask_call_config(
+    base: RunnableConfig,
+    sid: str,
+    *,
+    run_id: uuid.UUID,
+    index: int | None = None,
+    item_id: str | None = None,
+) -> RunnableConfig:
+    """A config that reports a call as subtask `sid`'s own (assumptions 1 and 3).
+
+    The call usually starts before LangGraph runs the node, so it is parented to the
+    graph run and carries the metadata LangGraph gives that node's own calls.
+
+    Args:
+        base: the config of the node that created the run's dispatcher.
+        sid: the subtask.
+        run_id: the graph run's id (the parent of the call's runs).
+        index: for an item of a map, its position (also in the metadata).
+        item_id: for an item of a map, its id such as `analyse[3]`.
+    """
+    metadata = dict(base.get("metadata") or {})
+    parent_ns = str(metadata.get("langgraph_checkpoint_ns", "")).split(NS_SEP)[:-1]
+    checkpoint_ns = NS_SEP.join([*parent_ns, f"{sid}:{uuid.uuid4()}"])
+    metadata.update(
+        {
+            "langgraph_node": sid,
+            "langgraph_triggers": (f"branch:to:{sid}",),
+            "langgraph_path": ("__pregel_pull", sid),
+            "langgraph_checkpoint_ns": checkpoint_ns,
+            "checkpoint_ns": checkpoint_ns,
+            "fanfold_subtask": sid,
+        }
+    )
+    if index is not None:
+        metadata["fanfold_item"] = index
+        metadata["fanfold_item_id"] = item_id
+    metadata.pop("langgraph_step", None)
+    tags = [t for t in (base.get("tags") or []) if not t.startswith(STEP_TAG_PREFIX)]
+    tags.append(f"fanfold:subtask:{sid}")
+    configurable = {
+        k: v
+        for k, v in (base.get("configurable") or {}).items()
+        if not k.startswith("__") or k == RUNTIME_KEY
+    }
+    configurable[CHECKPOINT_NS_KEY] = checkpoint_ns
+    config: RunnableConfig = {
+        "metadata": metadata,
+        "tags": tags,
+        "configurable": configurable,
+        "run_name": sid if item_id is None else item_id,
+    }
+    callbacks = base.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers = list(callbacks.inheritable_handlers)
+        inherited = [t for t in callbacks.inheritable_tags if not t.startswith(STEP_TAG_PREFIX)]
+        config["callbacks"] = CallbackManager(
+            handlers=handlers,
+            inheritable_handlers=handlers,
+            parent_run_id=run_id,
+            tags=inherited,
+            inheritable_tags=inherited,
+            metadata={},
+            inheritable_metadata={},
+        )
+    elif callbacks:
+        config["callbacks"] = callbacks
+    return config

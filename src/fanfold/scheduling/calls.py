@@ -1,0 +1,63 @@
+"""What the dispatcher hands a node kind, and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+
+from fanfold.plan.models import SubTask
+from fanfold.state.results import SubtaskResult, TokenUsage
+
+
+@dataclass(frozen=True)
+class SubtaskCall:
+    """Everything a node kind needs to run one subtask (or one item of a map).
+
+    Attributes:
+        subtask: the subtask being run.
+        task: the plan's overall task description.
+        prompt: the rendered prompt, dependency context included.
+        messages: the chat messages built from `system` and `prompt`.
+        dependencies: results of the subtasks it depends on (all succeeded).
+        inputs: the run's inputs.
+        model: the resolved chat model (None for kinds that need none).
+        config: the subtask's own config; it is also the ambient config while the kind
+            runs, so runnables invoked without one are attributed to this subtask's node.
+        attempt: 1 for the first try.
+        item: for a map subtask, the item this call handles (else None).
+        index: for a map subtask, the item's 0-based position (else None).
+    """
+
+    subtask: SubTask
+    task: str
+    prompt: str
+    messages: list[BaseMessage]
+    dependencies: Mapping[str, SubtaskResult]
+    inputs: Mapping[str, Any]
+    model: BaseChatModel | None
+    config: RunnableConfig
+    attempt: int = 1
+    item: Any = None
+    index: int | None = None
+
+
+@dataclass(frozen=True)
+class KindOutput:
+    """A kind's result with its token usage; a kind may also return a bare value."""
+
+    output: Any
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class KindRunner(Protocol):
+    """What the dispatcher needs of a node kind (fanfold.NodeKind is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self, call: SubtaskCall) -> KindOutput: ...

@@ -1,0 +1,483 @@
+"""The run-scoped dispatcher: start each subtask's call the moment its own dependencies finish.
+
+LangGraph executes a graph in supersteps, so a node waits for the slowest node of the
+previous step even when its own inputs were ready long before. The dispatcher runs
+underneath the graph: when a run starts it creates one asyncio task per subtask, each
+awaiting only its dependencies' tasks. The graph's node for a subtask then just awaits
+that task and commits the result, so nodes, join edges and checkpoints stay LangGraph's
+while the model calls follow the critical path.
+
+A map subtask runs one call per item of its list. Each item is retried on its own and
+waits for a slot like any call; a map over another map's items starts item i as soon
+as upstream item i is done.
+
+Nothing here imports LangGraph: the graph layer passes in how to build each call's
+config and where lifecycle events go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
+
+from fanfold._secrets import describe_error
+from fanfold.models.resolve import model_label
+from fanfold.plan.prompts import subtask_messages, subtask_prompt
+from fanfold.scheduling.calls import SubtaskCall
+from fanfold.scheduling.retry import classify
+from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.state.results import Status, SubtaskResult, TokenUsage
+
+EVENT_TYPE = "fanfold.subtask"
+
+CallConfigFactory = Callable[[str, int | None], RunnableConfig]
+"""(subtask id, item index or None) -> the config of that call."""
+EventSink = Callable[[dict[str, Any]], None]
+
+ItemTasks = list["asyncio.Task[SubtaskResult]"]
+
+
+def item_id(sid: str, index: int) -> str:
+    """The id of item `index` of map subtask `sid`, e.g. `analyse[3]`."""
+    return f"{sid}[{index}]"
+
+
+class Dispatcher:
+    """Runs one graph invocation's subtasks as dependency-driven asyncio tasks.
+
+    Args:
+        runtime: the compiled plan.
+        run_id: the graph run's id.
+        inputs: the run's inputs (defaults filled in, checked).
+        done: results already known (a resumed or retried run); they are not run again.
+        loop: the event loop the tasks run on.
+        call_config: builds the config of each call (its node, tags, callbacks).
+        emit: receives lifecycle events, or None when nobody listens.
+        reuse_items: for a retried map, item results that already succeeded, by index.
+    """
+
+    def __init__(
+        self,
+        runtime: PlanRuntime,
+        *,
+        run_id: uuid.UUID,
+        inputs: Mapping[str, Any],
+        done: Mapping[str, SubtaskResult],
+        loop: asyncio.AbstractEventLoop,
+        call_config: CallConfigFactory,
+        emit: EventSink | None = None,
+        reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self.inputs = dict(inputs)
+        self.task = runtime.task_text(self.inputs)
+        self.done: dict[str, SubtaskResult] = dict(done)
+        self.loop = loop
+        self.started_at = time.time()
+        self._call_config = call_config
+        self._emit_event = emit
+        self._reuse = {sid: dict(items) for sid, items in (reuse_items or {}).items()}
+        # Each call's context starts from the creator's (tracing and other contextvars)
+        # and then gets that call's own config; see _spawn.
+        self._context = contextvars.copy_context()
+        self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
+        self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
+        self._item_tasks: list[asyncio.Task[SubtaskResult]] = []
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create a task for every subtask not yet done (call on the dispatcher's loop)."""
+        # Highest priority first: the first ready subtasks take free slots without queueing.
+        ranked = sorted(self.runtime.order, key=self.runtime.priorities.__getitem__, reverse=True)
+        for sid in ranked:
+            self._ensure(sid)
+
+    def _ensure(self, sid: str) -> asyncio.Task[SubtaskResult] | None:
+        if sid in self.done:
+            return None
+        task = self._tasks.get(sid)
+        if task is None:
+            for dep in self.runtime.dependencies[sid]:
+                self._ensure(dep)
+            if sid in self.runtime.maps:
+                self._item_lists[sid] = self.loop.create_future()
+            task = self._spawn(self._run(sid), sid, None)
+            self._tasks[sid] = task
+        return task
+
+    def _spawn(self, coro: Any, sid: str, index: int | None) -> asyncio.Task[SubtaskResult]:
+        """Start `coro` as a task whose ambient config is this call's own.
+
+        Runnables invoked without an explicit config (and LangGraph's get_config())
+        then see this subtask's node, not the node that happened to start the run.
+        """
+        context = self._context.copy()
+        context.run(var_child_runnable_config.set, self._call_config(sid, index))
+        name = f"fanfold:{sid}" if index is None else f"fanfold:{item_id(sid, index)}"
+        return self.loop.create_task(coro, name=name, context=context)
+
+    async def result(self, sid: str) -> SubtaskResult:
+        """Wait for subtask `sid` and return its result (starting it if needed)."""
+        if sid in self.done:
+            return self.done[sid]
+        task = self._ensure(sid)
+        assert task is not None
+        # Shielded: a cancelled waiter must not cancel a call other subtasks wait for.
+        return await asyncio.shield(task)
+
+    def cancel(self) -> None:
+        """Cancel every call still running (call on the dispatcher's loop)."""
+        for task in [*self._tasks.values(), *self._item_tasks]:
+            if not task.done():
+                task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel what is still running and wait until it has stopped."""
+        self.cancel()
+        pending = [t for t in [*self._tasks.values(), *self._item_tasks] if not t.done()]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # -- one subtask --------------------------------------------------------------------
+
+    async def _dependency(self, dep: str) -> SubtaskResult:
+        # Awaited directly, not shielded: dispatcher tasks are only ever cancelled together.
+        return self.done[dep] if dep in self.done else await self._tasks[dep]
+
+    def _blocked(self, dep: str, result: SubtaskResult) -> bool:
+        if result.ok:
+            return False
+        # A map that may run on a partial list lets its dependents run when it has a list.
+        partial = self.runtime.subtasks[dep].allow_partial and result.items is not None
+        return not partial
+
+    async def _run(self, sid: str) -> SubtaskResult:
+        try:
+            return await self._run_subtask(sid)
+        finally:
+            self._set_item_list(sid, None)  # never leave an item-wise map waiting
+
+    async def _run_subtask(self, sid: str) -> SubtaskResult:
+        subtask = self.runtime.subtasks[sid]
+        source = subtask.map if subtask.map in self.runtime.maps else None
+        deps: dict[str, SubtaskResult] = {}
+        for dep in self.runtime.dependencies[sid]:
+            if dep != source:  # an item-wise map waits for each upstream item, not the list
+                deps[dep] = await self._dependency(dep)
+        blocked = [dep for dep, res in deps.items() if self._blocked(dep, res)]
+        if blocked:
+            return self._skip(sid, blocked[0], deps[blocked[0]])
+        if subtask.map is None:
+            return await self._attempts(sid, deps)
+        if source is not None:
+            upstream = await self._upstream_items(source)
+            if upstream is None:
+                return self._skip(sid, source, await self._dependency(source))
+            return await self._map(sid, deps, upstream=upstream)
+        if subtask.map in self.runtime.subtasks:
+            listed = await self._dependency(subtask.map)
+            if self._blocked(subtask.map, listed):
+                return self._skip(sid, subtask.map, listed)
+            if not isinstance(listed.output, list):
+                return self._fail_listing(
+                    sid,
+                    f"subtask {sid!r} maps over subtask {subtask.map!r}, whose output is a "
+                    f"{type(listed.output).__name__}, not a list; make {subtask.map!r} "
+                    "return a list (a splitter kind, or an output_schema with an array)",
+                )
+            return await self._map(sid, deps, items=listed.output)
+        return await self._map(sid, deps, items=self.inputs[subtask.map])
+
+    def _skip(self, sid: str, dep: str, dep_result: SubtaskResult) -> SubtaskResult:
+        reason = f"dependency {dep!r} {dep_result.status}"
+        skipped = SubtaskResult(
+            id=sid,
+            status="skipped",
+            error=reason,
+            priority=self._priority(sid),
+            kind=self.runtime.subtasks[sid].kind,
+        )
+        self._set_item_list(sid, None)
+        return self._finish(skipped)
+
+    def _fail_listing(self, sid: str, error: str) -> SubtaskResult:
+        failed = SubtaskResult(
+            id=sid,
+            status="failed",
+            error=error,
+            finished_at=time.time(),
+            priority=self._priority(sid),
+            kind=self.runtime.subtasks[sid].kind,
+        )
+        self._set_item_list(sid, None)
+        return self._finish(failed)
+
+    # -- maps ---------------------------------------------------------------------------
+
+    def _set_item_list(self, sid: str, tasks: ItemTasks | None) -> None:
+        future = self._item_lists.get(sid)
+        if future is not None and not future.done():
+            future.set_result(tasks)
+
+    async def _upstream_items(self, source: str) -> list[Any] | None:
+        """Per-item awaitables of map `source` (tasks or finished results), or None."""
+        if source in self.done:
+            done = self.done[source]
+            return list(done.items) if done.items is not None else None
+        self._ensure(source)
+        tasks = await asyncio.shield(self._item_lists[source])
+        return list(tasks) if tasks is not None else None
+
+    async def _map(
+        self,
+        sid: str,
+        deps: dict[str, SubtaskResult],
+        *,
+        items: list[Any] | None = None,
+        upstream: list[Any] | None = None,
+    ) -> SubtaskResult:
+        started = time.time()
+        count = len(items if items is not None else upstream or [])
+        self._emit(sid, "started", started_at=started, items=count, priority=self._priority(sid))
+        reuse = self._reuse.pop(sid, {})
+        if len(reuse) > count:
+            reuse = {}  # a different list: nothing to reuse
+        tasks: ItemTasks = []
+        for index in range(count):
+            if index in reuse and reuse[index].ok:
+                tasks.append(self._finished_task(reuse[index]))
+                continue
+            coro = (
+                self._item(sid, deps, index, item=items[index])
+                if items is not None
+                else self._item_after(sid, deps, index, upstream[index] if upstream else None)
+            )
+            tasks.append(self._spawn(coro, sid, index))
+        self._item_tasks.extend(tasks)
+        self._set_item_list(sid, tasks)
+        results = list(await asyncio.gather(*tasks)) if tasks else []
+        return self._finish(self._combine(sid, results, started))
+
+    def _finished_task(self, result: SubtaskResult) -> asyncio.Task[SubtaskResult]:
+        async def known() -> SubtaskResult:
+            return result
+
+        return self.loop.create_task(known())
+
+    async def _item_after(
+        self, sid: str, deps: dict[str, SubtaskResult], index: int, upstream: Any
+    ) -> SubtaskResult:
+        before = await upstream if isinstance(upstream, asyncio.Task) else upstream
+        if not isinstance(before, SubtaskResult) or not before.ok:
+            status = before.status if isinstance(before, SubtaskResult) else "failed"
+            reason = f"dependency item {item_id(self.runtime.subtasks[sid].map or '', index)!r}"
+            return self._finish_item(
+                SubtaskResult(
+                    id=item_id(sid, index),
+                    status="skipped",
+                    error=f"{reason} {status}",
+                    index=index,
+                    kind=self.runtime.subtasks[sid].kind,
+                    priority=self._priority(sid),
+                ),
+                sid,
+            )
+        return await self._item(sid, deps, index, item=before.output)
+
+    async def _item(
+        self, sid: str, deps: dict[str, SubtaskResult], index: int, *, item: Any
+    ) -> SubtaskResult:
+        result = await self._attempts(sid, deps, item=item, index=index)
+        return self._finish_item(result, sid)
+
+    def _combine(self, sid: str, items: list[SubtaskResult], started: float) -> SubtaskResult:
+        failed = [r for r in items if not r.ok]
+        usage = TokenUsage()
+        for r in items:
+            usage = usage + r.usage
+        starts = [r.started_at for r in items if r.started_at is not None]
+        error = None
+        if failed:
+            error = (
+                f"{len(failed)} of {len(items)} items did not succeed; first: "
+                f"{failed[0].id}: {failed[0].error}"
+            )
+        model = self.runtime.models.get(sid)
+        return SubtaskResult(
+            id=sid,
+            status="failed" if failed else "succeeded",
+            output=[r.output if r.ok else None for r in items],
+            items=items,
+            error=error,
+            usage=usage,
+            started_at=min(starts, default=started),
+            finished_at=time.time(),
+            attempts=sum(r.attempts for r in items),
+            model=model_label(model) if model is not None else None,
+            priority=self._priority(sid),
+            kind=self.runtime.subtasks[sid].kind,
+        )
+
+    # -- one call, with retries ---------------------------------------------------------
+
+    async def _attempts(
+        self,
+        sid: str,
+        deps: dict[str, SubtaskResult],
+        *,
+        item: Any = None,
+        index: int | None = None,
+    ) -> SubtaskResult:
+        """Run one call (a subtask, or one item of a map) until it succeeds or gives up."""
+        runtime = self.runtime
+        subtask = runtime.subtasks[sid]
+        model = runtime.models.get(sid)
+        label = model_label(model) if model is not None else None
+        limiter = runtime.limiters[sid]
+        policy = runtime.retry
+        budget = subtask.max_attempts or policy.max_attempts
+        priority_rank = runtime.priorities[sid]
+        priority = self._priority(sid)
+        prompt = subtask_prompt(
+            subtask,
+            task=self.task,
+            inputs=self.inputs,
+            dependencies={dep: res.output for dep, res in deps.items()},
+            maps=runtime.maps,
+            item=item,
+            index=index,
+        )
+        messages = subtask_messages(subtask, task=self.task, prompt=prompt)
+        estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
+        rid = sid if index is None else item_id(sid, index)
+        config = var_child_runnable_config.get() or self._call_config(sid, index)
+        first_start: float | None = None
+        attempt = 0
+
+        def result(status: Status, **fields: Any) -> SubtaskResult:
+            return SubtaskResult(
+                id=rid,
+                status=status,
+                started_at=first_start,
+                finished_at=time.time(),
+                attempts=attempt,
+                model=label,
+                priority=priority,
+                kind=subtask.kind,
+                index=index,
+                **fields,
+            )
+
+        while True:
+            attempt += 1
+            await limiter.acquire(priority_rank, tokens=estimate)
+            started = time.time()
+            first_start = first_start or started
+            self._emit(
+                sid, "started", index, started_at=started, attempt=attempt, priority=priority
+            )
+            call = SubtaskCall(
+                subtask=subtask,
+                task=self.task,
+                prompt=prompt,
+                messages=messages,
+                dependencies=deps,
+                inputs=self.inputs,
+                model=model,
+                config=config,
+                attempt=attempt,
+                item=item,
+                index=index,
+            )
+            try:
+                outcome = await runtime.kinds[sid].run(call)
+            except Exception as exc:
+                limiter.release()
+                failure = classify(exc)
+                if failure.rate_limited:
+                    limiter.record_rate_limited(failure.retry_after)
+                error = describe_error(exc)
+                if failure.transient and attempt < budget:
+                    delay = policy.backoff(attempt, failure.retry_after)
+                    self._emit(
+                        sid,
+                        "retrying",
+                        index,
+                        attempt=attempt,
+                        error=error,
+                        delay=delay,
+                        priority=priority,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if failure.transient:
+                    error = f"{error} (gave up after {_attempts(attempt)})"
+                return self._report(result("failed", error=error), sid, index)
+            limiter.record_success(outcome.usage.total_tokens)
+            # Free the slot only after the dependents this result unblocks have queued:
+            # they wake from this task's done callbacks, registered before this one.
+            this_task = asyncio.current_task()
+            if this_task is None or index is not None:
+                limiter.release()
+            else:
+                this_task.add_done_callback(lambda _task: limiter.release())
+            done = result("succeeded", output=outcome.output, usage=outcome.usage)
+            return self._report(done, sid, index)
+
+    def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
+        """Record and announce a subtask's result; a map item is announced by its map."""
+        return result if index is not None else self._finish(result)
+
+    def _priority(self, sid: str) -> float:
+        """The priority events report: the explicit one, else the expected remaining path."""
+        explicit = self.runtime.subtasks[sid].priority
+        return explicit if explicit is not None else self.runtime.remaining[sid]
+
+    def _finish(self, result: SubtaskResult) -> SubtaskResult:
+        self.done[result.id] = result
+        if self._emit_event is not None:
+            self._emit(result.id, result.status, None, **_outcome(result))
+        return result
+
+    def _finish_item(self, result: SubtaskResult, sid: str) -> SubtaskResult:
+        if self._emit_event is not None:
+            self._emit(sid, result.status, result.index, **_outcome(result))
+        return result
+
+    def _emit(self, sid: str, status: str, index: int | None = None, **fields: Any) -> None:
+        if self._emit_event is None:
+            return  # nobody listens: build nothing
+        event = {"type": EVENT_TYPE, "subtask": sid, "status": status, "time": time.time()}
+        if index is not None:
+            event["item"] = index
+            event["id"] = item_id(sid, index)
+        event.update(fields)
+        try:
+            self._emit_event(event)
+        except Exception:  # noqa: S110 - a closed stream must not fail the subtask
+            pass
+
+
+def _outcome(result: SubtaskResult) -> dict[str, Any]:
+    return {
+        "started_at": result.started_at,
+        "finished_at": result.finished_at or time.time(),
+        "duration": result.duration,
+        "error": result.error,
+        "attempts": result.attempts,
+        "total_tokens": result.usage.total_tokens,
+        "priority": result.priority,
+    }
+
+
+def _attempts(n: int) -> str:
+    return "1 attempt" if n == 1 else f"{n} attempts"

@@ -1,0 +1,227 @@
+"""What a compiled plan needs at run time: subtasks, their kinds and models, the aggregator."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from pydantic import BaseModel, ValidationError
+
+from fanfold._text import message_text
+from fanfold.errors import MapInputError, MissingInputError, UnknownInputError
+from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.plan.prompts import aggregate_messages, as_text, items_text
+from fanfold.plan.template import render
+from fanfold.scheduling.calls import KindRunner
+from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.priorities import priority_key, remaining_paths
+from fanfold.scheduling.retry import RetryPolicy
+from fanfold.state.results import SubtaskResult, TokenUsage
+
+Aggregator = Callable[[dict[str, SubtaskResult]], Any]
+
+
+@dataclass
+class PlanRuntime:
+    """Compile-time facts shared by every run of one compiled plan."""
+
+    plan: TaskPlan
+    kinds: dict[str, KindRunner]
+    models: dict[str, BaseChatModel | None]
+    aggregate_model: BaseChatModel | None = None
+    aggregate_function: Aggregator | None = None
+    limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    expected: dict[str, float] = field(default_factory=dict)
+    expected_source: str = "hops"
+    durations: DurationStore | None = None
+    durations_key: tuple[str, str] = ("", "")
+    # Derived from the plan in __post_init__.
+    order: list[str] = field(init=False)
+    subtasks: dict[str, SubTask] = field(init=False)
+    dependencies: dict[str, tuple[str, ...]] = field(init=False)
+    maps: frozenset[str] = field(init=False)
+    """The map subtasks."""
+    input_maps: dict[str, list[str]] = field(init=False)
+    """Run input -> the map subtasks that run once per item of it."""
+    input_names: frozenset[str] = field(init=False)
+    """Every run input the plan declares or uses."""
+    required: dict[str, list[str]] = field(init=False)
+    """Run inputs without a default -> the subtasks that need them."""
+    remaining: dict[str, float] = field(init=False)
+    priorities: dict[str, tuple[float, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.order = self.plan.topological_order()
+        self.subtasks = {s.id: s for s in self.plan.subtasks}
+        self.dependencies = self.plan.dependencies()
+        self.maps = frozenset(s.id for s in self.plan.subtasks if s.map is not None)
+        self.input_maps = {}
+        for sub in self.plan.subtasks:
+            if sub.map is not None and sub.map not in self.subtasks:
+                self.input_maps.setdefault(sub.map, []).append(sub.id)
+        self.input_names = frozenset(self.plan.input_names())
+        self.required = self.plan.required_inputs()
+        durations = {sid: self.expected.get(sid, 1.0) for sid in self.order}
+        self.remaining = remaining_paths(self.order, self.dependencies, durations)
+        self.priorities = {
+            sid: priority_key(self.subtasks[sid].priority, self.remaining[sid])
+            for sid in self.order
+        }
+
+    def check_input_names(self, inputs: Mapping[str, Any]) -> None:
+        """Reject inputs the plan neither declares nor uses (a typo guard for the CLI).
+
+        The Python API passes extra inputs through to node kinds (`call.inputs`).
+
+        Raises:
+            UnknownInputError: with the plan's inputs and the closest name.
+        """
+        unknown = [name for name in inputs if name not in self.input_names]
+        if unknown:
+            raise UnknownInputError(unknown, self.input_names)
+
+    def run_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The run's inputs with declared defaults filled in, checked against the plan.
+
+        A map's input given as a string (as the command line gives every input) is read
+        as a JSON list.
+
+        Raises:
+            MissingInputError: a prompt or map needs an input the run does not have.
+            MapInputError: a map's input is not a list.
+        """
+        values = {
+            name: spec.default
+            for name, spec in self.plan.inputs.items()
+            if spec.default is not None
+        }
+        values.update(inputs or {})
+        missing = {name: users for name, users in self.required.items() if name not in values}
+        if missing:
+            raise MissingInputError(missing)
+        for name, users in self.input_maps.items():
+            if name in values:
+                values[name] = _as_list(values[name], users[0], name)
+        return values
+
+    def task_text(self, inputs: Mapping[str, Any]) -> str:
+        """The plan's task description with run-input placeholders filled."""
+        return render(self.plan.task, {**inputs, "task": self.plan.task}, to_text=as_text)
+
+    @property
+    def output_model(self) -> type[BaseModel] | None:
+        """The pydantic class of the aggregate's output, when the plan declares one."""
+        schema = self.plan.aggregation.output_schema
+        return schema if isinstance(schema, type) else None
+
+    def output_state(self, output: Any) -> Any:
+        """The aggregate's output as it is written to state (a declared model as data)."""
+        if self.output_model is not None and isinstance(output, BaseModel):
+            return output.model_dump()
+        return output
+
+    async def aggregate(
+        self, results: dict[str, SubtaskResult], inputs: Mapping[str, Any], config: RunnableConfig
+    ) -> tuple[Any, TokenUsage]:
+        """Combine results into the run's output with the configured aggregator.
+
+        Raises:
+            AggregateOutputError: the output does not match `aggregation.output_schema`.
+        """
+        schema = self.plan.aggregation.output_schema
+        if self.aggregate_function is not None:
+            value = self.aggregate_function(results)
+            if inspect.isawaitable(value):
+                value = await value
+            return (validate_output(schema, value) if schema is not None else value), TokenUsage()
+        if self.aggregate_model is None:
+            return None, TokenUsage()
+        order = [sid for sid in self.order if sid in results]
+        settings = self.plan.aggregation
+        messages = aggregate_messages(
+            task=self.task_text(inputs),
+            done=[(sid, self.output_text(sid, results[sid])) for sid in order if results[sid].ok],
+            missing=[
+                (sid, results[sid].status, results[sid].error)
+                for sid in order
+                if not results[sid].ok
+            ],
+            instructions=settings.instructions,
+            system=settings.system,
+        )
+        if schema is None:
+            reply = await self.aggregate_model.ainvoke(messages, config)
+            return message_text(reply), TokenUsage.from_metadata(reply.usage_metadata)
+        structured = self.aggregate_model.with_structured_output(schema, include_raw=True)
+        answer: Any = await structured.ainvoke(messages, config)
+        raw = answer.get("raw") if isinstance(answer, dict) else None
+        usage = TokenUsage.from_metadata(getattr(raw, "usage_metadata", None))
+        if not isinstance(answer, dict) or answer.get("parsed") is None:
+            cause = answer.get("parsing_error") if isinstance(answer, dict) else None
+            raise AggregateOutputError(
+                f"the aggregate's reply does not match aggregation.output_schema: "
+                f"{cause or 'no structured output returned'}"
+            )
+        return validate_output(schema, answer["parsed"]), usage
+
+    def output_text(self, sid: str, result: SubtaskResult) -> str:
+        """A result's output as prompt text (a map's list item by item)."""
+        if sid in self.maps and isinstance(result.output, list):
+            return items_text(sid, result.output)
+        return as_text(result.output)
+
+
+class AggregateOutputError(ValueError):
+    """The aggregate's output does not match `aggregation.output_schema`."""
+
+
+def validate_output(schema: type[BaseModel] | dict[str, Any], value: Any) -> Any:
+    """`value` as validated data of `schema` (a pydantic instance, or checked JSON data).
+
+    Raises:
+        AggregateOutputError: the value does not match.
+    """
+    if isinstance(schema, type):
+        try:
+            return value if isinstance(value, schema) else schema.model_validate(value)
+        except ValidationError as exc:
+            raise AggregateOutputError(
+                f"output does not match {schema.__name__}: {_first_error(exc)}"
+            ) from exc
+    import jsonschema
+
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "output"
+        raise AggregateOutputError(
+            f"output does not match aggregation.output_schema at {where}: {exc.message}"
+        ) from exc
+    return value
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "output"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err.get('msg')}{more}"
+
+
+def _as_list(value: Any, subtask_id: str, name: str) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    raise MapInputError(subtask_id, name, value)
