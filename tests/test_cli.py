@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fanfold import TaskPlan, compile_plan
-from fanfold.cli import app
+from fanfold import TaskPlan, __version__, compile_plan
+from fanfold.cli import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, app
+from fanfold.testing import SimServer, SimServerConfig
 
 
 @pytest.fixture
@@ -195,6 +196,144 @@ def test_unknown_model_exits_1_without_a_traceback(runner, research_plan_path):
     assert isinstance(result.exception, SystemExit)
     assert result.stderr.startswith("Error: cannot resolve model 'nosuchprovider:x'")
     assert "Traceback" not in result.output
+
+
+# -- exit statuses -------------------------------------------------------------------------
+
+SIM_KEY = "sk-test-cli-statuses"
+
+
+@pytest.fixture
+def server():
+    with SimServer(SimServerConfig(api_key=SIM_KEY)) as srv:
+        yield srv
+
+
+def run_against(server, plan: Path, *args: str, key: str = SIM_KEY):
+    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": key, "COLUMNS": "200"}
+    return CliRunner(env=env).invoke(app, ["run", str(plan), "-m", "openai:sim-model", *args])
+
+
+def test_a_run_where_everything_succeeds_exits_0(runner, server, research_plan_path):
+    result = run_against(server, research_plan_path)
+    assert result.exit_code == EXIT_OK == 0, result.output
+
+
+def test_a_run_where_every_request_is_refused_exits_3_and_still_reports(server, research_plan_path):
+    result = run_against(server, research_plan_path, "--json", key="sk-the-wrong-key")
+    assert result.exit_code == EXIT_INCOMPLETE == 3, result.output
+    report = json.loads(result.stdout)
+    assert {r["status"] for r in report["results"].values()} == {"failed", "skipped"}
+    assert "401" in report["aggregate_error"]
+    assert set(server.status_counts()) == {401}
+
+
+def test_one_failed_subtask_makes_the_run_exit_3(server, research_plan_path):
+    server.update(fail_prompts={"leading competitors": 400})
+    result = run_against(server, research_plan_path)
+    assert result.exit_code == EXIT_INCOMPLETE, result.output
+    assert "failed" in result.stdout and "skipped" in result.stdout
+
+
+def test_a_failed_aggregation_alone_makes_the_run_exit_3(server, research_plan_path):
+    server.update(fail_prompts={"Results to combine:": 400})
+    result = run_against(server, research_plan_path, "--json")
+    assert result.exit_code == EXIT_INCOMPLETE, result.output
+    report = json.loads(result.stdout)
+    assert {r["status"] for r in report["results"].values()} == {"succeeded"}
+    assert report["aggregate_error"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["rn"], ["run", "--no-such-option", "x"], ["run"], ["resume"], ["show", "--format"]],
+)
+def test_usage_errors_exit_1(runner, args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == EXIT_ERROR == 1, result.output
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["resume"]])
+def test_help_documents_the_exit_statuses(runner, command):
+    text = runner.invoke(app, [*command, "--help"]).stdout
+    assert "Exit status:" in text
+    for status in ("0", "1", "3"):
+        assert any(line.strip().startswith(status + " ") for line in text.splitlines()), text
+
+
+def test_version_prints_the_package_version(runner):
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"fanfold {__version__}"
+
+
+def test_help_shows_flags_without_type_names(runner):
+    text = runner.invoke(app, ["run", "--help"]).stdout
+    assert "<bool>" not in text and "<str>" not in text and "<list" not in text
+    assert "--json " in text and "--input KEY=VALUE" in text
+
+
+# -- plan-file and input traps -------------------------------------------------------------
+
+
+@pytest.fixture
+def city_plan(tmp_path: Path) -> Path:
+    path = tmp_path / "city.yaml"
+    path.write_text(
+        "task: Weather in {city}\n"
+        "inputs:\n  city: Lisbon\n  days: {description: how many days}\n"
+        "subtasks:\n  - id: forecast\n    prompt: '{city} for {days} days'\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_an_undeclared_input_is_an_error_that_lists_the_plans_inputs(runner, city_plan):
+    result = runner.invoke(
+        app, ["run", str(city_plan), "-m", "simulated", "-i", "days=2", "-i", "citty=Porto"]
+    )
+    line = assert_one_line_error(result, "'citty'", "did you mean 'city'?", "'days'")
+    assert "inputs:" in line
+
+
+def test_a_bare_input_value_is_the_default(runner, city_plan):
+    result = runner.invoke(app, ["run", str(city_plan), "-m", "simulated", "-i", "days=2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Task: Weather in Lisbon"
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            "task: t\nsubtasks:\n  - {id: a, prompt: x, modle: simulated}\n",
+            ["subtasks.0 (subtask 'a')", "unknown field 'modle'", "did you mean 'model'?"],
+        ),
+        (
+            "tasks: t\nsubtasks:\n  - {id: a, prompt: x}\n",
+            ["unknown field 'tasks'", "did you mean 'task'?"],
+        ),
+    ],
+)
+def test_an_unknown_plan_key_gets_a_did_you_mean_without_stutter(runner, tmp_path, text, needles):
+    path = tmp_path / "typo.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = assert_one_line_error(
+        runner.invoke(app, ["run", str(path), "-m", "simulated"]), *needles
+    )
+    assert line.count("invalid") == 1, line
+
+
+def test_a_model_name_after_simulated_is_one_error_line(runner, research_plan_path):
+    result = runner.invoke(app, ["run", str(research_plan_path), "-m", "simulated:fast"])
+    assert_one_line_error(result, "'simulated:fast'", "'simulated'")
+
+
+def test_resume_with_a_missing_checkpoint_file_creates_no_file(runner, tmp_path):
+    missing = tmp_path / "nope.db"
+    result = runner.invoke(app, ["resume", "0123456789ab", "--checkpoint", str(missing)])
+    assert_one_line_error(result, str(missing), "does not exist")
+    assert not missing.exists()
 
 
 # -- show ----------------------------------------------------------------------------------

@@ -348,6 +348,75 @@ def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
     assert resumed["totals"]["succeeded"] == len(ids)
 
 
+def test_retry_killed_after_its_first_level_resumes_without_stale_skips(tmp_path: Path) -> None:
+    """A failed run, a retry SIGKILLed after its first level succeeded, then a resume.
+
+    The retry replaces the thread's failed and skipped results as it starts, so the
+    resume finds only the retry's own results: it runs the rest, skips nothing, and
+    aggregates every result.
+    """
+    plan = layered_plan(levels=3, width=2)
+    ids = ids_of(plan)
+    first_level = [sid for sid in ids if sid.startswith("l1_")]
+    plan_file = write_plan(tmp_path / "layered.json", plan)
+    store = str(tmp_path / "runs.db")
+    home = tmp_path / "home"
+    with sim_server(api_key="sk-not-the-one-we-send") as srv:
+        env = cli_env(srv, home)
+        failed_run = run_cli(
+            ["run", str(plan_file), "-m", "openai:sim-model", "--checkpoint", store, "--json"], env
+        )
+        failed = json_report(failed_run, status=3)
+        run_id = run_id_from(failed_run.stderr)
+        assert set(statuses(failed["results"]).values()) == {"failed", "skipped"}
+        assert failed["aggregate_error"] and "401" in failed["aggregate_error"]
+
+        srv.update(api_key=API_KEY)
+        retry = subprocess.Popen(
+            fanfold_cli("resume", run_id, "--checkpoint", store, "--json"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + PROCESS_TIMEOUT
+            while True:
+                assert retry.poll() is None, "the retry ended before it could be killed"
+                assert time.monotonic() < deadline, "the retry's first level never finished"
+                try:
+                    committed, pending, _ = asyncio.run(checkpointed(store, plan, run_id))
+                except Exception:  # the writer may hold a lock for a moment: poll again
+                    committed, pending = {}, {}
+                done = {**committed, **pending}
+                if all(sid in done and done[sid].ok for sid in first_level):
+                    assert len(done) < len(ids), "the retry finished before the kill"
+                    retry.send_signal(signal.SIGKILL)
+                    retry.wait(timeout=10)
+                    break
+                time.sleep(0.02)
+        finally:
+            kill(retry)
+        before = counts(srv, ids)
+
+        resumed_run = run_cli(["resume", run_id, "--checkpoint", store, "--json"], env)
+        after = counts(srv, ids)
+
+    resumed = json_report(resumed_run)
+    assert "continuing where it stopped" in resumed_run.stderr
+    assert statuses(resumed["results"]) == dict.fromkeys(ids, "succeeded")
+    assert not resumed["aggregate_error"]
+    assert resumed["totals"]["succeeded"] == len(ids)
+    # The first level was answered once by the retry and never again.
+    for sid in first_level:
+        assert before[sid] == after[sid] == 2  # the 401, then the retry's success
+    # The aggregate request saw every result and nothing marked missing.
+    aggregate_prompt = [r.prompt for r in srv.log if TASK_MARKER in r.prompt][-1]
+    assert "produced no result" not in aggregate_prompt
+    for sid in ids:
+        assert f"### {sid}\n" in aggregate_prompt
+
+
 # -- 3. PostgreSQL through the Python API ---------------------------------------------------------
 
 

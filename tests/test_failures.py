@@ -226,6 +226,23 @@ def test_missing_credentials_for_the_aggregation_model_raise_at_compile_time(sim
     compile_plan(plan, model=simulated, aggregator=None)
 
 
+def test_a_plan_whose_subtasks_all_name_a_model_resolves_no_default(make_plan):
+    plan = make_plan({"a": [], "b": ["a"]})
+    for sub in plan.subtasks:
+        sub.model = "simulated"
+    graph = compile_plan(plan, aggregator=None)  # no key set, and model=None (the default)
+    state = graph.invoke({"inputs": {}})
+    assert {r.status for r in state["results"].values()} == {"succeeded"}
+    assert {r.model for r in state["results"].values()} == {"simulated"}
+
+
+@pytest.mark.parametrize("spec", ["simulated:fast", "simulated:gpt-4o"])
+def test_the_simulated_model_takes_no_model_name(spec, make_plan):
+    with pytest.raises(ModelResolutionError) as info:
+        compile_plan(make_plan({"a": []}), model=spec)
+    assert spec in str(info.value) and "'simulated'" in str(info.value)
+
+
 def test_a_base_url_alone_is_enough_for_an_openai_compatible_server(make_plan, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     graph = compile_plan(make_plan({"a": []}), model="openai:local-model")  # nothing is sent

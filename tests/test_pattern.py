@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
-
 from fanfold import PlanError, SubTask, SubtaskResult, UnknownDependencyError, parallel_process
 
 
@@ -99,13 +97,36 @@ async def test_pattern_accepts_mappings_and_subtasks(echo):
     assert [r.output for r in result["results"]] == ["echo: [a] x", "echo: [b] y"]
 
 
-async def test_pattern_rejects_an_invalid_plan_before_any_call(echo):
+async def test_pattern_returns_the_error_shape_for_an_invalid_plan_before_any_call(echo):
     subtasks = [PatternSubTask("a", "[a] x", "analysis", ["missing"])]
-    with pytest.raises(UnknownDependencyError):
-        await parallel_process("t", subtasks, model=echo)
+    result = await parallel_process("Plan badly", subtasks, model=echo)
+    assert set(result) == {"error", "metadata"}
+    assert "unknown subtask 'missing'" in result["error"]
+    assert result["metadata"] == {
+        "task_description": "Plan badly",
+        "total_tasks": 1,
+        "error_type": UnknownDependencyError.__name__,
+    }
     assert echo.calls == []
 
 
-async def test_pattern_without_a_model_needs_credentials():
-    with pytest.raises(PlanError, match="OPENAI_API_KEY"):
-        await parallel_process("t", pattern_subtasks())
+async def test_pattern_without_a_model_returns_the_credentials_error():
+    result = await parallel_process("t", pattern_subtasks())
+    assert "OPENAI_API_KEY" in result["error"]
+    assert result["metadata"]["total_tasks"] == 3
+    assert issubclass(PlanError, ValueError)
+
+
+async def test_pattern_results_carry_the_pattern_metadata(echo_factory):
+    model = echo_factory(fail_on=("[market]",))
+    result = await parallel_process("Launch a product", pattern_subtasks(), model=model)
+    market, rivals, pitch = result["results"]
+    assert rivals.metadata["type"] == "research"
+    assert rivals.metadata["tokens"] == rivals.usage.total_tokens > 0
+    assert "error" not in rivals.metadata
+    assert market.metadata["type"] == "analysis"
+    assert "scripted failure" in market.metadata["error"]
+    assert pitch.metadata["error"] == "dependency 'market' failed"
+    # The pattern counts a result as successful when its metadata has no error.
+    successful = len([r for r in result["results"] if "error" not in r.metadata])
+    assert successful == result["metadata"]["successful_tasks"] == 1

@@ -12,14 +12,17 @@ from fanfold.nodes.registry import node_kinds
 from fanfold.plan.models import SubTask, TaskPlan
 
 
-def _as_subtask(item: Any) -> SubTask:
+def _as_subtask(item: Any) -> tuple[SubTask, str | None]:
     """Accept a SubTask, a mapping, or the pattern's dataclass (id, content, type, dependencies).
 
     The pattern's `type` is a free-form label such as "analysis"; when it is not a
     registered node kind it becomes part of the system prompt, as in the pattern.
+
+    Returns:
+        The subtask and its pattern label (None when the label is a node kind).
     """
     if isinstance(item, SubTask):
-        return item
+        return item, None
     if isinstance(item, Mapping):
         data = dict(item)
     else:
@@ -32,7 +35,8 @@ def _as_subtask(item: Any) -> SubTask:
     if isinstance(label, str) and label not in node_kinds and "kind" not in data:
         data.pop("type")
         data.setdefault("system", f"Process this {label} task.")
-    return SubTask.model_validate(data)
+        return SubTask.model_validate(data), label
+    return SubTask.model_validate(data), None
 
 
 async def parallel_process(
@@ -44,6 +48,8 @@ async def parallel_process(
 ) -> dict[str, Any]:
     """Run subtasks with dependencies concurrently and aggregate them, as in the pattern.
 
+    A coroutine: `await parallel_process(...)`, or `asyncio.run(parallel_process(...))`.
+
     Args:
         task: the overall task description.
         subtasks: SubTasks, mappings, or objects with the pattern's `id`, `content`,
@@ -52,17 +58,36 @@ async def parallel_process(
         max_concurrent: most model calls in flight at once.
 
     Returns:
-        `{"output", "results", "metadata": {"total_tasks", "total_tokens",
-        "successful_tasks", ...}}`; `results` is a list of SubtaskResult in plan order.
-
-    Raises:
-        PlanError: the subtasks do not form a valid plan, or the model cannot be resolved.
+        The pattern's shape: `{"output", "results", "metadata": {"total_tasks",
+        "total_tokens", "successful_tasks", ...}}`, where `results` lists a
+        SubtaskResult per subtask in plan order (each with the pattern's `task_id`,
+        `result` and `metadata` with type, tokens and, if it failed, error). When the
+        subtasks are not a valid plan or the run cannot start, `{"error": message,
+        "metadata": {"task_description", "total_tasks", "error_type"}}`, as in the pattern.
     """
-    plan = TaskPlan(task=task, subtasks=[_as_subtask(s) for s in subtasks])
-    graph = compile_plan(plan, model=model, max_concurrency=max_concurrent)
-    state = await graph.ainvoke({"inputs": {}})
+    items = list(subtasks)
+    try:
+        converted = [_as_subtask(s) for s in items]
+        labels = {sub.id: label for sub, label in converted if label is not None}
+        plan = TaskPlan(task=task, subtasks=[sub for sub, _ in converted])
+        graph = compile_plan(plan, model=model, max_concurrency=max_concurrent)
+        state = await graph.ainvoke({"inputs": {}})
+    except Exception as exc:
+        return {
+            "error": str(exc),
+            "metadata": {
+                "task_description": task,
+                "total_tasks": len(items),
+                "error_type": type(exc).__name__,
+            },
+        }
     totals = state["totals"]
-    results = [state["results"][sid] for sid in plan.ids]
+    results = [
+        state["results"][sid].model_copy(update={"kind": labels[sid]})
+        if sid in labels
+        else state["results"][sid]
+        for sid in plan.ids
+    ]
     return {
         "output": state["output"],
         "results": results,
@@ -73,5 +98,6 @@ async def parallel_process(
             "failed_tasks": totals.failed,
             "skipped_tasks": totals.skipped,
             "wall_time": totals.wall_time,
+            "aggregate_error": state.get("aggregate_error"),
         },
     }

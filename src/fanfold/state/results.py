@@ -111,11 +111,22 @@ class RunTotals(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     aggregate_usage: TokenUsage = Field(default_factory=TokenUsage)
     wall_time: float = 0.0
+    call_time: float = Field(
+        0.0,
+        description="Seconds the subtasks' calls took one after another (map items counted "
+        "one by one): the wall time of running them sequentially.",
+    )
+    items: int = Field(0, description="Map items run, over all map subtasks.")
 
     @property
     def total_tokens(self) -> int:
         """All tokens, subtasks and aggregation together."""
         return self.usage.total_tokens + self.aggregate_usage.total_tokens
+
+    @property
+    def speedup(self) -> float | None:
+        """Sequential time over wall time: how much running in parallel saved."""
+        return self.call_time / self.wall_time if self.wall_time > 0 else None
 
 
 def summarize(
@@ -128,13 +139,20 @@ def summarize(
     """Fold results into run totals."""
     usage = TokenUsage()
     counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+    call_time = 0.0
+    items = 0
     for res in results.values():
         counts[res.status] += 1
         usage = usage + res.usage
+        calls = res.items if res.items is not None else [res]
+        items += len(res.items or [])
+        call_time += sum(r.duration or 0.0 for r in calls)
     return RunTotals(
         tasks=planned,
         usage=usage,
         aggregate_usage=aggregate_usage,
         wall_time=wall_time,
+        call_time=call_time,
+        items=items,
         **counts,
     )

@@ -1,0 +1,221 @@
+"""One test per assumption fanfold makes about LangGraph's inner behaviour.
+
+Each is listed in `src/fanfold/_langgraph.py`. These tests use plain LangGraph graphs,
+so when an upgrade changes a behaviour, the failure names the assumption, not a
+symptom somewhere in fanfold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.channels import BaseChannel
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.config import get_config
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from fanfold import SubtaskResult
+from fanfold._langgraph import (
+    PARENT_STREAM_KEY,
+    RUNTIME_KEY,
+    adopt,
+    events_wanted,
+    subtask_call_config,
+)
+from fanfold.state.channels import ResultsChannel
+
+
+@dataclass
+class Ctx:
+    tag: str
+
+
+class S(TypedDict, total=False):
+    seen: Annotated[list[Any], operator.add]
+
+
+# 1. RUNTIME_KEY ---------------------------------------------------------------------------
+
+
+def test_a_nodes_config_carries_the_runs_runtime_under_the_runtime_key():
+    def node(state: S) -> S:
+        runtime = get_config()["configurable"][RUNTIME_KEY]
+        return {"seen": [isinstance(runtime, Runtime) and runtime.context.tag]}
+
+    builder = StateGraph(S, context_schema=Ctx)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    state = builder.compile().invoke({"seen": []}, context=Ctx("mine"))
+    assert state["seen"] == ["mine"]
+
+
+# 2. PARENT_STREAM_KEY ---------------------------------------------------------------------
+
+
+def test_a_subgraph_of_a_streaming_parent_finds_the_parents_stream_key():
+    def inner_node(state: S) -> S:
+        return {"seen": [PARENT_STREAM_KEY in get_config()["configurable"]]}
+
+    inner = StateGraph(S)
+    inner.add_node("i", inner_node)
+    inner.add_edge(START, "i")
+    outer = StateGraph(S)
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "sub")
+    graph = outer.compile()
+    # Only a parent that streams its subgraphs hands them its stream (and so would show
+    # their custom events); without subgraphs=True it shows none of them.
+    streamed = list(graph.stream({"seen": []}, stream_mode="values", subgraphs=True))
+    assert streamed[-1][1]["seen"] == [True]
+    assert graph.invoke({"seen": []})["seen"] == [False]
+    top = StateGraph(S)
+    top.add_node("i", inner_node)
+    top.add_edge(START, "i")
+    assert top.compile().invoke({"seen": []})["seen"] == [False]
+    assert events_wanted({"configurable": {PARENT_STREAM_KEY: object()}}, "values")
+    assert not events_wanted({}, ["values", "updates"])
+
+
+# 3. subtask_call_config -------------------------------------------------------------------
+
+
+def test_a_call_with_the_forged_config_streams_as_the_named_nodes_messages(echo):
+    """A call made from node `a`'s task, but configured as `b`'s, streams as `b`'s."""
+
+    async def a(state: S, config: RunnableConfig) -> S:
+        forged = subtask_call_config(config, "b", run_id=config["callbacks"].parent_run_id)
+        await asyncio.create_task(echo.ainvoke([HumanMessage("[b] hello there")], forged))
+        return {"seen": ["a"]}
+
+    async def b(state: S) -> S:
+        return {"seen": ["b"]}
+
+    builder = StateGraph(S)
+    builder.add_node("a", a)
+    builder.add_node("b", b)
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+
+    async def collect() -> list[tuple[Any, dict[str, Any]]]:
+        graph = builder.compile()
+        return [chunk async for chunk in graph.astream({"seen": []}, stream_mode="messages")]
+
+    chunks = asyncio.run(collect())
+    assert chunks, "no tokens were streamed"
+    assert {meta["langgraph_node"] for _msg, meta in chunks} == {"b"}
+    assert "".join(msg.content for msg, _ in chunks) == "echo: [b] hello there"
+
+
+def test_the_forged_config_keeps_only_run_scoped_private_keys():
+    base = {
+        "metadata": {"langgraph_node": "a", "langgraph_step": 3, "langgraph_checkpoint_ns": "a:1"},
+        "configurable": {"thread_id": "t", RUNTIME_KEY: "rt", "__pregel_send": "a's writer"},
+        "tags": ["graph:step:3", "mine"],
+    }
+    forged = subtask_call_config(base, "b", run_id=__import__("uuid").uuid4(), index=2)
+    assert forged["configurable"]["thread_id"] == "t"
+    assert forged["configurable"][RUNTIME_KEY] == "rt"
+    assert "__pregel_send" not in forged["configurable"]
+    assert (
+        forged["metadata"]["langgraph_node"] == "b" and "langgraph_step" not in forged["metadata"]
+    )
+    assert forged["metadata"]["langgraph_checkpoint_ns"].startswith("b:")
+    assert forged["metadata"]["fanfold_item"] == 2
+    assert forged["tags"] == ["mine", "fanfold:subtask:b"]
+
+
+# 4. adopt ---------------------------------------------------------------------------------
+
+
+class Adopted(CompiledStateGraph):
+    def __init__(self, *args: Any, extra: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra = extra
+
+
+def test_a_compiled_graph_rebuilds_under_a_subclass_as_copy_does():
+    def n(state: S) -> S:
+        return {"seen": ["n"]}
+
+    builder = StateGraph(S)
+    builder.add_node("n", n)
+    builder.add_edge(START, "n")
+    compiled = builder.compile(checkpointer=InMemorySaver(), name="g")
+    adopted = adopt(compiled, Adopted, extra="kept")
+    assert type(adopted) is Adopted and adopted.extra == "kept"
+    assert set(adopted.nodes) == set(compiled.nodes) and adopted.name == "g"
+    config = {"configurable": {"thread_id": "t"}}
+    assert adopted.invoke({"seen": []}, config)["seen"] == ["n"]
+    copied = adopted.copy({"checkpointer": InMemorySaver()})
+    assert type(copied) is Adopted and copied.extra == "kept"
+
+
+# 5. get_state includes the interrupted step's pending writes --------------------------------
+
+
+def test_get_state_values_include_writes_of_tasks_that_finished_in_a_failed_step():
+    def ok(state: S) -> S:
+        return {"seen": ["ok"]}
+
+    def boom(state: S) -> S:
+        raise RuntimeError("crash mid-step")
+
+    builder = StateGraph(S)
+    builder.add_node("ok", ok)
+    builder.add_node("boom", boom)
+    builder.add_edge(START, "ok")
+    builder.add_edge(START, "boom")
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    with pytest.raises(RuntimeError):
+        graph.invoke({"seen": []}, config)
+    snapshot = graph.get_state(config)
+    assert snapshot.values["seen"] == ["ok"]
+    assert snapshot.next == ("boom",)
+
+
+# 6. custom channels -----------------------------------------------------------------------
+
+
+class R(TypedDict, total=False):
+    results: Annotated[dict[str, SubtaskResult], ResultsChannel()]
+
+
+def test_a_channel_instance_in_annotated_metadata_is_the_fields_channel():
+    seen: list[Any] = []
+
+    def a(state: R) -> R:
+        return {"results": {"a": {"id": "a", "status": "succeeded"}}}
+
+    def b(state: R) -> R:
+        seen.append(dict(state["results"]))
+        return {"results": Overwrite({"b": {"id": "b", "status": "failed"}})}
+
+    builder = StateGraph(R)
+    assert isinstance(builder.channels["results"], ResultsChannel)
+    assert isinstance(builder.channels["results"], BaseChannel)
+    builder.add_node("a", a)
+    builder.add_node("b", b)
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("b", END)
+    saver = InMemorySaver()
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    state = graph.invoke({"results": {}}, config)
+    assert isinstance(seen[0]["a"], SubtaskResult)  # a node reads the typed view
+    assert list(state["results"]) == ["b"]  # Overwrite reached update()
+    stored = saver.get_tuple(config).checkpoint["channel_values"]["results"]
+    assert stored == {"b": {"id": "b", "status": "failed"}}  # checkpoint(): plain data
+    # from_checkpoint(): a graph compiled afresh reads the typed view back.
+    again = builder.compile(checkpointer=saver).get_state(config).values["results"]
+    assert again == {"b": SubtaskResult(id="b", status="failed")}
