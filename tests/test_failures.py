@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 import pytest
@@ -128,6 +129,44 @@ def test_a_failure_in_a_kind_function_is_recorded_like_a_model_failure(make_plan
     assert state["results"]["a"].status == "failed"
     assert state["results"]["a"].error == "KeyError: 'no such row'"
     assert state["results"]["b"].error == "dependency 'a' failed"
+
+
+def kind_plan(kind: str) -> TaskPlan:
+    return TaskPlan.model_validate(
+        {"task": "t", "subtasks": [{"id": "a", "prompt": "not json", "kind": kind}]}
+    )
+
+
+def test_a_json_error_in_a_kinds_own_code_is_not_retried():
+    from fanfold import NodeKindRegistry
+
+    kinds = NodeKindRegistry()
+
+    @kinds.register("parse")
+    def parse(call):
+        return json.loads(call.prompt)
+
+    state = compile_plan(kind_plan("parse"), kinds=kinds, aggregator=None).invoke({"inputs": {}})
+    assert state["results"]["a"].status == "failed"
+    assert state["results"]["a"].attempts == 1
+    assert "JSONDecodeError" in state["results"]["a"].error
+
+
+def test_an_error_raised_while_handling_a_transient_one_is_not_retried():
+    from fanfold import NodeKindRegistry
+
+    kinds = NodeKindRegistry()
+
+    @kinds.register("reraise")
+    def reraise(call):
+        try:
+            raise TimeoutError("the first try timed out")
+        except TimeoutError:
+            raise ValueError("the input is wrong") from None
+
+    state = compile_plan(kind_plan("reraise"), kinds=kinds, aggregator=None).invoke({"inputs": {}})
+    assert state["results"]["a"].attempts == 1
+    assert state["results"]["a"].error == "ValueError: the input is wrong"
 
 
 # -- aggregation ---------------------------------------------------------------------------

@@ -66,8 +66,12 @@ def classify(exc: BaseException, _depth: int = 0) -> Failure:
     if status is not None and status >= 400:
         transient = status in TRANSIENT_STATUS or status >= 500
         return Failure(transient, status, _retry_after(exc) if transient else None)
-    if isinstance(exc, TimeoutError | ConnectionError | json.JSONDecodeError):
+    if isinstance(exc, TimeoutError | ConnectionError):
         return Failure(True)
+    if isinstance(exc, json.JSONDecodeError):
+        # A reply cut off mid-body fails to parse inside the SDK: worth another try. The
+        # same error raised by a node kind's own code is a verdict on its input.
+        return Failure(_raised_in_sdk(exc))
     name = type(exc).__name__
     module = type(exc).__module__
     # SDK and transport errors, matched by name so no provider package is imported.
@@ -85,10 +89,34 @@ def classify(exc: BaseException, _depth: int = 0) -> Failure:
         )
     ):
         return Failure(True)
-    cause = exc.__cause__ or exc.__context__
+    # Only an explicit `raise ... from cause` (how SDKs wrap transport errors) passes the
+    # verdict on; an error raised while handling another one is a new error.
+    cause = exc.__cause__
     if cause is not None and cause is not exc and _depth < 4:
         return classify(cause, _depth + 1)
     return Failure(False)
+
+
+_SDK_MODULES = ("openai", "httpx", "httpx2", "httpcore", "langchain_openai", "anthropic", "aiohttp")
+
+
+def _raised_in_sdk(exc: BaseException) -> bool:
+    """Whether the innermost frame that raised `exc` belongs to a provider SDK or transport."""
+    tb = exc.__traceback__
+    module = ""
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        tb = tb.tb_next
+    if module.startswith("json"):
+        # json's own frames sit innermost; look at who called json.
+        tb, caller = exc.__traceback__, ""
+        while tb is not None:
+            name = str(tb.tb_frame.f_globals.get("__name__", ""))
+            if not name.startswith("json"):
+                caller = name
+            tb = tb.tb_next
+        module = caller
+    return module.split(".", 1)[0] in _SDK_MODULES
 
 
 def _status_of(exc: BaseException) -> int | None:
