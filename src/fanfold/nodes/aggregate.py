@@ -35,6 +35,7 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
         output: Any = None
         usage = TokenUsage()
         error: str | None = None
+        called = time.time()
         try:
             inputs = (
                 dispatcher.inputs if dispatcher is not None else runtime.run_inputs(input.inputs)
@@ -42,6 +43,7 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
             output, usage = await runtime.aggregate(dict(results), inputs, config)
         except Exception as exc:
             error = describe_error(exc)
+        aggregate_time = time.time() - called if runtime.aggregates else 0.0
         if runtime.durations is not None:
             runtime.durations.record_results(*runtime.durations_key, results.values())
         starts = [r.started_at for r in results.values() if r.started_at is not None]
@@ -51,6 +53,7 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
             planned=len(runtime.order),
             aggregate_usage=usage,
             wall_time=(time.time() - began) if began is not None else 0.0,
+            aggregate_time=aggregate_time,
         )
         return {
             "output": runtime.output_state(output),

@@ -8,32 +8,46 @@ from langchain_core.messages import AIMessage
 
 from fanfold._text import message_text
 from fanfold.nodes.registry import KindOutput, SubtaskCall, register_node_kind
+from fanfold.plan.schemas import WRAPPED_KEY, OutputMismatchError, tool_schema, validate_data
 from fanfold.state.results import TokenUsage
 
 
-class StructuredOutputError(ValueError):
+class StructuredOutputError(OutputMismatchError):
     """The model's reply did not match the subtask's output_schema."""
 
 
 async def run_llm(call: SubtaskCall) -> KindOutput:
-    """Ask the chat model; with an output_schema, return validated structured output."""
+    """Ask the chat model; with an output_schema, return validated structured output.
+
+    A schema for a list, a string or a number is asked for wrapped in an object (a tool
+    call's arguments always are one) and unwrapped from the answer.
+    """
     if call.model is None:
         raise RuntimeError(f"subtask {call.subtask.id!r} has no model")
     schema = call.subtask.output_schema
     if schema is None:
         reply = await call.model.ainvoke(call.messages, call.config)
         return KindOutput(message_text(reply), TokenUsage.from_metadata(reply.usage_metadata))
-    structured = call.model.with_structured_output(schema, include_raw=True)
+    asked, wrapped = tool_schema(schema)
+    structured = call.model.with_structured_output(asked, include_raw=True)
     answer: Any = await structured.ainvoke(call.messages, call.config)
     raw = answer.get("raw") if isinstance(answer, dict) else None
     usage = TokenUsage.from_metadata(raw.usage_metadata if isinstance(raw, AIMessage) else None)
-    if answer.get("parsing_error") is not None or answer.get("parsed") is None:
+    parsed = answer.get("parsed") if isinstance(answer, dict) else None
+    what = f"the reply to subtask {call.subtask.id!r}"
+    if answer.get("parsing_error") is not None or parsed is None:
         cause = answer.get("parsing_error")
         raise StructuredOutputError(
-            f"reply does not match the output_schema of subtask {call.subtask.id!r}: "
-            f"{cause or 'no structured output returned'}"
+            f"{what} does not match its output_schema: {cause or 'no structured output returned'}"
         )
-    return KindOutput(answer["parsed"], usage)
+    if wrapped:
+        if not isinstance(parsed, dict) or WRAPPED_KEY not in parsed:
+            raise StructuredOutputError(f"{what} has no {WRAPPED_KEY!r} field")
+        parsed = parsed[WRAPPED_KEY]
+    try:
+        return KindOutput(validate_data(schema, parsed, what=what), usage)
+    except OutputMismatchError as exc:
+        raise StructuredOutputError(str(exc)) from exc
 
 
 async def run_template(call: SubtaskCall) -> str:

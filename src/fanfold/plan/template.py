@@ -4,24 +4,62 @@
 data, so templates are parsed with one regular expression: `{name}` is a placeholder
 when `name` looks like an identifier (dashes allowed, as in subtask ids), `{{` and `}}`
 are literal braces, and every other brace is left alone.
+
+`{name.key}` reaches into a value: a key of a mapping, an attribute of an object, or a
+position in a list (`{item.rows.0}`), so a map can write `{item.text}` for a split piece.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^\W\d][\w-]*)\}")
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^\W\d][\w-]*(?:\.[\w-]+)*)\}")
 
 
 def placeholders(template: str) -> list[str]:
-    """Return the placeholder names in `template`, in order of first use."""
+    """Return the names that `template`'s placeholders start with, in order of first use.
+
+    `{item.text}` counts as `item`: the name is what must exist (an input or a subtask).
+    """
     seen: dict[str, None] = {}
     for match in _TOKEN.finditer(template):
         if match.group(1) is not None:
-            seen.setdefault(match.group(1), None)
+            seen.setdefault(match.group(1).split(".", 1)[0], None)
     return list(seen)
+
+
+class MissingFieldError(KeyError):
+    """A `{name.key}` placeholder names a key the value does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def lookup(values: Mapping[str, Any], path: str) -> Any:
+    """The value that placeholder `path` (`name` or `name.key.0`) names in `values`.
+
+    Raises:
+        KeyError: the name has no value.
+        MissingFieldError: a key, attribute or position along the path is missing.
+    """
+    name, *keys = path.split(".")
+    value = values[name]
+    walked = name
+    for key in keys:
+        walked += f".{key}"
+        if isinstance(value, Mapping) and key in value:
+            value = value[key]
+        elif isinstance(value, Sequence) and not isinstance(value, str) and key.isdigit():
+            if int(key) >= len(value):
+                raise MissingFieldError(f"{{{walked}}}: {name} has only {len(value)} items")
+            value = value[int(key)]
+        elif not isinstance(value, Mapping) and hasattr(value, key) and not key.startswith("_"):
+            value = getattr(value, key)
+        else:
+            raise MissingFieldError(f"{{{walked}}}: {name} has no {key!r}")
+    return value
 
 
 def render(template: str, values: Mapping[str, Any], *, to_text: Callable[[Any], str] = str) -> str:
@@ -32,12 +70,13 @@ def render(template: str, values: Mapping[str, Any], *, to_text: Callable[[Any],
 
     Raises:
         KeyError: a placeholder has no value (callers check inputs before rendering).
+        MissingFieldError: a `{name.key}` placeholder names a missing key.
     """
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name is None:
             return match.group(0)[0]
-        return to_text(values[name])
+        return to_text(lookup(values, name))
 
     return _TOKEN.sub(substitute, template)

@@ -30,6 +30,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from fanfold._secrets import describe_error
 from fanfold.models.resolve import model_label
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
+from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.calls import SubtaskCall
 from fanfold.scheduling.retry import classify
 from fanfold.scheduling.runtime import PlanRuntime
@@ -120,8 +121,10 @@ class Dispatcher:
         Runnables invoked without an explicit config (and LangGraph's get_config())
         then see this subtask's node, not the node that happened to start the run.
         """
+        config = dict(self._call_config(sid, index))
+        config.pop("run_name", None)  # names the call's own run, not its children's
         context = self._context.copy()
-        context.run(var_child_runnable_config.set, self._call_config(sid, index))
+        context.run(var_child_runnable_config.set, config)  # type: ignore[arg-type]
         name = f"fanfold:{sid}" if index is None else f"fanfold:{item_id(sid, index)}"
         return self.loop.create_task(coro, name=name, context=context)
 
@@ -169,6 +172,8 @@ class Dispatcher:
     async def _run_subtask(self, sid: str) -> SubtaskResult:
         subtask = self.runtime.subtasks[sid]
         source = subtask.map if subtask.map in self.runtime.maps else None
+        if source is not None and source in subtask.placeholders:
+            source = None  # the prompt shows the whole upstream list: wait for all of it
         deps: dict[str, SubtaskResult] = {}
         for dep in self.runtime.dependencies[sid]:
             if dep != source:  # an item-wise map waits for each upstream item, not the list
@@ -194,6 +199,8 @@ class Dispatcher:
                     f"{type(listed.output).__name__}, not a list; make {subtask.map!r} "
                     "return a list (a splitter kind, or an output_schema with an array)",
                 )
+            if listed.items is not None:  # a map's items: those that failed are skipped
+                return await self._map(sid, deps, upstream=listed.items)
             return await self._map(sid, deps, items=listed.output)
         return await self._map(sid, deps, items=self.inputs[subtask.map])
 
@@ -347,19 +354,33 @@ class Dispatcher:
         budget = subtask.max_attempts or policy.max_attempts
         priority_rank = runtime.priorities[sid]
         priority = self._priority(sid)
-        prompt = subtask_prompt(
-            subtask,
-            task=self.task,
-            inputs=self.inputs,
-            dependencies={dep: res.output for dep, res in deps.items()},
-            maps=runtime.maps,
-            item=item,
-            index=index,
-        )
+        rid = sid if index is None else item_id(sid, index)
+        try:
+            prompt = subtask_prompt(
+                subtask,
+                task=self.task,
+                inputs=self.inputs,
+                dependencies={dep: res.output for dep, res in deps.items()},
+                maps=runtime.maps,
+                item=item,
+                index=index,
+            )
+        except MissingFieldError as exc:
+            failed = SubtaskResult(
+                id=rid,
+                status="failed",
+                error=f"cannot render the prompt of {rid!r}: {exc}",
+                finished_at=time.time(),
+                model=label,
+                priority=priority,
+                kind=subtask.kind,
+                index=index,
+            )
+            return self._report(failed, sid, index)
         messages = subtask_messages(subtask, task=self.task, prompt=prompt)
         estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
-        rid = sid if index is None else item_id(sid, index)
-        config = var_child_runnable_config.get() or self._call_config(sid, index)
+        ambient = var_child_runnable_config.get() or self._call_config(sid, index)
+        config: RunnableConfig = {**ambient, "run_name": rid}
         first_start: float | None = None
         attempt = 0
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from fanfold._text import message_text
 from fanfold.errors import MapInputError, MissingInputError, UnknownInputError
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.plan.prompts import aggregate_messages, as_text, items_text
+from fanfold.plan.schemas import OutputMismatchError, tool_schema, validate_data
 from fanfold.plan.template import render
 from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
@@ -116,6 +117,11 @@ class PlanRuntime:
         return render(self.plan.task, {**inputs, "task": self.plan.task}, to_text=as_text)
 
     @property
+    def aggregates(self) -> bool:
+        """Whether the aggregate step calls an aggregator (a model or a function)."""
+        return self.aggregate_model is not None or self.aggregate_function is not None
+
+    @property
     def output_model(self) -> type[BaseModel] | None:
         """The pydantic class of the aggregate's output, when the plan declares one."""
         schema = self.plan.aggregation.output_schema
@@ -159,17 +165,21 @@ class PlanRuntime:
         if schema is None:
             reply = await self.aggregate_model.ainvoke(messages, config)
             return message_text(reply), TokenUsage.from_metadata(reply.usage_metadata)
-        structured = self.aggregate_model.with_structured_output(schema, include_raw=True)
+        asked, wrapped = tool_schema(schema)
+        structured = self.aggregate_model.with_structured_output(asked, include_raw=True)
         answer: Any = await structured.ainvoke(messages, config)
         raw = answer.get("raw") if isinstance(answer, dict) else None
         usage = TokenUsage.from_metadata(getattr(raw, "usage_metadata", None))
-        if not isinstance(answer, dict) or answer.get("parsed") is None:
+        parsed = answer.get("parsed") if isinstance(answer, dict) else None
+        if parsed is None:
             cause = answer.get("parsing_error") if isinstance(answer, dict) else None
             raise AggregateOutputError(
                 f"the aggregate's reply does not match aggregation.output_schema: "
                 f"{cause or 'no structured output returned'}"
             )
-        return validate_output(schema, answer["parsed"]), usage
+        if wrapped:
+            parsed = parsed.get("value") if isinstance(parsed, dict) else None
+        return validate_output(schema, parsed), usage
 
     def output_text(self, sid: str, result: SubtaskResult) -> str:
         """A result's output as prompt text (a map's list item by item)."""
@@ -178,40 +188,20 @@ class PlanRuntime:
         return as_text(result.output)
 
 
-class AggregateOutputError(ValueError):
+class AggregateOutputError(OutputMismatchError):
     """The aggregate's output does not match `aggregation.output_schema`."""
 
 
 def validate_output(schema: type[BaseModel] | dict[str, Any], value: Any) -> Any:
-    """`value` as validated data of `schema` (a pydantic instance, or checked JSON data).
+    """The aggregate's `value` as validated data of `schema`.
 
     Raises:
         AggregateOutputError: the value does not match.
     """
-    if isinstance(schema, type):
-        try:
-            return value if isinstance(value, schema) else schema.model_validate(value)
-        except ValidationError as exc:
-            raise AggregateOutputError(
-                f"output does not match {schema.__name__}: {_first_error(exc)}"
-            ) from exc
-    import jsonschema
-
     try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "output"
-        raise AggregateOutputError(
-            f"output does not match aggregation.output_schema at {where}: {exc.message}"
-        ) from exc
-    return value
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "output"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {err.get('msg')}{more}"
+        return validate_data(schema, value, what="the aggregate's output")
+    except OutputMismatchError as exc:
+        raise AggregateOutputError(str(exc)) from exc
 
 
 def _as_list(value: Any, subtask_id: str, name: str) -> list[Any]:

@@ -113,8 +113,8 @@ class RunTotals(BaseModel):
     wall_time: float = 0.0
     call_time: float = Field(
         0.0,
-        description="Seconds the subtasks' calls took one after another (map items counted "
-        "one by one): the wall time of running them sequentially.",
+        description="Seconds the calls took one after another (subtasks, map items one by "
+        "one, and the aggregation): the wall time of running them sequentially.",
     )
     items: int = Field(0, description="Map items run, over all map subtasks.")
 
@@ -135,11 +135,16 @@ def summarize(
     planned: int,
     aggregate_usage: TokenUsage,
     wall_time: float,
+    aggregate_time: float = 0.0,
 ) -> RunTotals:
-    """Fold results into run totals."""
+    """Fold results into run totals.
+
+    Args:
+        aggregate_time: seconds the aggregation call took (part of the sequential time).
+    """
     usage = TokenUsage()
     counts = {"succeeded": 0, "failed": 0, "skipped": 0}
-    call_time = 0.0
+    call_time = aggregate_time
     items = 0
     for res in results.values():
         counts[res.status] += 1
