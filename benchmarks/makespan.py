@@ -29,9 +29,13 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from fanfold import SimulatedChatModel, TaskPlan, compile_plan
-from fanfold.state import merge_results
 
 _ID = re.compile(r"\[\[(\w+)\]\]")
+
+
+def merge_results(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """The reducer a hand-written StateGraph would use: results merged by subtask id."""
+    return {**(left or {}), **(right or {})}
 
 
 def random_dag(n: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, float]]:

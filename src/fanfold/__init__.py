@@ -24,6 +24,7 @@ from fanfold.errors import (
     UnknownKindError,
 )
 from fanfold.graphs import CompiledPlanGraph, compile_plan
+from fanfold.graphs.goal import compile_goal
 from fanfold.models import DEFAULT_MODEL, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes import (
@@ -36,6 +37,7 @@ from fanfold.nodes import (
 )
 from fanfold.pattern import parallel_process
 from fanfold.plan import AggregationSettings, InputSpec, SubTask, TaskPlan
+from fanfold.planning import PlannerError, amake_plan, make_plan, plan_to_yaml
 from fanfold.scheduling import EVENT_TYPE, DurationStore, RateLimiter, RetryPolicy
 from fanfold.state import RunTotals, SubtaskResult, TokenUsage
 from fanfold.state.schema import PlanState
@@ -66,6 +68,7 @@ __all__ = [
     "PlanFileError",
     "PlanState",
     "PlanValidationError",
+    "PlannerError",
     "RateLimiter",
     "RetryPolicy",
     "RunTotals",
@@ -81,9 +84,13 @@ __all__ = [
     "UnknownInputError",
     "UnknownKindError",
     "__version__",
+    "amake_plan",
+    "compile_goal",
     "compile_plan",
+    "make_plan",
     "node_kinds",
     "parallel_process",
+    "plan_to_yaml",
     "register_node_kind",
     "resolve_model",
 ]

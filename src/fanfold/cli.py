@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -20,7 +20,9 @@ from fanfold import __version__
 from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
+from fanfold.graphs.goal import compile_goal
 from fanfold.plan.models import TaskPlan
+from fanfold.planning import make_plan_with_usage, plan_to_yaml
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.priorities import critical_path
@@ -154,6 +156,21 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
     return values
 
 
+def parse_descriptions(pairs: list[str]) -> dict[str, str]:
+    """Parse `name=description` (or a bare `name`) options into a mapping.
+
+    Raises:
+        CliError: a pair has no name.
+    """
+    described: dict[str, str] = {}
+    for pair in pairs:
+        name, _, description = pair.partition("=")
+        if not name.strip():
+            raise CliError(f"--input {pair!r} must look like name=description")
+        described[name.strip()] = description.strip()
+    return described
+
+
 def _status_line(result: SubtaskResult) -> str:
     took = f"{result.duration:6.2f}s" if result.duration is not None else "     - "
     tokens = f"{result.usage.total_tokens:>6} tok" if result.usage.total_tokens else "          "
@@ -172,14 +189,38 @@ def _to_jsonable(value: Any) -> Any:
 
 
 async def _stream(
-    graph: Any, payload: Any, config: dict[str, Any], *, progress: bool, **options: Any
+    graph: Any,
+    payload: Any,
+    config: dict[str, Any],
+    *,
+    progress: bool,
+    nested: bool = False,
+    on_values: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
+    """Run `graph`, printing progress; return its final state.
+
+    With `nested`, the plan runs as a subgraph one level down (a goal graph's
+    `run_plan`): its lifecycle events come from there, and the final state from the top.
+    """
     final: dict[str, Any] = {}
     modes = ["custom", "values"]
-    async for mode, chunk in graph.astream(payload, config, stream_mode=modes, **options):
+    events_depth = 1 if nested else 0
+    async for item in graph.astream(
+        payload, config, stream_mode=modes, **({"subgraphs": True} if nested else {}), **options
+    ):
+        namespace, mode, chunk = item if nested else ((), *item)
         if mode == "values":
-            final = chunk
-        elif progress and isinstance(chunk, dict) and chunk.get("type") == EVENT_TYPE:
+            if not namespace:
+                final = chunk
+                if on_values is not None:
+                    on_values(chunk)
+        elif (
+            progress
+            and len(namespace) == events_depth
+            and isinstance(chunk, dict)
+            and chunk.get("type") == EVENT_TYPE
+        ):
             # One line per finished subtask; a map reports once, not once per item.
             if chunk["status"] != "started" and "item" not in chunk:
                 typer.echo(f"  {chunk['status']:<9} {chunk['subtask']}", err=True)
@@ -194,16 +235,21 @@ def exit_status(state: dict[str, Any], plan: TaskPlan) -> int:
     return EXIT_OK if complete and aggregated else EXIT_INCOMPLETE
 
 
+def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
+    """`compile_plan` keyword arguments from the CLI's run options."""
+    return {
+        "model": options.get("model"),
+        "max_concurrency": options.get("max_concurrency"),
+        "requests_per_second": options.get("requests_per_second"),
+        "retry": RetryPolicy(
+            max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts
+        ),
+        "durations": DurationStore(options.get("store") or default_store_path()),
+    }
+
+
 def _compile(task_plan: TaskPlan, options: dict[str, Any]) -> Any:
-    durations = DurationStore(options.get("store") or default_store_path())
-    return compile_plan(
-        task_plan,
-        model=options.get("model"),
-        max_concurrency=options.get("max_concurrency"),
-        requests_per_second=options.get("requests_per_second"),
-        retry=RetryPolicy(max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts),
-        durations=durations,
-    )
+    return compile_plan(task_plan, **_compile_options(options))
 
 
 async def _execute(
@@ -223,7 +269,14 @@ async def _execute(
         return await _stream(graph, payload, config, progress=progress, **(options or {}))
 
 
-def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_text: str) -> None:
+def _report(
+    task_plan: TaskPlan,
+    state: dict[str, Any],
+    *,
+    as_json: bool,
+    task_text: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
     results: dict[str, SubtaskResult] = state.get("results", {})
     if as_json:
         payload = {
@@ -231,6 +284,7 @@ def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_t
             "output": _to_jsonable(state.get("output")),
             "aggregate_error": state.get("aggregate_error"),
             "totals": _to_jsonable(state.get("totals")),
+            **_to_jsonable(extra or {}),
         }
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
         return
@@ -254,7 +308,19 @@ def _report(task_plan: TaskPlan, state: dict[str, Any], *, as_json: bool, task_t
 @app.command(epilog=EXIT_STATUSES)
 @one_line_errors
 def run(
-    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
+    plan: Annotated[
+        Path | None,
+        typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON); or give --goal."),
+    ] = None,
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            "--goal",
+            "-g",
+            metavar="GOAL",
+            help="Plan this goal with the model, then run the plan (instead of PLAN).",
+        ),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -281,10 +347,24 @@ def run(
         int | None,
         typer.Option(min=1, metavar="N", help="Attempts per subtask for transient errors."),
     ] = None,
+    max_subtasks: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="With --goal: the most subtasks the plan may have (12)."
+        ),
+    ] = None,
+    plan_attempts: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="With --goal: planner calls allowed for a valid plan (3)."
+        ),
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
-            metavar="TARGET", help="SQLite file or postgresql:// URL; makes the run resumable."
+            metavar="TARGET",
+            help="SQLite file or postgresql:// URL; makes the run resumable. "
+            "PLAN only: for a goal, write the plan with `fanfold plan` first.",
         ),
     ] = None,
     show_plan: Annotated[
@@ -292,21 +372,53 @@ def run(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
 ) -> None:
-    """Run a plan and print each subtask's status, time and the aggregate.
+    """Run a plan (or plan a goal first) and print each subtask's status and output.
+
+    With --goal the model first splits the goal into a plan (as `fanfold plan` does;
+    every --input name is offered to it), then the plan runs in the same graph and the
+    report lists the planned subtasks; --json adds the plan. Pass PLAN or --goal, not both.
 
     \b
     Examples:
       fanfold run examples/research.yaml --model simulated
       fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
       fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
+      fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
     """
-    task_plan = TaskPlan.from_file(plan)
+    if plan is not None and goal is not None:
+        raise CliError("give a PLAN file or --goal, not both")
+    if plan is None and goal is None:
+        raise CliError(
+            "give a PLAN file or --goal GOAL, e.g. `fanfold run plan.yaml` or "
+            "`fanfold run --goal 'Compare three note-taking apps'`"
+        )
     options = {
         "model": model,
         "max_concurrency": max_concurrency,
         "requests_per_second": requests_per_second,
         "max_attempts": max_attempts,
     }
+    if goal is not None:
+        if checkpoint is not None:
+            raise CliError(
+                "--checkpoint needs a PLAN file: write the plan with "
+                "`fanfold plan GOAL -o plan.yaml`, then run `fanfold run plan.yaml --checkpoint "
+                f"{shown_target(checkpoint)}`"
+            )
+        planner = {"attempts": plan_attempts, "max_subtasks": max_subtasks}
+        _run_goal(
+            goal,
+            options,
+            planner={k: v for k, v in planner.items() if v is not None},
+            inputs=parse_inputs(input or []),
+            show_plan=show_plan,
+            as_json=as_json,
+        )
+    if max_subtasks is not None or plan_attempts is not None:
+        flag = "--max-subtasks" if max_subtasks is not None else "--plan-attempts"
+        raise CliError(f"{flag} applies only with --goal; a PLAN file already has its subtasks")
+    assert plan is not None
+    task_plan = TaskPlan.from_file(plan)
     graph = _compile(task_plan, options)
     runtime = graph.fanfold_runtime
     inputs = parse_inputs(input or [])
@@ -330,6 +442,114 @@ def run(
     )
     _report(task_plan, state, as_json=as_json, task_text=task_text)
     raise typer.Exit(code=exit_status(state, task_plan))
+
+
+def _run_goal(
+    goal: str,
+    options: dict[str, Any],
+    *,
+    planner: dict[str, Any],
+    inputs: dict[str, str],
+    show_plan: bool,
+    as_json: bool,
+) -> NoReturn:
+    """`fanfold run --goal`: plan and run in one goal graph, then report like `run PLAN`."""
+    graph = compile_goal(**planner, **_compile_options(options))
+    progress = not as_json
+    planned: list[TaskPlan] = []
+
+    def announce(values: dict[str, Any]) -> None:
+        if planned or not values.get("plan"):
+            return
+        task_plan = TaskPlan.model_validate(values["plan"])
+        planned.append(task_plan)
+        if progress:
+            usage = values.get("planner_usage")
+            tokens = f", {usage.total_tokens} planner tokens" if usage else ""
+            ids = ", ".join(task_plan.ids)
+            typer.echo(f"  planned   {len(task_plan.ids)} subtasks{tokens}: {ids}", err=True)
+        if show_plan:
+            runtime = _compile(task_plan, options).fanfold_runtime
+            typer.echo(describe_critical_path(runtime), err=as_json)
+
+    payload = {"goal": goal, "inputs": inputs}
+    state = asyncio.run(
+        _stream(graph, payload, {}, progress=progress, nested=True, on_values=announce)
+    )
+    task_plan = TaskPlan.model_validate(state["plan"])
+    runtime = compile_plan(task_plan, model="simulated", aggregator=None).fanfold_runtime
+    assert runtime is not None
+    task_text = runtime.task_text(runtime.run_inputs(inputs))
+    extra = {"goal": goal, "plan": state["plan"], "planner_usage": state.get("planner_usage")}
+    _report(task_plan, state, as_json=as_json, task_text=task_text, extra=extra)
+    raise typer.Exit(code=exit_status(state, task_plan))
+
+
+@app.command("plan")
+@one_line_errors
+def plan_goal(
+    goal: Annotated[str, typer.Argument(metavar="GOAL", help="The job to plan, in plain words.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the plan here, not to stdout."),
+    ] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="NAME=DESCRIPTION",
+            help="A run input the plan may use, and what it holds; repeatable.",
+        ),
+    ] = None,
+    max_subtasks: Annotated[
+        int, typer.Option(min=1, metavar="N", help="The most subtasks the plan may have.")
+    ] = 12,
+    attempts: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Model calls allowed; a rejected plan is sent back to fix."
+        ),
+    ] = 3,
+) -> None:
+    """Ask a model to split a goal into subtasks and write the plan for review.
+
+    The plan is YAML that `fanfold run PLAN` takes: read it, edit it, then run it.
+    Exit status 1 (one `Error:` line) when no reply was a valid plan within --attempts.
+
+    \b
+    Examples:
+      fanfold plan "Compare three note-taking apps for a small team" -m simulated
+      fanfold plan "Write a market brief on a product" -i product="the product" -o brief.yaml
+      fanfold run brief.yaml -i product="home batteries"
+    """
+    if output is not None and not output.parent.is_dir():
+        # Before any model call, rather than after paying for the plan.
+        raise CliError(f"cannot write the plan to {str(output)!r}: its folder does not exist")
+    task_plan, usage = make_plan_with_usage(
+        goal,
+        model=model,
+        attempts=attempts,
+        inputs=parse_descriptions(input or []),
+        max_subtasks=max_subtasks,
+    )
+    text = plan_to_yaml(task_plan)
+    summary = f"planned {len(task_plan.ids)} subtasks ({usage.total_tokens} planner tokens)"
+    if output is None:
+        typer.echo(text, nl=False)
+        typer.echo(summary, err=True)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write the plan to {str(output)!r}: {exc.strerror}") from exc
+    typer.echo(f"{summary}; wrote {output}; run it with: fanfold run {output}", err=True)
 
 
 @app.command(epilog=EXIT_STATUSES)
