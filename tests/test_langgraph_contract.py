@@ -163,10 +163,11 @@ def test_a_compiled_graph_rebuilds_under_a_subclass_as_copy_does():
 
 
 def test_get_state_values_include_writes_of_tasks_that_finished_in_a_failed_step():
-    def ok(state: S) -> S:
+    async def ok(state: S) -> S:
         return {"seen": ["ok"]}
 
-    def boom(state: S) -> S:
+    async def boom(state: S) -> S:
+        await asyncio.sleep(0.05)  # `ok` has finished and written by now
         raise RuntimeError("crash mid-step")
 
     builder = StateGraph(S)
@@ -177,7 +178,7 @@ def test_get_state_values_include_writes_of_tasks_that_finished_in_a_failed_step
     graph = builder.compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t"}}
     with pytest.raises(RuntimeError):
-        graph.invoke({"seen": []}, config)
+        asyncio.run(graph.ainvoke({"seen": []}, config))
     snapshot = graph.get_state(config)
     assert snapshot.values["seen"] == ["ok"]
     assert snapshot.next == ("boom",)

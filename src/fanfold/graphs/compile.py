@@ -28,7 +28,13 @@ from fanfold.scheduling.limits import RateLimiter
 from fanfold.scheduling.priorities import expected_durations
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.scheduling.runtime import Aggregator, PlanRuntime
-from fanfold.state.schema import PlanState, SubtaskNodeInput, plan_state_schema
+from fanfold.state.schema import (
+    PlanOutput,
+    PlanState,
+    SubtaskNodeInput,
+    plan_input_schema,
+    plan_state_schema,
+)
 
 
 class _DefaultAggregator:
@@ -143,8 +149,11 @@ def compile_plan(
         s.id: s.output_schema for s in plan.subtasks if isinstance(s.output_schema, type)
     }
     schema = plan_state_schema(output_types, runtime.output_model)
-    builder: StateGraph[PlanState, Any, PlanState, PlanState] = StateGraph(
-        schema, context_schema=RunContext
+    builder: StateGraph[PlanState, Any, Any, Any] = StateGraph(
+        schema,
+        context_schema=RunContext,
+        input_schema=plan_input_schema(_input_json_schemas(plan), list(plan.required_inputs())),
+        output_schema=PlanOutput,
     )
     has_dependents: set[str] = set()
     for sub in plan.subtasks:
@@ -166,6 +175,24 @@ def compile_plan(
 
     compiled = builder.compile(checkpointer=checkpointer, name=name)
     return adopt(compiled, CompiledPlanGraph, fanfold_runtime=runtime)
+
+
+def _input_json_schemas(plan: TaskPlan) -> dict[str, dict[str, Any]]:
+    """Each run input's JSON schema, as Studio's form and the server describe it."""
+    lists = {s.map for s in plan.subtasks if s.map is not None}
+    described: dict[str, dict[str, Any]] = {}
+    for name in plan.input_names():
+        spec = plan.inputs.get(name)
+        entry: dict[str, Any] = {"type": "array"} if name in lists else {"type": "string"}
+        if spec is not None:
+            if spec.description:
+                entry["description"] = spec.description
+            if spec.default is not None:
+                entry["default"] = spec.default
+                if not isinstance(spec.default, str) and name not in lists:
+                    entry.pop("type")
+        described[name] = entry
+    return described
 
 
 def _as_plan(plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypedDict
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, WithJsonSchema, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from fanfold.state.channels import ModelValueChannel, OutputTypes, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult
@@ -62,3 +63,49 @@ def plan_state_schema(
         )
     schema: type[PlanState] = create_model("PlanState", __base__=PlanState, **fields)
     return schema
+
+
+class PlanOutput(BaseModel):
+    """What a plan's graph returns: the aggregate, every result, the totals."""
+
+    output: Any = None
+    results: dict[str, SubtaskResult] = Field(default_factory=dict)
+    totals: RunTotals | None = None
+    aggregate_error: str | None = Field(
+        None, description="Why the aggregation failed, when it did; the results are kept."
+    )
+
+
+def plan_input_schema(
+    inputs: dict[str, dict[str, Any]], required: list[str]
+) -> type[BaseModel]:
+    """The input a caller sends: the run inputs, described one by one.
+
+    The keys fanfold itself writes when a run starts (`results`, `run`, and the
+    aggregate's) stay out of the JSON schema, so Studio's form and the server's schema
+    endpoint show only `inputs`.
+
+    Args:
+        inputs: input name -> its JSON schema (type, description, default).
+        required: the inputs without a default.
+    """
+    shown = {
+        "type": "object",
+        "title": "Inputs",
+        "properties": inputs,
+        "required": sorted(required),
+        "additionalProperties": True,
+    }
+    fields: dict[str, Any] = {
+        "inputs": (
+            Annotated[dict[str, Any], WithJsonSchema(shown)],
+            Field(default_factory=dict, description="The run inputs, name -> value."),
+        ),
+        **{key: (SkipJsonSchema[Any], None) for key in HIDDEN_INPUT_KEYS},
+    }
+    model: type[BaseModel] = create_model("PlanInput", **fields)
+    return model
+
+
+HIDDEN_INPUT_KEYS = ("run", "results", "output", "totals", "aggregate_error")
+"""State keys a run's input may carry that callers do not write themselves."""
