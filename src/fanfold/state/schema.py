@@ -101,11 +101,12 @@ def plan_input_schema(
             Annotated[dict[str, Any], WithJsonSchema(shown)],
             Field(default_factory=dict, description="The run inputs, name -> value."),
         ),
-        **{key: (SkipJsonSchema[Any], None) for key in HIDDEN_INPUT_KEYS},
+        **{key: (_HIDDEN, None) for key in HIDDEN_INPUT_KEYS},
     }
     model: type[BaseModel] = create_model("PlanInput", **fields)
     return model
 
 
+_HIDDEN: Any = SkipJsonSchema[Any]  # type: ignore[misc]  # a pydantic annotation, not a class
 HIDDEN_INPUT_KEYS = ("run", "results", "output", "totals", "aggregate_error")
 """State keys a run's input may carry that callers do not write themselves."""
