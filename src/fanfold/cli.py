@@ -6,10 +6,13 @@ import asyncio
 import functools
 import json
 import os
+import sys
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from types import TracebackType
+from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -23,6 +26,7 @@ from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.goal import compile_goal
 from fanfold.plan.models import TaskPlan
 from fanfold.planning import make_plan_with_usage, plan_to_yaml
+from fanfold.progress import LiveProgress, PlainProgress, Progress
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.priorities import critical_path
@@ -188,17 +192,132 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
+ProgressMode = Literal["live", "plain", "none"]
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is an interactive terminal that can redraw a live view."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+    return tty and os.environ.get("TERM") != "dumb"
+
+
+def progress_mode(*, quiet: bool, as_json: bool) -> ProgressMode:
+    """How a run shows progress: none with --quiet or --json, live on a terminal, else lines."""
+    if quiet or as_json:
+        return "none"
+    return "live" if stderr_is_terminal() else "plain"
+
+
+class Watch:
+    """Where a run's lifecycle events go: the progress display and the --events file.
+
+    Use as a context manager around the run; `feed` takes every lifecycle event.
+
+    Args:
+        mode: "live" (a rich view on stderr), "plain" (a line per finished subtask on
+            stderr) or "none".
+        events: a file to write every event to, one JSON object per line.
+    """
+
+    def __init__(self, mode: ProgressMode, events: Path | None = None) -> None:
+        self.mode = mode
+        self._events_path = events
+        self._log: TextIO | None = None
+        self._display: LiveProgress | PlainProgress | None = None
+        if mode == "live":
+            self._display = LiveProgress(Progress(started_at=time.time()))
+        elif mode == "plain":
+            self._display = PlainProgress(lambda line: typer.echo(line, err=True))
+
+    def __enter__(self) -> Watch:
+        if self._events_path is not None:
+            try:
+                self._log = self._events_path.open("w", encoding="utf-8")
+            except OSError as exc:
+                raise CliError(
+                    f"cannot write events to {str(self._events_path)!r}: {exc.strerror}"
+                ) from exc
+        if self._display is not None:
+            self._display.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._display is not None:
+                self._display.__exit__(exc_type, exc, traceback)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    @property
+    def live(self) -> bool:
+        """Whether a live view is drawn (it wants the plan: `set_runtime`)."""
+        return isinstance(self._display, LiveProgress)
+
+    def set_runtime(self, runtime: Any, *, inputs: Mapping[str, Any] | None = None) -> None:
+        """Tell the display the plan (its subtasks, maps and expected durations)."""
+        if self._display is not None:
+            self._display.set_runtime(runtime, inputs=inputs)
+
+    def preload(
+        self,
+        results: Mapping[str, SubtaskResult],
+        *,
+        reused_items: Mapping[str, Iterable[Any]] | None = None,
+    ) -> None:
+        """Count results an earlier run left, which this run does not run again."""
+        if self._display is not None:
+            self._display.preload(results, reused_items=reused_items)
+
+    def feed(self, event: dict[str, Any]) -> None:
+        """Write one lifecycle event to the file (flushed at once) and show it."""
+        if self._log is not None:
+            try:
+                self._log.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+                self._log.flush()
+            except OSError as exc:
+                self._log = None
+                self.echo(
+                    f"warning: stopped writing events to {str(self._events_path)!r}: "
+                    f"{exc.strerror}",
+                    err=True,
+                )
+        if self._display is not None:
+            self._display.feed(event)
+
+    def note(self, text: str) -> None:
+        """Print a progress line on stderr (above the live view); nothing when quiet."""
+        if self._display is not None:
+            self._display.note(text)
+
+    def echo(self, text: str, *, err: bool) -> None:
+        """Print `text` whatever the progress mode, above the live view when one is drawn."""
+        if isinstance(self._display, LiveProgress) and (err or sys.stdout.isatty()):
+            self._display.note(text)
+        else:
+            typer.echo(text, err=err)
+
+
 async def _stream(
     graph: Any,
     payload: Any,
     config: dict[str, Any],
     *,
-    progress: bool,
+    on_event: Callable[[dict[str, Any]], None] | None,
     nested: bool = False,
     on_values: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Run `graph`, printing progress; return its final state.
+    """Run `graph`, passing its lifecycle events to `on_event`; return its final state.
 
     With `nested`, the plan runs as a subgraph one level down (a goal graph's
     `run_plan`): its lifecycle events come from there, and the final state from the top.
@@ -216,14 +335,12 @@ async def _stream(
                 if on_values is not None:
                     on_values(chunk)
         elif (
-            progress
+            on_event is not None
             and len(namespace) == events_depth
             and isinstance(chunk, dict)
             and chunk.get("type") == EVENT_TYPE
         ):
-            # One line per finished subtask; a map reports once, not once per item.
-            if chunk["status"] != "started" and "item" not in chunk:
-                typer.echo(f"  {chunk['status']:<9} {chunk['subtask']}", err=True)
+            on_event(chunk)
     return final
 
 
@@ -258,15 +375,15 @@ async def _execute(
     *,
     checkpoint: str | None,
     run_id: str | None,
-    progress: bool,
+    on_event: Callable[[dict[str, Any]], None] | None,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if checkpoint is None:
-        return await _stream(graph, payload, {}, progress=progress, **(options or {}))
+        return await _stream(graph, payload, {}, on_event=on_event, **(options or {}))
     async with open_checkpointer(checkpoint) as saver:
         graph = graph.copy(update={"checkpointer": saver})
         config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
-        return await _stream(graph, payload, config, progress=progress, **(options or {}))
+        return await _stream(graph, payload, config, on_event=on_event, **(options or {}))
 
 
 def _report(
@@ -294,15 +411,42 @@ def _report(
             typer.echo(_status_line(results[sid]))
     totals = state.get("totals")
     if totals is not None:
+        items = f" ({totals.items} map items)" if totals.items else ""
         typer.echo(
-            f"{totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped "
-            f"in {totals.wall_time:.2f}s, {totals.total_tokens} tokens"
+            f"{totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped"
+            f"{items} in {totals.wall_time:.2f}s, {totals.total_tokens} tokens"
         )
+        if totals.speedup is not None:
+            typer.echo(
+                f"speedup: {totals.speedup:.2f}x over running the calls one after another "
+                f"({totals.call_time:.2f}s)"
+            )
     if state.get("aggregate_error"):
         typer.echo(f"aggregation failed: {state['aggregate_error']}")
     output = state.get("output")
     if output is not None:
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(_to_jsonable(output))))
+
+
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print no progress on stderr (for scripts); errors, the run id and the report "
+        "(or --json) still print.",
+    ),
+]
+EventsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--events",
+        metavar="FILE.jsonl",
+        help="Write every lifecycle event (map items too) to FILE.jsonl as it happens, one "
+        "JSON object per line. From Python, graph.astream(..., stream_mode='custom') "
+        "yields the same events.",
+    ),
+]
 
 
 @app.command(epilog=EXIT_STATUSES)
@@ -371,6 +515,8 @@ def run(
         bool, typer.Option("--critical-path", help="Print the planned critical path first.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+    quiet: QuietOption = False,
+    events: EventsOption = None,
 ) -> None:
     """Run a plan (or plan a goal first) and print each subtask's status and output.
 
@@ -378,12 +524,16 @@ def run(
     every --input name is offered to it), then the plan runs in the same graph and the
     report lists the planned subtasks; --json adds the plan. Pass PLAN or --goal, not both.
 
+    Progress goes to stderr: a live view on a terminal, else one line per finished
+    subtask; none with --quiet or --json.
+
     \b
     Examples:
       fanfold run examples/research.yaml --model simulated
       fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
       fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
       fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
+      fanfold run plan.yaml --quiet --events events.jsonl
     """
     if plan is not None and goal is not None:
         raise CliError("give a PLAN file or --goal, not both")
@@ -413,6 +563,7 @@ def run(
             inputs=parse_inputs(input or []),
             show_plan=show_plan,
             as_json=as_json,
+            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events),
         )
     if max_subtasks is not None or plan_attempts is not None:
         flag = "--max-subtasks" if max_subtasks is not None else "--plan-attempts"
@@ -423,7 +574,8 @@ def run(
     runtime = graph.fanfold_runtime
     inputs = parse_inputs(input or [])
     runtime.check_input_names(inputs)
-    task_text = runtime.task_text(runtime.run_inputs(inputs))
+    run_inputs = runtime.run_inputs(inputs)
+    task_text = runtime.task_text(run_inputs)
     if show_plan:
         typer.echo(describe_critical_path(runtime), err=as_json)
     run_id = uuid.uuid4().hex[:12] if checkpoint else None
@@ -437,9 +589,12 @@ def run(
         "inputs": inputs,
         "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
     }
-    state = asyncio.run(
-        _execute(graph, payload, checkpoint=checkpoint, run_id=run_id, progress=not as_json)
-    )
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
+    watch.set_runtime(runtime, inputs=run_inputs)
+    with watch:
+        state = asyncio.run(
+            _execute(graph, payload, checkpoint=checkpoint, run_id=run_id, on_event=watch.feed)
+        )
     _report(task_plan, state, as_json=as_json, task_text=task_text)
     raise typer.Exit(code=exit_status(state, task_plan))
 
@@ -452,10 +607,10 @@ def _run_goal(
     inputs: dict[str, str],
     show_plan: bool,
     as_json: bool,
+    watch: Watch,
 ) -> NoReturn:
     """`fanfold run --goal`: plan and run in one goal graph, then report like `run PLAN`."""
     graph = compile_goal(**planner, **_compile_options(options))
-    progress = not as_json
     planned: list[TaskPlan] = []
 
     def announce(values: dict[str, Any]) -> None:
@@ -463,19 +618,24 @@ def _run_goal(
             return
         task_plan = TaskPlan.model_validate(values["plan"])
         planned.append(task_plan)
-        if progress:
-            usage = values.get("planner_usage")
-            tokens = f", {usage.total_tokens} planner tokens" if usage else ""
-            ids = ", ".join(task_plan.ids)
-            typer.echo(f"  planned   {len(task_plan.ids)} subtasks{tokens}: {ids}", err=True)
-        if show_plan:
+        usage = values.get("planner_usage")
+        tokens = f", {usage.total_tokens} planner tokens" if usage else ""
+        ids = ", ".join(task_plan.ids)
+        watch.note(f"  planned   {len(task_plan.ids)} subtasks{tokens}: {ids}")
+        if show_plan or watch.live:
             runtime = _compile(task_plan, options).fanfold_runtime
-            typer.echo(describe_critical_path(runtime), err=as_json)
+            try:
+                watch.set_runtime(runtime, inputs=runtime.run_inputs(inputs))
+            except PlanError:
+                watch.set_runtime(runtime)  # the run itself will say what is missing
+            if show_plan:
+                watch.echo(describe_critical_path(runtime), err=as_json)
 
     payload = {"goal": goal, "inputs": inputs}
-    state = asyncio.run(
-        _stream(graph, payload, {}, progress=progress, nested=True, on_values=announce)
-    )
+    with watch:
+        state = asyncio.run(
+            _stream(graph, payload, {}, on_event=watch.feed, nested=True, on_values=announce)
+        )
     task_plan = TaskPlan.model_validate(state["plan"])
     runtime = compile_plan(task_plan, model="simulated", aggregator=None).fanfold_runtime
     assert runtime is not None
@@ -563,14 +723,18 @@ def resume(
         typer.Option(metavar="TARGET", help="The SQLite file or postgresql:// URL the run used."),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+    quiet: QuietOption = False,
+    events: EventsOption = None,
 ) -> None:
     """Finish an interrupted run, or retry the failed subtasks of a finished one.
 
-    Subtasks whose results were checkpointed are not requested again.
+    Subtasks whose results were checkpointed are not requested again. Progress shows
+    as with `fanfold run`; --events gets this run's events only.
 
     \b
     Examples:
       fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
+      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db --quiet --events resumed.jsonl
     """
     if not is_postgres(checkpoint) and not Path(checkpoint).is_file():
         raise CliError(
@@ -588,7 +752,8 @@ def resume(
     task_plan = TaskPlan.model_validate(run_info["plan"])
     graph = _compile(task_plan, run_info.get("options") or {})
     runtime = graph.fanfold_runtime
-    task_text = runtime.task_text(runtime.run_inputs(values.get("inputs") or {}))
+    run_inputs = runtime.run_inputs(values.get("inputs") or {})
+    task_text = runtime.task_text(run_inputs)
     results = values.get("results") or {}
     unfinished = bool(state.next)
     failed = [sid for sid in task_plan.ids if sid not in results or not results[sid].ok]
@@ -598,21 +763,35 @@ def resume(
         raise typer.Exit(code=exit_status(values, task_plan))
     payload: Any = None
     options: dict[str, Any] = {}
+    # What this run will not run again: every checkpointed result when continuing; the
+    # succeeded ones (and a failed map's succeeded items) when retrying.
+    kept: dict[str, SubtaskResult] = dict(results)
+    reused: dict[str, list[SubtaskResult]] = {}
     if unfinished:
         typer.echo(f"resuming run {run_id}: continuing where it stopped", err=True)
     else:
         payload, options = graph.retry_request(values)
+        kept = {sid: r for sid, r in results.items() if r.ok}
+        reused = {
+            sid: [item for item in r.items if item.ok]
+            for sid, r in results.items()
+            if not r.ok and r.items
+        }
         typer.echo(f"resuming run {run_id}: retrying {len(failed)} subtasks", err=True)
-    final = asyncio.run(
-        _execute(
-            graph,
-            payload,
-            checkpoint=checkpoint,
-            run_id=run_id,
-            progress=not as_json,
-            options=options,
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
+    watch.set_runtime(runtime, inputs=run_inputs)
+    watch.preload(kept, reused_items=reused)
+    with watch:
+        final = asyncio.run(
+            _execute(
+                graph,
+                payload,
+                checkpoint=checkpoint,
+                run_id=run_id,
+                on_event=watch.feed,
+                options=options,
+            )
         )
-    )
     _report(task_plan, final, as_json=as_json, task_text=task_text)
     raise typer.Exit(code=exit_status(final, task_plan))
 
