@@ -21,12 +21,14 @@ from typer.core import TyperGroup
 
 from fanfold import __version__
 from fanfold.checkpoints import is_postgres, open_checkpointer
+from fanfold.drawing import DrawingError, plan_ascii, plan_dot, render
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.goal import compile_goal
 from fanfold.plan.models import TaskPlan
 from fanfold.planning import make_plan_with_usage, plan_to_yaml
 from fanfold.progress import LiveProgress, PlainProgress, Progress
+from fanfold.report import write_run_report
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.priorities import critical_path
@@ -222,9 +224,13 @@ class Watch:
         events: a file to write every event to, one JSON object per line.
     """
 
-    def __init__(self, mode: ProgressMode, events: Path | None = None) -> None:
+    def __init__(
+        self, mode: ProgressMode, events: Path | None = None, *, keep: bool = False
+    ) -> None:
         self.mode = mode
         self._events_path = events
+        self.kept: list[dict[str, Any]] | None = [] if keep else None
+        """Every event, when a report will be written from them."""
         self._log: TextIO | None = None
         self._display: LiveProgress | PlainProgress | None = None
         if mode == "live":
@@ -280,6 +286,8 @@ class Watch:
 
     def feed(self, event: dict[str, Any]) -> None:
         """Write one lifecycle event to the file (flushed at once) and show it."""
+        if self.kept is not None:
+            self.kept.append(event)
         if self._log is not None:
             try:
                 self._log.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
@@ -437,6 +445,16 @@ QuietOption = Annotated[
         "(or --json) still print.",
     ),
 ]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        metavar="FILE.html",
+        help="Write a self-contained HTML run report (graph by status, timeline, tokens, "
+        "cost, totals, speedup) that opens without a network.",
+    ),
+]
+
 EventsOption = Annotated[
     Path | None,
     typer.Option(
@@ -517,6 +535,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
     quiet: QuietOption = False,
     events: EventsOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Run a plan (or plan a goal first) and print each subtask's status and output.
 
@@ -589,14 +608,41 @@ def run(
         "inputs": inputs,
         "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
     }
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
     watch.set_runtime(runtime, inputs=run_inputs)
     with watch:
         state = asyncio.run(
             _execute(graph, payload, checkpoint=checkpoint, run_id=run_id, on_event=watch.feed)
         )
     _report(task_plan, state, as_json=as_json, task_text=task_text)
+    if report is not None:
+        _write_report(report, state, runtime, watch, max_concurrency=max_concurrency)
     raise typer.Exit(code=exit_status(state, task_plan))
+
+
+def _write_report(
+    path: Path, state: dict[str, Any], runtime: Any, watch: Watch, *, max_concurrency: int | None
+) -> None:
+    """Write the HTML run report, with Graphviz's picture of the graph when it is installed."""
+    results = state.get("results") or {}
+    graph_svg: str | None = None
+    try:
+        statuses = {sid: r.status for sid, r in results.items()}
+        graph_svg = render(plan_dot(runtime, statuses=statuses, title=""), "svg").decode()
+    except DrawingError:
+        graph_svg = None  # the report draws its own simpler picture
+    try:
+        written = write_run_report(
+            path,
+            state,
+            events=watch.kept or (),
+            runtime=runtime,
+            graph_svg=graph_svg,
+            max_concurrency=max_concurrency,
+        )
+    except OSError as exc:
+        raise CliError(f"cannot write the report to {str(path)!r}: {exc.strerror}") from exc
+    typer.echo(f"report: {written}", err=True)
 
 
 def _run_goal(
@@ -725,6 +771,7 @@ def resume(
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
     quiet: QuietOption = False,
     events: EventsOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Finish an interrupted run, or retry the failed subtasks of a finished one.
 
@@ -778,7 +825,7 @@ def resume(
             if not r.ok and r.items
         }
         typer.echo(f"resuming run {run_id}: retrying {len(failed)} subtasks", err=True)
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
     watch.set_runtime(runtime, inputs=run_inputs)
     watch.preload(kept, reused_items=reused)
     with watch:
@@ -793,6 +840,9 @@ def resume(
             )
         )
     _report(task_plan, final, as_json=as_json, task_text=task_text)
+    if report is not None:
+        concurrency = (run_info.get("options") or {}).get("max_concurrency")
+        _write_report(report, final, runtime, watch, max_concurrency=concurrency)
     raise typer.Exit(code=exit_status(final, task_plan))
 
 
@@ -873,21 +923,59 @@ def serve_sim(
 def show(
     plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
     format: Annotated[
-        str, typer.Option("--format", "-f", metavar="FORMAT", help="mermaid or ascii.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="mermaid, ascii, dot, svg, png, pdf or html (svg, png, pdf and html need "
+            "Graphviz).",
+        ),
     ] = "mermaid",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write to FILE (needed for png and pdf)."
+        ),
+    ] = None,
 ) -> None:
-    """Print a plan's graph as Mermaid text or ASCII art, without running it.
+    """Draw a plan's graph offline, without running it.
+
+    Laid out left to right, with join points, the critical path in bold and map subtasks
+    as stacked boxes. ASCII turns into a layered listing once a plan is past what fits.
 
     \b
     Examples:
       fanfold show examples/research.yaml
       fanfold show examples/research.yaml --format ascii
+      fanfold show examples/research.yaml --format svg -o research.svg
     """
-    if format not in ("mermaid", "ascii"):
-        raise CliError(f"--format must be 'mermaid' or 'ascii', not {format!r}")
+    text_formats = ("mermaid", "ascii", "dot", "svg", "html")
+    if format not in (*text_formats, "png", "pdf"):
+        raise CliError(
+            f"--format must be one of mermaid, ascii, dot, svg, png, pdf, html, not {format!r}"
+        )
+    if format in ("png", "pdf") and output is None:
+        raise CliError(f"--format {format} is binary: write it to a file with -o FILE.{format}")
     graph = compile_plan(TaskPlan.from_file(plan), model="simulated")
-    drawable = graph.get_graph()
-    typer.echo(drawable.draw_mermaid() if format == "mermaid" else drawable.draw_ascii())
+    data: str | bytes
+    if format == "mermaid":
+        data = graph.get_graph().draw_mermaid()
+    elif format == "ascii":
+        data = plan_ascii(graph)
+    else:
+        data = render(plan_dot(graph), format)
+    if output is None:
+        typer.echo(data.decode() if isinstance(data, bytes) else data.rstrip("\n"))
+        return
+    try:
+        if isinstance(data, bytes):
+            output.write_bytes(data)
+        else:
+            output.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {str(output)!r}: {exc.strerror}") from exc
+    typer.echo(f"wrote {output}", err=True)
 
 
 def main() -> None:
