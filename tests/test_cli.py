@@ -362,8 +362,34 @@ def test_show_needs_no_api_key_and_makes_no_calls(runner, research_plan_path):
 
 
 def test_show_rejects_an_unknown_format(runner, research_plan_path):
-    result = runner.invoke(app, ["show", str(research_plan_path), "--format", "svg"])
-    assert_one_line_error(result, "'svg'", "mermaid", "ascii")
+    result = runner.invoke(app, ["show", str(research_plan_path), "--format", "gif"])
+    assert_one_line_error(result, "'gif'", "mermaid", "ascii", "svg")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "magic"), [("svg", b"<svg"), ("png", b"\x89PNG"), ("dot", b"digraph")]
+)
+def test_show_writes_an_offline_picture_to_a_file(runner, research_plan_path, tmp_path, fmt, magic):
+    out = tmp_path / f"plan.{fmt}"
+    result = runner.invoke(app, ["show", str(research_plan_path), "-f", fmt, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert magic in out.read_bytes()[:2000]
+
+
+def test_show_needs_a_file_for_a_binary_format(runner, research_plan_path):
+    result = runner.invoke(app, ["show", str(research_plan_path), "-f", "png"])
+    assert_one_line_error(result, "-o FILE.png")
+
+
+def test_run_writes_a_report_that_names_every_subtask(runner, research_plan_path, tmp_path):
+    report = tmp_path / "report.html"
+    args = ["run", str(research_plan_path), "-m", "simulated", "--report", str(report)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    html = report.read_text(encoding="utf-8")
+    for sid in TaskPlan.from_file(research_plan_path).ids:
+        assert sid in html
+    assert "<svg" in html and "http://www.w3.org/2000/svg" in html
 
 
 # -- help ----------------------------------------------------------------------------------
