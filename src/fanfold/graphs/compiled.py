@@ -70,13 +70,13 @@ class CompiledPlanGraph(CompiledStateGraph):
         Succeeded results are kept (not requested again), and so are the succeeded
         items of a failed map; the aggregate runs afresh.
         """
-        input, reuse = self.retry_request(self.get_state(config).values)
-        return self.invoke(input, config, **{_REUSE_KWARG: reuse, **kwargs})
+        input, options = self.retry_request(self.get_state(config).values)
+        return self.invoke(input, config, **{**options, **kwargs})
 
     async def aretry_failed(self, config: RunnableConfig, **kwargs: Any) -> Any:
         """Async `retry_failed`."""
-        input, reuse = self.retry_request((await self.aget_state(config)).values)
-        return await self.ainvoke(input, config, **{_REUSE_KWARG: reuse, **kwargs})
+        input, options = self.retry_request((await self.aget_state(config)).values)
+        return await self.ainvoke(input, config, **{**options, **kwargs})
 
     @staticmethod
     def retry_request(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
