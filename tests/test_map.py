@@ -902,3 +902,17 @@ def test_a_retry_request_reruns_only_the_failed_links_of_an_item_wise_chain(echo
     ]
     assert state["results"]["down"].status == "succeeded"
     assert state["results"]["down"].output[1] == "echo: [down 1] echo: [up 1] b"
+
+
+def test_a_map_starts_at_most_a_window_of_item_calls_at_once(monkeypatch, echo_factory):
+    from fanfold.scheduling import dispatcher
+
+    monkeypatch.setattr(dispatcher, "ITEM_WINDOW", 8)
+    model = echo_factory(latency=0.005)
+    docs = [f"doc {i}" for i in range(40)]
+    state = compile_plan(plan_of(each_over()), model=model, aggregator=None).invoke(
+        {"inputs": {"docs": docs}}
+    )
+    each = state["results"]["each"]
+    assert each.ok and len(each.items) == 40
+    assert model.max_in_flight == 8  # no limit was set: only the window bounds the calls

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -42,7 +43,13 @@ CallConfigFactory = Callable[[str, int | None], RunnableConfig]
 """(subtask id, item index or None) -> the config of that call."""
 EventSink = Callable[[dict[str, Any]], None]
 
-ItemTasks = list["asyncio.Task[SubtaskResult]"]
+ItemTasks = list["asyncio.Future[SubtaskResult]"]
+
+ITEM_WINDOW = 1024
+"""Most items of one map with a started call (waiting for a slot or in flight) at once.
+
+A call's task, config, prompt and messages exist only while it is in the window, so a
+map over 100,000 items holds 100,000 results, not 100,000 calls."""
 
 
 def item_id(sid: str, index: int) -> str:
@@ -91,7 +98,7 @@ class Dispatcher:
         self._context = contextvars.copy_context()
         self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
-        self._item_tasks: list[asyncio.Task[SubtaskResult]] = []
+        self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -258,32 +265,51 @@ class Dispatcher:
         reuse = self._reuse.pop(sid, {})
         if len(reuse) > count:
             reuse = {}  # a different list: nothing to reuse
-        tasks: ItemTasks = []
+        # One future per item, resolved with its result: downstream item-wise maps wait
+        # on these, and only the items in the window have a task, config and prompt.
+        slots: ItemTasks = [self.loop.create_future() for _ in range(count)]
+        self._set_item_list(sid, slots)
+        window = asyncio.Semaphore(ITEM_WINDOW)
         for index in range(count):
             if index in reuse and reuse[index].ok:
-                tasks.append(self._finished_task(reuse[index]))
+                slots[index].set_result(reuse[index])
                 continue
+            await window.acquire()
             coro = (
                 self._item(sid, deps, index, item=items[index])
                 if items is not None
                 else self._item_after(sid, deps, index, upstream[index] if upstream else None)
             )
-            tasks.append(self._spawn(coro, sid, index))
-        self._item_tasks.extend(tasks)
-        self._set_item_list(sid, tasks)
-        results = list(await asyncio.gather(*tasks)) if tasks else []
+            task = self._spawn(coro, sid, index)
+            self._item_tasks.add(task)
+            task.add_done_callback(functools.partial(self._item_done, slots[index], window))
+        results = list(await asyncio.gather(*slots)) if slots else []
         return self._finish(self._combine(sid, results, started))
 
-    def _finished_task(self, result: SubtaskResult) -> asyncio.Task[SubtaskResult]:
-        async def known() -> SubtaskResult:
-            return result
-
-        return self.loop.create_task(known())
+    def _item_done(
+        self,
+        slot: asyncio.Future[SubtaskResult],
+        window: asyncio.Semaphore,
+        task: asyncio.Task[SubtaskResult],
+    ) -> None:
+        self._item_tasks.discard(task)
+        window.release()
+        if slot.done():
+            return
+        if task.cancelled():
+            slot.cancel()
+        elif task.exception() is not None:
+            slot.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            slot.set_result(task.result())
 
     async def _item_after(
         self, sid: str, deps: dict[str, SubtaskResult], index: int, upstream: Any
     ) -> SubtaskResult:
-        before = await upstream if isinstance(upstream, asyncio.Task) else upstream
+        # Shielded: this item giving up must not cancel the upstream item others await.
+        before = (
+            await asyncio.shield(upstream) if isinstance(upstream, asyncio.Future) else upstream
+        )
         if not isinstance(before, SubtaskResult) or not before.ok:
             status = before.status if isinstance(before, SubtaskResult) else "failed"
             reason = f"dependency item {item_id(self.runtime.subtasks[sid].map or '', index)!r}"
