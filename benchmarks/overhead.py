@@ -24,38 +24,16 @@ import asyncio
 import gc
 import random
 import statistics
-import threading
 import time
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
+from map_scale import PeakRss, ZeroLatencyChatModel
 from typing_extensions import TypedDict
 
 from fanfold import TaskPlan, compile_plan
-
-
-class InstantChatModel(BaseChatModel):
-    """Answers every call at once with a short reply and token usage."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "instant"
-
-    def _reply(self) -> ChatResult:
-        usage = {"input_tokens": 8, "output_tokens": 2, "total_tokens": 10}
-        message = AIMessage(content="done ok", usage_metadata=usage)  # type: ignore[arg-type]
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, **kw: Any) -> ChatResult:
-        return self._reply()
-
-    async def _agenerate(
-        self, messages: list[BaseMessage], stop: Any = None, **kw: Any
-    ) -> ChatResult:
-        return self._reply()
 
 
 def random_dag(n: int, seed: int) -> list[dict[str, Any]]:
@@ -119,41 +97,6 @@ async def time_it(coro: Any) -> float:
     return time.perf_counter() - start
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class PeakRss:
-    """Samples RSS in a thread; `growth` is the peak over the value at start."""
-
-    def __init__(self) -> None:
-        self.start = rss_mb()
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_mb())
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.start
-
-
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -164,7 +107,7 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    model = InstantChatModel()
+    model = ZeroLatencyChatModel()
     per_subtask: dict[int, dict[str, float]] = {}
     print("ms per subtask (median of repeats; lower is better)")
     print(f"{'subtasks':>8}  {'bare':>8}  {'fanfold':>8}  {'asyncio':>8}  {'fanfold/bare':>12}")
