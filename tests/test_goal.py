@@ -18,12 +18,15 @@ import fanfold.graphs.goal as goal_module
 import fanfold.planning.planner as planner_module
 from fanfold import (
     EVENT_TYPE,
+    EmptyPlanError,
     MissingInputError,
     PlanError,
+    PlanValidationError,
     SimulatedChatModel,
     SubtaskResult,
     TaskPlan,
     TokenUsage,
+    UnknownDependencyError,
 )
 from fanfold.cli import app
 from fanfold.graphs.goal import compile_goal
@@ -260,6 +263,121 @@ def test_stream_without_subgraphs_shows_only_the_planner_and_run_plan(planner_ec
     assert isinstance(written, Overwrite)
     assert set(written.value) == {"facts", "rivals", "brief"}
     assert plain(written.value)
+
+
+# -- a given plan instead of a goal -------------------------------------------------------
+
+
+def test_a_plan_in_the_input_runs_as_given_without_a_planner_call(planner_echo):
+    graph = compile_goal(model=planner_echo, aggregator=joined)
+    state = graph.invoke({"plan": TOPIC_PLAN, "inputs": {"topic": "tides"}})
+
+    assert set(state) == OUTPUT_KEYS
+    assert planner_calls(planner_echo) == []
+    assert state["goal"] is None and state["planner_usage"] is None
+    assert state["plan"] == TaskPlan.model_validate(TOPIC_PLAN).model_dump(mode="json")
+    assert plain(state["plan"])
+    assert state["results"]["facts"].output == "echo: [facts] facts about tides"
+    assert state["output"] == joined(state["results"])
+    assert state["totals"].succeeded == 3
+
+
+async def test_ainvoke_runs_a_given_plan_like_invoke(planner_echo):
+    graph = compile_goal(model=planner_echo, aggregator=joined)
+    state = await graph.ainvoke({"plan": TOPIC_PLAN, "goal": "  ", "inputs": {"topic": "kelp"}})
+    assert planner_calls(planner_echo) == []  # a blank goal next to a plan is no goal
+    assert state["goal"] is None
+    assert state["output"] == joined(state["results"])
+    assert state["results"]["rivals"].output == "echo: [rivals] rivals of kelp"
+
+
+def test_a_goal_and_a_plan_together_raise_before_anything_runs(planner_echo):
+    graph = compile_goal(model=planner_echo, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "both"}}
+    with pytest.raises(PlanValidationError, match="both a goal and a plan.*not both"):
+        graph.invoke({"goal": GOAL, "plan": TOPIC_PLAN}, config)
+    assert planner_echo.calls == []
+    assert graph.get_state(config).values == {}  # not even the input was written
+
+
+@pytest.mark.parametrize(
+    ("plan", "error", "message"),
+    [
+        ({"task": "t", "subtasks": []}, EmptyPlanError, "no subtasks"),
+        (
+            {"task": "t", "subtasks": [{"id": "a", "prompt": "x", "depends_on": ["nope"]}]},
+            UnknownDependencyError,
+            "unknown subtask 'nope'",
+        ),
+        ("task: t", PlanValidationError, "plan as JSON data.*not str"),
+    ],
+)
+def test_a_given_plan_that_does_not_validate_raises_a_plan_error_before_any_call(
+    plan, error, message, planner_echo
+):
+    graph = compile_goal(model=planner_echo)
+    with pytest.raises(error, match=message):
+        graph.invoke({"plan": plan})
+    assert planner_echo.calls == []
+
+
+def test_an_input_with_neither_a_goal_nor_a_plan_raises(planner_echo):
+    graph = compile_goal(model=planner_echo)
+    with pytest.raises(PlanValidationError, match="neither a goal nor a plan"):
+        graph.invoke({"inputs": {"topic": "x"}})
+    assert planner_echo.calls == []
+
+
+def test_a_thread_runs_whichever_of_goal_or_plan_each_new_input_gives(planner_echo):
+    graph = compile_goal(model=planner_echo, checkpointer=InMemorySaver(), aggregator=None)
+    config = {"configurable": {"thread_id": "mixed"}}
+    only = {"task": "t", "subtasks": [{"id": "only", "prompt": "[only] {topic}"}]}
+
+    planned = graph.invoke({"goal": GOAL, "inputs": {"topic": "tides"}}, config)
+    assert list(planned["results"]) == ["facts", "rivals", "brief"]
+    given = graph.invoke({"plan": only, "inputs": {"topic": "kelp"}}, config)
+    assert given["goal"] is None and given["planner_usage"] is None
+    assert list(given["results"]) == ["only"]
+    # Neither: the thread's given plan runs again, with the new inputs.
+    again = graph.invoke({"inputs": {"topic": "reefs"}}, config)
+    assert again["results"]["only"].output == "echo: [only] reefs"
+    assert len(planner_calls(planner_echo)) == 1
+    # A goal again clears the given plan and is planned afresh.
+    replanned = graph.invoke({"goal": GOAL, "inputs": {"topic": "tides"}}, config)
+    assert replanned["goal"] == GOAL and list(replanned["results"]) == ["facts", "rivals", "brief"]
+    assert len(planner_calls(planner_echo)) == 2
+    for saved in graph.checkpointer.list(None):
+        assert plain(saved.checkpoint["channel_values"]), saved.checkpoint["channel_values"]
+
+
+def test_a_given_plan_can_be_reviewed_before_run_plan(planner_echo):
+    graph = compile_goal(model=planner_echo, checkpointer=InMemorySaver(), aggregator=None)
+    config = {"configurable": {"thread_id": "given-review"}}
+    graph.invoke(
+        {"plan": TOPIC_PLAN, "inputs": {"topic": "x"}}, config, interrupt_before=["run_plan"]
+    )
+    paused = graph.get_state(config)
+    assert paused.next == ("run_plan",)
+    assert [s["id"] for s in paused.values["plan"]["subtasks"]] == ["facts", "rivals", "brief"]
+    state = graph.invoke(None, config)
+    assert list(state["results"]) == ["facts", "rivals", "brief"]
+    assert planner_calls(planner_echo) == []
+
+
+def test_the_input_schema_shows_goal_plan_and_inputs_and_the_output_schema_the_results():
+    graph = compile_goal(model=SimulatedChatModel(latency=0))
+    shown = graph.get_input_jsonschema()
+    assert list(shown["properties"]) == ["goal", "plan", "inputs"]
+    assert shown.get("required", []) == []
+    assert shown["properties"]["plan"]["type"] == "object"
+    assert set(graph.get_output_jsonschema()["properties"]) == OUTPUT_KEYS
+
+
+def test_stream_of_a_given_plan_shows_the_planner_and_run_plan(planner_echo):
+    graph = compile_goal(model=planner_echo, aggregator=None)
+    chunks = list(graph.stream({"plan": TOPIC_PLAN, "inputs": {"topic": "x"}}))
+    assert [list(chunk) for chunk in chunks] == [["planner"], ["run_plan"]]
+    assert chunks[0]["planner"]["planner_usage"] is None
 
 
 # -- checkpoints ---------------------------------------------------------------------------

@@ -1,16 +1,18 @@
-"""compile_goal: one LangGraph graph that plans a goal, then runs the plan as a subgraph.
+"""compile_goal: one LangGraph graph that plans a goal (or takes a plan), then runs the plan.
 
     START -> planner -> run_plan -> END
 
-`planner` asks a chat model for a TaskPlan (`fanfold.planning`); `run_plan` compiles that
-plan with `compile_plan` and invokes it inside the node, so with `subgraphs=True` the
-plan's own nodes, tokens and lifecycle events stream nested under `run_plan`.
+`planner` asks a chat model for a TaskPlan (`fanfold.planning`), or, when the input
+carries a `plan` instead of a `goal`, validates that plan and makes no model call;
+`run_plan` compiles the plan with `compile_plan` and invokes it inside the node, so with
+`subgraphs=True` the plan's own nodes, tokens and lifecycle events stream nested under
+`run_plan`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any, NotRequired, TypedDict
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -18,7 +20,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
 from langgraph.types import Checkpointer, Overwrite
+from pydantic import Field, WithJsonSchema
+from typing_extensions import TypedDict
 
+from fanfold._langgraph import adopt
 from fanfold.errors import PlanValidationError
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import CompiledPlanGraph
@@ -28,7 +33,7 @@ from fanfold.planning.planner import amake_plan_with_usage, make_plan_with_usage
 from fanfold.state.channels import ModelValueChannel, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
-__all__ = ["GoalInput", "GoalOutput", "GoalState", "compile_goal"]
+__all__ = ["CompiledGoalGraph", "GoalInput", "GoalOutput", "GoalState", "compile_goal"]
 
 PLANNER_NODE = "planner"
 RUN_PLAN_NODE = "run_plan"
@@ -36,21 +41,36 @@ RUN_PLAN_NODE = "run_plan"
 _PROBE_PLAN = {"task": "-", "subtasks": [{"id": "probe", "prompt": "-"}]}
 
 
-class GoalInput(TypedDict):
-    """What a goal graph is invoked with."""
+_PLAN_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Plan",
+    "description": "A plan as JSON data (a plan file's fields: task, inputs, subtasks, "
+    "aggregation), run as given without planning; give it instead of a goal.",
+    "additionalProperties": True,
+}
 
-    goal: str
+
+class GoalInput(TypedDict, total=False):
+    """What a goal graph is invoked with: a `goal` or a `plan` (not both), and `inputs`."""
+
+    goal: Annotated[str, Field(description="The job to plan and run, in plain words.")]
     """The job to plan and run, in plain words."""
-    inputs: NotRequired[dict[str, Any]]
+    plan: Annotated[dict[str, Any], WithJsonSchema(_PLAN_JSON_SCHEMA)]
+    """A plan as JSON data (what `TaskPlan.model_validate` takes): run without planning."""
+    inputs: Annotated[
+        dict[str, Any], Field(description="The run inputs, name -> value, as the plan names them.")
+    ]
     """Run inputs, name -> value. The planner is offered every name given here."""
 
 
 class GoalOutput(TypedDict, total=False):
     """What a goal graph returns; checkpoints hold all of it as plain data."""
 
-    goal: str
+    goal: str | None
+    """The goal that was planned; None when the run was given a plan."""
     plan: dict[str, Any] | None
-    """The plan the planner made, as JSON data (`TaskPlan.model_validate` rebuilds it)."""
+    """The plan that ran, as JSON data (`TaskPlan.model_validate` rebuilds it): the one
+    the planner made, or the one the input gave."""
     results: Annotated[dict[str, SubtaskResult], ResultsChannel()]
     """Subtask id -> SubtaskResult, as `compile_plan`'s graph returns them."""
     output: Any
@@ -59,7 +79,8 @@ class GoalOutput(TypedDict, total=False):
     """Counts, tokens and wall time of the plan's run (the planner's tokens not included)."""
     aggregate_error: str | None
     planner_usage: Annotated[TokenUsage | None, ModelValueChannel(TokenUsage)]
-    """Tokens of every planner call, rejected plans included."""
+    """Tokens of every planner call, rejected plans included; None when the run was given
+    a plan."""
 
 
 class GoalState(GoalOutput, total=False):
@@ -78,18 +99,23 @@ def compile_goal(
     checkpointer: Checkpointer = None,
     name: str = "fanfold-goal",
     **compile_options: Any,
-) -> CompiledStateGraph[GoalState, None, GoalInput, GoalOutput]:
-    """Compile a graph that plans a goal with a chat model, then runs the plan.
+) -> CompiledGoalGraph:
+    """Compile a graph that plans a goal with a chat model (or takes a plan), then runs it.
 
-    Invoke it with `{"goal": "...", "inputs": {...}}`. The `planner` node makes the plan
-    (`make_plan_with_usage`, or `amake_plan_with_usage` when run asynchronously); the
-    `run_plan` node compiles it with `compile_plan(plan, model=model, **compile_options)`
-    and invokes that graph inside the node, so `stream(..., subgraphs=True)` shows the
-    plan's nodes, tokens ("messages") and `fanfold.subtask` events ("custom") in a
-    namespace under `run_plan`. The result has the keys of `GoalOutput`: `goal`, `plan`
-    (plain JSON data), `results`, `output`, `totals`, `aggregate_error` and
-    `planner_usage`. Each run replaces the thread's results: in the "updates" stream,
-    `results` is a LangGraph `Overwrite` of plain result data.
+    Invoke it with `{"goal": "...", "inputs": {...}}`, or with `{"plan": {...}, "inputs":
+    {...}}` to run a plan given as JSON data (a plan file's fields) without planning; an
+    input with both raises a `PlanValidationError`, and so does a plan that does not
+    validate, before anything runs. The `planner` node makes the plan
+    (`make_plan_with_usage`, or `amake_plan_with_usage` when run asynchronously) or keeps
+    the given one; the `run_plan` node compiles it with `compile_plan(plan, model=model,
+    **compile_options)` and invokes that graph inside the node, so `stream(...,
+    subgraphs=True)` shows the plan's nodes, tokens ("messages") and `fanfold.subtask`
+    events ("custom") in a namespace under `run_plan`. The result has the keys of
+    `GoalOutput`: `goal` (None for a given plan), `plan` (plain JSON data), `results`,
+    `output`, `totals`, `aggregate_error` and `planner_usage` (None for a given plan).
+    Each run replaces the thread's results: in the "updates" stream, `results` is a
+    LangGraph `Overwrite` of plain result data. An input with neither a goal nor a plan
+    runs again what the thread holds: its goal, planned afresh, or else its given plan.
 
     Args:
         model: chat model for the plan's subtasks and aggregation: a chat model, a
@@ -99,7 +125,8 @@ def compile_goal(
             the reason.
         inputs: run inputs the planner may use, name -> description. Names given in a
             run's `inputs` are offered to the planner too (without a description).
-        max_subtasks: the most subtasks a plan may have.
+        max_subtasks: the most subtasks a planned plan may have (a given plan is not
+            limited).
         checkpointer: a LangGraph checkpointer for the goal graph. It keeps the plan
             once made, so a thread resumed after `run_plan` failed, or after an
             `interrupt_before=["run_plan"]` review (`update_state` may edit `plan`),
@@ -111,13 +138,15 @@ def compile_goal(
             retry, durations, kinds); they are checked here, before anything runs.
 
     Returns:
-        A CompiledStateGraph: invoke, ainvoke, stream, astream or batch it as usual.
+        A CompiledGoalGraph (a CompiledStateGraph): invoke, ainvoke, stream, astream or
+        batch it as usual, or serve it on LangGraph Server.
 
     Raises:
         PlanError: a model or aggregator choice is invalid (here); at run time, from invoke
-            and stream: `PlannerError` when no planner reply was a valid plan within
-            `attempts`, `PlanValidationError` when the goal is empty, and the plan's
-            own errors (a missing run input, say) from `run_plan`.
+            and stream: `PlanValidationError` when the input has both a goal and a plan,
+            a plan that does not validate, neither on a new thread, or an empty goal;
+            `PlannerError` when no planner reply was a valid plan within `attempts`; and
+            the plan's own errors (a missing run input, say) from `run_plan`.
         ValueError: `attempts`, `max_subtasks` or a rate limit is below its minimum.
         TypeError: `compile_options` holds a name `compile_plan` does not take.
     """
@@ -150,7 +179,64 @@ def compile_goal(
     builder.add_edge(START, PLANNER_NODE)
     builder.add_edge(PLANNER_NODE, RUN_PLAN_NODE)
     builder.add_edge(RUN_PLAN_NODE, END)
-    return builder.compile(checkpointer=checkpointer, name=name)
+    return adopt(builder.compile(checkpointer=checkpointer, name=name), CompiledGoalGraph)
+
+
+class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutput]):
+    """The compiled goal graph; an ordinary LangGraph Runnable.
+
+    Every entry point goes through `stream` or `astream`, which settle what a new run's
+    input asks for before LangGraph writes it to the thread: a goal clears the thread's
+    earlier plan, and a plan (validated here, stored as plain JSON data) clears its
+    earlier goal, so the `planner` node knows which of the two this run was given.
+    """
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        return super().stream(_goal_or_plan_input(input), config, **kwargs)
+
+    def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        return super().astream(_goal_or_plan_input(input), config, **kwargs)
+
+
+def _given_goal(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _goal_or_plan_input(input: Any) -> Any:
+    """A goal graph's input with the goal or the plan it gives made explicit.
+
+    An input that resumes (None, a `Command`) is returned as it is, and so is one with
+    neither a goal nor a plan (it runs again what the thread holds). A blank goal next
+    to a plan counts as no goal, so a form that sends empty fields still works.
+
+    Raises:
+        PlanValidationError: the input gives both a goal and a plan, or its plan is not
+            a mapping or does not validate as a TaskPlan.
+    """
+    if not isinstance(input, Mapping):
+        return input
+    goal, plan = input.get("goal"), input.get("plan")
+    if plan is None or (isinstance(plan, Mapping) and not plan):
+        given = dict(input)
+        if "goal" in given or "plan" in given:
+            given["plan"] = None
+        return given
+    if _given_goal(goal):
+        raise PlanValidationError(
+            "the input gives both a goal and a plan; give either a 'goal' to plan or a "
+            "'plan' to run as it is, not both"
+        )
+    if not isinstance(plan, Mapping):
+        raise PlanValidationError(
+            f"the input's plan must be a plan as JSON data (a mapping with a plan file's "
+            f"fields: task, subtasks, ...), not {type(plan).__name__}"
+        )
+    checked = TaskPlan.model_validate(dict(plan)).model_dump(mode="json")
+    return {**input, "goal": None, "plan": checked}
 
 
 class _GoalNodes:
@@ -177,6 +263,11 @@ class _GoalNodes:
 
     def _request(self, state: GoalState) -> dict[str, Any]:
         goal = state.get("goal")
+        if goal is None and state.get("plan") is None:
+            raise PlanValidationError(
+                "the input has neither a goal nor a plan; invoke the graph with "
+                "{'goal': '...', 'inputs': {...}} or {'plan': {...}, 'inputs': {...}}"
+            )
         if goal is not None and not isinstance(goal, str):
             raise PlanValidationError(
                 f"the goal must be a string, not {type(goal).__name__}; invoke the graph "
@@ -194,7 +285,7 @@ class _GoalNodes:
         }
 
     @staticmethod
-    def _planned(plan: TaskPlan, usage: TokenUsage) -> dict[str, Any]:
+    def _planned(plan: TaskPlan, usage: TokenUsage | None) -> dict[str, Any]:
         # A new plan clears what an earlier run on the same thread left behind.
         return {
             "plan": plan.model_dump(mode="json"),
@@ -205,11 +296,26 @@ class _GoalNodes:
             "aggregate_error": None,
         }
 
+    @staticmethod
+    def _given(state: GoalState) -> TaskPlan | None:
+        """The plan this run was given, if any: the state's plan when it holds no goal."""
+        data = state.get("plan")
+        if state.get("goal") is not None or data is None:
+            return None
+        plan: TaskPlan = TaskPlan.model_validate(data)
+        return plan
+
     def plan(self, state: GoalState) -> dict[str, Any]:
+        given = self._given(state)
+        if given is not None:
+            return self._planned(given, None)
         plan, usage = make_plan_with_usage(**self._request(state))
         return self._planned(plan, usage)
 
     async def aplan(self, state: GoalState) -> dict[str, Any]:
+        given = self._given(state)
+        if given is not None:
+            return self._planned(given, None)
         plan, usage = await amake_plan_with_usage(**self._request(state))
         return self._planned(plan, usage)
 

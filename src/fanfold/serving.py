@@ -1,0 +1,74 @@
+"""The graphs `langgraph.json` serves on LangGraph Server (`langgraph dev`, `langgraph up`).
+
+    research             examples/research.yaml
+    document_analysis    examples/document_analysis/plan.yaml
+    data_processing      examples/data_processing/plan.yaml
+    content_generation   examples/content_generation/plan.yaml
+    plan_or_goal         `compile_goal`: input {"goal": ...} or {"plan": ...}, plus "inputs"
+
+Every graph is compiled once, when the server imports this module, without a
+checkpointer: the server gives each run its own (in memory for `langgraph dev`,
+PostgreSQL for `langgraph up` and deployments).
+
+Environment:
+    FANFOLD_MODEL: the chat model of every subtask, the aggregate and the planner, as
+        `--model` takes it ("simulated", "openai:gpt-4o-mini", "anthropic:...");
+        default "simulated", so the served graphs run offline out of the box. A real
+        provider reads its own key and URL variables (OPENAI_API_KEY, OPENAI_BASE_URL).
+    FANFOLD_EXAMPLES_DIR: the folder of the example plans; default the repository's
+        `examples/` (the project is installed in editable mode, as `langgraph up` does).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fanfold.errors import PlanFileError
+from fanfold.graphs.compile import compile_plan
+from fanfold.graphs.compiled import CompiledPlanGraph
+from fanfold.graphs.goal import CompiledGoalGraph, compile_goal
+from fanfold.models.resolve import SIMULATED
+
+__all__ = [
+    "MODEL",
+    "RECIPES",
+    "content_generation",
+    "data_processing",
+    "document_analysis",
+    "plan_or_goal",
+    "research",
+]
+
+MODEL = os.environ.get("FANFOLD_MODEL", "").strip() or SIMULATED
+"""The model every served graph uses (env FANFOLD_MODEL, default "simulated")."""
+
+EXAMPLES = Path(
+    os.environ.get("FANFOLD_EXAMPLES_DIR") or Path(__file__).resolve().parents[2] / "examples"
+)
+
+RECIPES = {
+    "research": "research.yaml",
+    "document_analysis": "document_analysis/plan.yaml",
+    "data_processing": "data_processing/plan.yaml",
+    "content_generation": "content_generation/plan.yaml",
+}
+"""Served graph name -> its plan file under the examples folder."""
+
+
+def _recipe(name: str) -> CompiledPlanGraph:
+    path = EXAMPLES / RECIPES[name]
+    if not path.is_file():
+        raise PlanFileError(
+            f"the plan of the served graph {name!r} is not at {path}; set "
+            "FANFOLD_EXAMPLES_DIR to the folder that holds fanfold's examples",
+            path=str(path),
+        )
+    return compile_plan(path, model=MODEL, name=name)
+
+
+research = _recipe("research")
+document_analysis = _recipe("document_analysis")
+data_processing = _recipe("data_processing")
+content_generation = _recipe("content_generation")
+plan_or_goal: CompiledGoalGraph = compile_goal(model=MODEL, name="plan_or_goal")
