@@ -20,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite
 
 from fanfold import SubtaskResult
@@ -56,6 +56,20 @@ def test_a_nodes_config_carries_the_runs_runtime_under_the_runtime_key():
     builder.add_edge(START, "n")
     state = builder.compile().invoke({"seen": []}, context=Ctx("mine"))
     assert state["seen"] == ["mine"]
+
+
+def test_without_a_context_schema_the_runs_context_object_reaches_nodes_as_is():
+    marker = Ctx("as-is")
+
+    def node(state: S) -> S:
+        return {"seen": [get_runtime().context is marker]}
+
+    builder = StateGraph(S)
+    builder.add_node("n", node)
+    builder.add_edge(START, "n")
+    graph = builder.compile()
+    assert graph.invoke({"seen": []}, context=marker)["seen"] == [True]
+    assert graph.get_context_jsonschema() is None
 
 
 # 2. PARENT_STREAM_KEY ---------------------------------------------------------------------
@@ -184,7 +198,7 @@ def test_get_state_values_include_writes_of_tasks_that_finished_in_a_failed_step
     assert snapshot.next == ("boom",)
 
 
-# 6. custom channels -----------------------------------------------------------------------
+# 7. custom channels -----------------------------------------------------------------------
 
 
 class R(TypedDict, total=False):

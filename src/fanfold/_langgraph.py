@@ -20,7 +20,10 @@ changes one fails there, loudly, first:
 5. `get_state()` values include the writes of the tasks that finished in an
    interrupted step (its pending writes), so a resumed run sees every result that
    LangGraph will not run again (`CompiledPlanGraph` relies on it when resuming).
-6. Custom channels (`fanfold.state.channels`): LangGraph builds a channel from a
+6. A graph with no `context_schema` hands the `context=` object of a run to its nodes
+   as it is (`get_runtime().context`), so fanfold's `RunContext` needs no schema that
+   Studio and the server would try (and fail) to describe as JSON.
+7. Custom channels (`fanfold.state.channels`): LangGraph builds a channel from a
    `BaseChannel` instance in a field's `Annotated` metadata, passes node writes and
    `Overwrite` values to its `update()`, stores `checkpoint()` in checkpoints, and
    rebuilds it with `from_checkpoint()`.

@@ -18,7 +18,6 @@ from fanfold.models.resolve import model_label, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes.aggregate import AggregateNode
 from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
-from fanfold.nodes.run_scope import RunContext
 from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.models import SubTask, TaskPlan
@@ -149,9 +148,10 @@ def compile_plan(
         s.id: s.output_schema for s in plan.subtasks if isinstance(s.output_schema, type)
     }
     schema = plan_state_schema(output_types, runtime.output_model)
+    # No context_schema: fanfold passes its own RunContext to every run, and a declared
+    # schema would make LangGraph (and the server) try to describe it as JSON.
     builder: StateGraph[PlanState, Any, Any, Any] = StateGraph(
         schema,
-        context_schema=RunContext,
         input_schema=plan_input_schema(_input_json_schemas(plan), list(plan.required_inputs())),
         output_schema=PlanOutput,
     )
