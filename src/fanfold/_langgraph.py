@@ -48,10 +48,14 @@ G = TypeVar("G", bound=CompiledStateGraph)
 
 
 def adopt(compiled: CompiledStateGraph, cls: type[G], **extra: Any) -> G:
-    """Rebuild `compiled` as an instance of its subclass `cls` (assumption 4)."""
+    """Rebuild `compiled` as an instance of its subclass `cls` (assumption 4).
+
+    `compile()` has validated the graph already; validating again would double the
+    compile time of a large plan.
+    """
     attrs = {k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"}
     attrs.update(extra)
-    return cls(**attrs)
+    return cls(**attrs, auto_validate=False)
 
 
 def events_wanted(config: RunnableConfig | None, stream_mode: Any) -> bool:
