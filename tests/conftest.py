@@ -43,10 +43,13 @@ _PROVIDER_ENV = (
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may reach a real provider or a tracing service, or write to ~/.fanfold."""
+    """No test may reach a real provider or a tracing service, or write to ~/.fanfold or
+    to the user's cache of model calls (~/.cache/fanfold): each test has its own."""
     for name in _PROVIDER_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FANFOLD_HOME", str(tmp_path / "fanfold-home"))
+    monkeypatch.delenv("FANFOLD_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 # -- the recording fake --------------------------------------------------------------------

@@ -39,6 +39,19 @@ from fanfold.pattern import parallel_process
 from fanfold.plan import AggregationSettings, InputSpec, SubTask, TaskPlan
 from fanfold.planning import PlannerError, amake_plan, make_plan, plan_to_yaml
 from fanfold.scheduling import EVENT_TYPE, DurationStore, RateLimiter, RetryPolicy
+from fanfold.scheduling.cache import CacheError, ResultCache, default_cache_path
+from fanfold.scheduling.costs import (
+    DEFAULT_PRICES,
+    BudgetError,
+    CallEstimate,
+    PlanEstimate,
+    Price,
+    PriceError,
+    PriceTable,
+    UnknownPriceError,
+    estimate_plan,
+    load_prices,
+)
 from fanfold.state import RunTotals, SubtaskResult, TokenUsage
 from fanfold.state.schema import PlanState
 
@@ -46,8 +59,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AggregationSettings",
+    "BudgetError",
+    "CacheError",
+    "CallEstimate",
     "CompiledPlanGraph",
     "DEFAULT_MODEL",
+    "DEFAULT_PRICES",
     "DependencyCycleError",
     "DuplicateSubtaskError",
     "DurationStore",
@@ -65,11 +82,16 @@ __all__ = [
     "NodeKind",
     "NodeKindRegistry",
     "PlanError",
+    "PlanEstimate",
     "PlanFileError",
     "PlanState",
     "PlanValidationError",
     "PlannerError",
+    "Price",
+    "PriceError",
+    "PriceTable",
     "RateLimiter",
+    "ResultCache",
     "RetryPolicy",
     "RunTotals",
     "SelfDependencyError",
@@ -83,10 +105,14 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownKindError",
+    "UnknownPriceError",
     "__version__",
     "amake_plan",
     "compile_goal",
     "compile_plan",
+    "default_cache_path",
+    "estimate_plan",
+    "load_prices",
     "make_plan",
     "node_kinds",
     "parallel_process",

@@ -25,15 +25,25 @@ from fanfold.drawing import DrawingError, plan_ascii, plan_dot, render
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.goal import compile_goal
+from fanfold.nodes.registry import node_kinds
 from fanfold.plan.models import TaskPlan
 from fanfold.planning import make_plan_with_usage, plan_to_yaml
 from fanfold.progress import LiveProgress, PlainProgress, Progress
 from fanfold.report import write_run_report
+from fanfold.scheduling.costs import (
+    PlanEstimate,
+    PriceTable,
+    check_budget,
+    estimate_plan,
+    load_prices,
+)
+from fanfold.scheduling.costs import format_usd as money
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.priorities import critical_path
 from fanfold.scheduling.retry import RetryPolicy
-from fanfold.state.results import SubtaskResult
+from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.state.results import RunTotals, SubtaskResult
 
 EXIT_OK = 0
 """Every subtask and the aggregation succeeded."""
@@ -135,10 +145,34 @@ def shown_target(target: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def fanfold_home() -> Path:
+    """The CLI's own folder: $FANFOLD_HOME, else ~/.fanfold."""
+    return Path(os.environ.get("FANFOLD_HOME") or Path.home() / ".fanfold")
+
+
 def default_store_path() -> Path:
     """Where the CLI keeps learned durations: $FANFOLD_HOME/fanfold.db (~/.fanfold)."""
-    home = os.environ.get("FANFOLD_HOME") or Path.home() / ".fanfold"
-    return Path(home) / "fanfold.db"
+    return fanfold_home() / "fanfold.db"
+
+
+def home_prices_path() -> Path:
+    """The prices file the CLI reads when it exists: $FANFOLD_HOME/prices.yaml."""
+    return fanfold_home() / "prices.yaml"
+
+
+def cli_prices(prices_file: str | Path | None) -> PriceTable:
+    """The default prices, then $FANFOLD_HOME/prices.yaml if present, then --prices FILE.
+
+    Raises:
+        PriceError: a prices file is unreadable or holds an invalid entry.
+    """
+    table = PriceTable()
+    home = home_prices_path()
+    if home.is_file():
+        table = table.merged(load_prices(home))
+    if prices_file is not None:
+        table = table.merged(load_prices(prices_file))
+    return table
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -180,8 +214,45 @@ def parse_descriptions(pairs: list[str]) -> dict[str, str]:
 def _status_line(result: SubtaskResult) -> str:
     took = f"{result.duration:6.2f}s" if result.duration is not None else "     - "
     tokens = f"{result.usage.total_tokens:>6} tok" if result.usage.total_tokens else "          "
+    if result.cached:
+        cost = "cached"
+    elif result.cost is None:
+        cost = "cost unknown" if result.model is not None else ""
+    elif result.cost == 0 and not result.usage.total_tokens:
+        cost = ""
+    else:
+        cost = money(result.cost)
     note = f"  {result.error}" if result.error else ""
-    return f"  {result.status:<9} {took} {tokens}  {result.id}{note}"
+    return f"  {result.status:<9} {took} {tokens} {cost:>12}  {result.id}{note}"
+
+
+def _json_result(result: SubtaskResult) -> Any:
+    """A result as --json prints it: `cached` on every result and item, true or false."""
+    data = _to_jsonable(result)
+    if isinstance(data, dict):
+        data.setdefault("cached", False)
+        for item in data.get("items") or []:
+            if isinstance(item, dict):
+                item.setdefault("cached", False)
+    return data
+
+
+def _cost_lines(totals: RunTotals) -> list[str]:
+    """The run's cost (per model when there are several) and its cache hits."""
+    if totals.cost is not None:
+        cost = f"cost: {money(totals.cost)}"
+    else:
+        unknown = ", ".join(totals.unknown_cost_models)
+        cost = f"cost: {money(totals.known_cost)} + unknown (no price for {unknown})"
+    if len(totals.cost_by_model) > 1 or totals.unknown_cost_models:
+        cost += " (" + ", ".join(f"{m} {money(c)}" for m, c in totals.cost_by_model.items()) + ")"
+    lines = [cost]
+    if totals.cached:
+        lines.append(
+            f"cache: {totals.cached} calls served from the cache, "
+            f"{totals.cached_usage.total_tokens} tokens not billed again"
+        )
+    return lines
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -361,7 +432,11 @@ def exit_status(state: dict[str, Any], plan: TaskPlan) -> int:
 
 
 def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
-    """`compile_plan` keyword arguments from the CLI's run options."""
+    """`compile_plan` keyword arguments from the CLI's run options.
+
+    The CLI caches model calls unless the run said --no-cache (`"cache": False`); a run
+    kept from before the cache existed has no such option and so uses the cache.
+    """
     return {
         "model": options.get("model"),
         "max_concurrency": options.get("max_concurrency"),
@@ -370,6 +445,9 @@ def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
             max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts
         ),
         "durations": DurationStore(options.get("store") or default_store_path()),
+        "prices": cli_prices(options.get("prices")),
+        "budget": options.get("budget"),
+        "cache": options.get("cache", True) is not False,
     }
 
 
@@ -405,7 +483,7 @@ def _report(
     results: dict[str, SubtaskResult] = state.get("results", {})
     if as_json:
         payload = {
-            "results": {sid: _to_jsonable(results[sid]) for sid in task_plan.ids if sid in results},
+            "results": {sid: _json_result(results[sid]) for sid in task_plan.ids if sid in results},
             "output": _to_jsonable(state.get("output")),
             "aggregate_error": state.get("aggregate_error"),
             "totals": _to_jsonable(state.get("totals")),
@@ -424,11 +502,13 @@ def _report(
             f"{totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped"
             f"{items} in {totals.wall_time:.2f}s, {totals.total_tokens} tokens"
         )
-        if totals.speedup is not None:
+        if totals.speedup is not None and totals.call_time > 0:
             typer.echo(
                 f"speedup: {totals.speedup:.2f}x over running the calls one after another "
                 f"({totals.call_time:.2f}s)"
             )
+        for line in _cost_lines(totals):
+            typer.echo(line)
     if state.get("aggregate_error"):
         typer.echo(f"aggregation failed: {state['aggregate_error']}")
     output = state.get("output")
@@ -452,6 +532,35 @@ ReportOption = Annotated[
         metavar="FILE.html",
         help="Write a self-contained HTML run report (graph by status, timeline, tokens, "
         "cost, totals, speedup) that opens without a network.",
+    ),
+]
+
+PricesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        metavar="FILE",
+        help="Prices file (YAML or JSON), 'MODEL: {input: USD, output: USD}' per 1M tokens, "
+        "over the built-in table and $FANFOLD_HOME/prices.yaml.",
+    ),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--budget",
+        min=0,
+        metavar="USD",
+        help="Send no call that would take the run past USD (spent plus calls in flight); "
+        "the rest are skipped with the reason 'budget', then the aggregate runs. Needs a "
+        "price for every model.",
+    ),
+]
+NoCacheOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Call the model for every subtask: neither read nor write the cache of model "
+        "calls ($FANFOLD_CACHE, else $XDG_CACHE_HOME/fanfold/cache.db).",
     ),
 ]
 
@@ -536,6 +645,17 @@ def run(
     quiet: QuietOption = False,
     events: EventsOption = None,
     report: ReportOption = None,
+    prices: PricesOption = None,
+    budget: BudgetOption = None,
+    no_cache: NoCacheOption = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the expected calls, tokens, cost and wall time (as `fanfold "
+            "estimate`) and exit without calling any model.",
+        ),
+    ] = False,
 ) -> None:
     """Run a plan (or plan a goal first) and print each subtask's status and output.
 
@@ -546,6 +666,11 @@ def run(
     Progress goes to stderr: a live view on a terminal, else one line per finished
     subtask; none with --quiet or --json.
 
+    Each result shows what it cost (--prices FILE adds or overrides prices). Successful
+    model calls are cached across runs, so a repeated call costs nothing and shows as
+    cached; --no-cache turns that off. --budget USD stops sending calls before the run
+    would cost more; --dry-run only prints the estimate.
+
     \b
     Examples:
       fanfold run examples/research.yaml --model simulated
@@ -553,6 +678,8 @@ def run(
       fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
       fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
       fanfold run plan.yaml --quiet --events events.jsonl
+      fanfold run plan.yaml --dry-run --prices prices.yaml
+      fanfold run plan.yaml --budget 0.50
     """
     if plan is not None and goal is not None:
         raise CliError("give a PLAN file or --goal, not both")
@@ -561,12 +688,24 @@ def run(
             "give a PLAN file or --goal GOAL, e.g. `fanfold run plan.yaml` or "
             "`fanfold run --goal 'Compare three note-taking apps'`"
         )
+    check_budget(budget)
     options = {
         "model": model,
         "max_concurrency": max_concurrency,
         "requests_per_second": requests_per_second,
         "max_attempts": max_attempts,
+        "prices": str(prices.resolve()) if prices is not None else None,
+        "budget": budget,
+        "cache": not no_cache,
     }
+    if dry_run:
+        if plan is None:
+            raise CliError(
+                "--dry-run needs a PLAN file: write the plan with `fanfold plan GOAL -o "
+                "plan.yaml`, then run `fanfold run plan.yaml --dry-run`"
+            )
+        _print_estimate(plan, options, inputs=parse_inputs(input or []), as_json=as_json)
+        raise typer.Exit(code=EXIT_OK)
     if goal is not None:
         if checkpoint is not None:
             raise CliError(
@@ -639,6 +778,7 @@ def _write_report(
             runtime=runtime,
             graph_svg=graph_svg,
             max_concurrency=max_concurrency,
+            prices=runtime.prices.as_dict(),
         )
     except OSError as exc:
         raise CliError(f"cannot write the report to {str(path)!r}: {exc.strerror}") from exc
@@ -772,11 +912,14 @@ def resume(
     quiet: QuietOption = False,
     events: EventsOption = None,
     report: ReportOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Finish an interrupted run, or retry the failed subtasks of a finished one.
 
-    Subtasks whose results were checkpointed are not requested again. Progress shows
-    as with `fanfold run`; --events gets this run's events only.
+    Subtasks whose results were checkpointed are not requested again, and neither are
+    calls that finished before the run stopped (they are in the cache, unless the run
+    had --no-cache). The run's prices and budget apply again. Progress shows as with
+    `fanfold run`; --events gets this run's events only.
 
     \b
     Examples:
@@ -797,7 +940,10 @@ def resume(
             "check the run id and --checkpoint"
         )
     task_plan = TaskPlan.model_validate(run_info["plan"])
-    graph = _compile(task_plan, run_info.get("options") or {})
+    run_options = dict(run_info.get("options") or {})
+    if no_cache:
+        run_options["cache"] = False
+    graph = _compile(task_plan, run_options)
     runtime = graph.fanfold_runtime
     run_inputs = runtime.run_inputs(values.get("inputs") or {})
     task_text = runtime.task_text(run_inputs)
@@ -869,6 +1015,104 @@ async def _load_run(checkpoint: str, run_id: str) -> Any:
             aggregator=None,
         )
         return await graph.aget_state(config)
+
+
+def plan_estimate(
+    plan: Path, options: dict[str, Any], *, inputs: dict[str, str]
+) -> PlanEstimate:
+    """`estimate_plan` with the CLI's options: its prices, learned durations and kinds."""
+    task_plan = TaskPlan.from_file(plan)
+    PlanRuntime(plan=task_plan, kinds={}, models={}).check_input_names(inputs)
+    store = Path(options.get("store") or default_store_path())
+    durations = DurationStore(store) if store.is_file() else None
+    return estimate_plan(
+        task_plan,
+        inputs,
+        model=options.get("model"),
+        prices=cli_prices(options.get("prices")),
+        durations=durations,
+        max_concurrency=options.get("max_concurrency"),
+        kinds=node_kinds,
+    )
+
+
+def _print_estimate(
+    plan: Path, options: dict[str, Any], *, inputs: dict[str, str], as_json: bool
+) -> None:
+    estimate = plan_estimate(plan, options, inputs=inputs)
+    budget = options.get("budget")
+    if as_json:
+        typer.echo(estimate.model_dump_json(indent=2))
+        return
+    for line in estimate.lines():
+        typer.echo(line)
+    if budget is not None:
+        typer.echo(_budget_line(estimate, budget))
+
+
+def _budget_line(estimate: PlanEstimate, budget: float) -> str:
+    if estimate.unknown_price_models:
+        unknown = ", ".join(estimate.unknown_price_models)
+        return (
+            f"budget {money(budget)}: cannot be enforced, no price for {unknown}; give one "
+            "with --prices FILE"
+        )
+    assert estimate.cost is not None
+    if estimate.cost <= budget:
+        return f"budget {money(budget)}: the estimate ({money(estimate.cost)}) fits"
+    return (
+        f"budget {money(budget)}: the estimate ({money(estimate.cost)}) passes it; the run "
+        "would stop sending calls before it does and skip the rest"
+    )
+
+
+@app.command()
+@one_line_errors
+def estimate(
+    plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
+        ),
+    ] = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="Run input as key=value or key=@file; repeatable. A map's list counts its "
+            "items.",
+        ),
+    ] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
+    ] = None,
+    prices: PricesOption = None,
+    budget: BudgetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,
+) -> None:
+    """Estimate a run before it runs: calls, tokens, cost and wall time; no model is called.
+
+    Prompts are sized at 4 characters a token, with each dependency's reply at its
+    expected_output_tokens (else 256); a call takes what earlier runs recorded, else its
+    expected_seconds, else 5 s. No API key is needed. `fanfold run PLAN --dry-run` prints
+    the same.
+
+    \b
+    Examples:
+      fanfold estimate examples/research.yaml
+      fanfold estimate plan.yaml -i items='["a", "b"]' --max-concurrency 4 --prices prices.yaml
+    """
+    check_budget(budget)
+    options = {
+        "model": model,
+        "max_concurrency": max_concurrency,
+        "prices": str(prices) if prices is not None else None,
+        "budget": budget,
+    }
+    _print_estimate(plan, options, inputs=parse_inputs(input or []), as_json=as_json)
 
 
 def describe_critical_path(runtime: Any) -> str:

@@ -21,7 +21,9 @@ from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
+from fanfold.scheduling.costs import PriceTable, UnknownPriceError, check_budget, price_table
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import RateLimiter
 from fanfold.scheduling.priorities import expected_durations
@@ -58,6 +60,9 @@ def compile_plan(
     durations: DurationStore | None = None,
     kinds: NodeKindRegistry | None = None,
     name: str = "fanfold",
+    prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
+    budget: float | None = None,
+    cache: ResultCache | bool | str | Path | None = None,
 ) -> CompiledPlanGraph:
     """Compile a plan into a LangGraph graph whose model calls start greedily.
 
@@ -83,14 +88,30 @@ def compile_plan(
             a limit (longest expected remaining path first), and this run's are recorded.
         kinds: the node-kind registry (default: the process-wide one).
         name: the graph's name in traces.
+        prices: model label -> {"input": USD per 1M tokens, "output": USD per 1M tokens}
+            (or a prices file's path, or a PriceTable) on top of the default table
+            (`fanfold.DEFAULT_PRICES`). Results then carry `cost`, totals cost per model;
+            a model without a price has cost None (unknown).
+        budget: USD a run may spend: once the spent cost plus the estimates of the calls
+            in flight would pass it, no further call is sent and the rest are skipped with
+            the reason "budget". The aggregate's estimated cost is set aside from the start,
+            so the aggregate always runs. Needs a price for every model the run calls.
+        cache: a persistent cache of model calls: True for the default file
+            (`$FANFOLD_CACHE`, else `$XDG_CACHE_HOME/fanfold/cache.db`), a path, or a
+            ResultCache; None or False (the default) for none. A call with the same model
+            and settings, messages, output schema and kind is then served from it (usage
+            0, `cached=True`), and every successful call is stored as soon as it ends.
 
     Returns:
         A CompiledPlanGraph (a CompiledStateGraph): invoke, stream, batch it as usual.
 
     Raises:
-        PlanError: the plan, a kind or a model choice is invalid. Nothing has run.
+        PlanError: the plan, a kind or a model choice is invalid, a price entry is
+            invalid, or a budget is set and a model has no price. Nothing has run.
     """
     plan = _as_plan(plan)
+    table = price_table(prices)
+    limit = check_budget(budget)
     check_graph(plan.subtasks, plan.inputs)  # plans are mutable; check again what runs
     registry = kinds or node_kinds
     limits: dict[str, Any] = {
@@ -135,6 +156,8 @@ def compile_plan(
         expected_source=source,
         durations=durations,
         durations_key=(fingerprint, model_key),
+        prices=table,
+        budget=limit,
     )
     if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
         runtime.aggregate_function = aggregator
@@ -143,6 +166,10 @@ def compile_plan(
             runtime.aggregate_model = model_for(plan.aggregation.model or model)
     elif aggregator is not None:
         runtime.aggregate_model = model_for(aggregator)
+
+    if limit is not None:
+        _check_prices(runtime, table)
+    runtime.cache = _as_cache(cache)
 
     output_types = {
         s.id: s.output_schema for s in plan.subtasks if isinstance(s.output_schema, type)
@@ -175,6 +202,31 @@ def compile_plan(
 
     compiled = builder.compile(checkpointer=checkpointer, name=name)
     return adopt(compiled, CompiledPlanGraph, fanfold_runtime=runtime)
+
+
+def _as_cache(cache: ResultCache | bool | str | Path | None) -> ResultCache | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ResultCache()
+    if isinstance(cache, ResultCache):
+        return cache
+    return ResultCache(cache)
+
+
+def _check_prices(runtime: PlanRuntime, table: PriceTable) -> None:
+    """A budget needs every model's price: name those without one, and who uses them."""
+    unpriced: dict[str, list[str]] = {}
+    for sid in runtime.order:
+        model = runtime.models.get(sid)
+        if model is not None and model_label(model) not in table:
+            unpriced.setdefault(model_label(model), []).append(sid)
+    if runtime.aggregate_model is not None:
+        label = model_label(runtime.aggregate_model)
+        if label not in table:
+            unpriced.setdefault(label, []).append("aggregate")
+    if unpriced:
+        raise UnknownPriceError(unpriced)
 
 
 def _input_json_schemas(plan: TaskPlan) -> dict[str, dict[str, Any]]:

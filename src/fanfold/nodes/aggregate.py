@@ -12,7 +12,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from fanfold._secrets import describe_error
 from fanfold.nodes.run_scope import background_loop, current_scope
 from fanfold.scheduling.runtime import PlanRuntime
-from fanfold.state.results import TokenUsage, summarize
+from fanfold.state.results import SubtaskResult, TokenUsage, summarize
 from fanfold.state.schema import PlanState
 
 
@@ -34,18 +34,26 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
         dispatcher = current_scope().dispatcher_or_none
         output: Any = None
         usage = TokenUsage()
+        cached: TokenUsage | None = None
         error: str | None = None
         called = time.time()
         try:
             inputs = (
                 dispatcher.inputs if dispatcher is not None else runtime.run_inputs(input.inputs)
             )
-            output, usage = await runtime.aggregate(dict(results), inputs, config)
+            outcome = await runtime.aggregate_call(dict(results), inputs, config)
+            output, usage, cached = outcome.output, outcome.usage, outcome.cached_usage
         except Exception as exc:
             error = describe_error(exc)
-        aggregate_time = time.time() - called if runtime.aggregates else 0.0
+        aggregate_time = time.time() - called if runtime.aggregates and cached is None else 0.0
+        label = runtime.aggregate_label
+        aggregate_cost = (
+            0.0 if label is None or cached is not None else runtime.prices.cost(label, usage)
+        )
         if runtime.durations is not None:
-            runtime.durations.record_results(*runtime.durations_key, results.values())
+            # A cached call took no time: its zero would spoil the learned durations.
+            timed = [r for r in results.values() if not _any_cached(r)]
+            runtime.durations.record_results(*runtime.durations_key, timed)
         starts = [r.started_at for r in results.values() if r.started_at is not None]
         began = dispatcher.started_at if dispatcher is not None else min(starts, default=None)
         totals = summarize(
@@ -54,6 +62,9 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
             aggregate_usage=usage,
             wall_time=(time.time() - began) if began is not None else 0.0,
             aggregate_time=aggregate_time,
+            aggregate_model=label,
+            aggregate_cost=aggregate_cost,
+            aggregate_cached=cached,
         )
         return {
             "output": runtime.output_state(output),
@@ -70,6 +81,11 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
             _in_context(context, self.ainvoke(input, config)), background_loop()
         )
         return future.result()
+
+
+def _any_cached(result: SubtaskResult) -> bool:
+    """Whether a result, or any item of a map, was served from the cache."""
+    return result.cached or any(item.cached for item in result.items or [])
 
 
 async def _in_context(context: contextvars.Context, coro: Any) -> Any:

@@ -175,6 +175,11 @@ class SubTask(_PlanModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Settings for the subtask's kind (a splitter's sizes)."
     )
+    cache: bool = Field(
+        True,
+        description="Whether this subtask's calls may be served from, and stored in, the "
+        "persistent cache when the run has one (false: always call the model).",
+    )
 
     @field_validator("depends_on", mode="before")
     @classmethod

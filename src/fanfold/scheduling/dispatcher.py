@@ -11,6 +11,15 @@ A map subtask runs one call per item of its list. Each item is retried on its ow
 waits for a slot like any call; a map over another map's items starts item i as soon
 as upstream item i is done.
 
+With a persistent cache (`runtime.cache`), a call of a kind that needs a model is looked
+up before it waits for a slot and, once it succeeds, stored at once: a run killed before
+LangGraph committed that subtask's node still finds the call on its next attempt.
+
+With a budget (`runtime.budget`), each call sets its estimated cost aside when it gets a
+slot; the first call that would take the spent cost, plus the calls in flight, past the
+budget is skipped with the reason "budget", and so is every call after it. The
+aggregate's estimated cost is set aside from the start, so the aggregate always runs.
+
 Nothing here imports LangGraph: the graph layer passes in how to build each call's
 config and where lifecycle events go.
 """
@@ -32,7 +41,15 @@ from fanfold._secrets import describe_error
 from fanfold.models.resolve import model_label
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
+from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import SubtaskCall
+from fanfold.scheduling.costs import (
+    DEFAULT_OUTPUT_TOKENS,
+    Budget,
+    aggregate_input_tokens,
+    messages_tokens,
+    output_tokens,
+)
 from fanfold.scheduling.retry import classify
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
@@ -99,6 +116,40 @@ class Dispatcher:
         self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
         self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
+        self.budget: Budget | None = None
+        self._aggregate_items: dict[str, int] = {}
+        if runtime.budget is not None:
+            spent = 0.0
+            for res in self.done.values():
+                for call in res.items if res.items is not None else [res]:
+                    spent += call.cost or 0.0
+            self.budget = Budget(runtime.budget, spent=spent)
+            for sid in runtime.maps:
+                source = runtime.subtasks[sid].map
+                listed = self.inputs.get(source) if source in runtime.input_maps else None
+                if isinstance(listed, list):
+                    self._aggregate_items[sid] = len(listed)
+            self._set_aside_for_aggregate()
+
+    def _set_aside_for_aggregate(self) -> None:
+        """Hold back the aggregate call's estimated cost (maps: their known item counts)."""
+        runtime = self.runtime
+        if self.budget is None or runtime.aggregate_model is None:
+            return
+        outputs = {
+            sid: (
+                max(1, self._aggregate_items.get(sid, 1)) if sid in runtime.maps else 0,
+                output_tokens(runtime.subtasks[sid]),
+            )
+            for sid in runtime.order
+        }
+        settings = runtime.plan.aggregation
+        tokens = aggregate_input_tokens(
+            self.task, outputs, instructions=settings.instructions, system=settings.system
+        )
+        label = model_label(runtime.aggregate_model)
+        estimate = runtime.prices.estimate(label, tokens, DEFAULT_OUTPUT_TOKENS)
+        self.budget.set_aside_for_aggregate(estimate or 0.0)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -213,12 +264,15 @@ class Dispatcher:
 
     def _skip(self, sid: str, dep: str, dep_result: SubtaskResult) -> SubtaskResult:
         reason = f"dependency {dep!r} {dep_result.status}"
+        if _for_budget(dep_result):
+            reason = f"budget: dependency {dep!r} was skipped for the budget"
         skipped = SubtaskResult(
             id=sid,
             status="skipped",
             error=reason,
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
+            cost=0.0,
         )
         self._set_item_list(sid, None)
         return self._finish(skipped)
@@ -231,6 +285,7 @@ class Dispatcher:
             finished_at=time.time(),
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
+            cost=0.0,
         )
         self._set_item_list(sid, None)
         return self._finish(failed)
@@ -261,6 +316,9 @@ class Dispatcher:
     ) -> SubtaskResult:
         started = time.time()
         count = len(items if items is not None else upstream or [])
+        if self.budget is not None and self._aggregate_items.get(sid) != count:
+            self._aggregate_items[sid] = count  # the aggregate will read this many outputs
+            self._set_aside_for_aggregate()
         self._emit(sid, "started", started_at=started, items=count, priority=self._priority(sid))
         reuse = self._reuse.pop(sid, {})
         if len(reuse) > count:
@@ -313,14 +371,18 @@ class Dispatcher:
         if not isinstance(before, SubtaskResult) or not before.ok:
             status = before.status if isinstance(before, SubtaskResult) else "failed"
             reason = f"dependency item {item_id(self.runtime.subtasks[sid].map or '', index)!r}"
+            error = f"{reason} {status}"
+            if isinstance(before, SubtaskResult) and _for_budget(before):
+                error = f"budget: {reason} was skipped for the budget"
             return self._finish_item(
                 SubtaskResult(
                     id=item_id(sid, index),
                     status="skipped",
-                    error=f"{reason} {status}",
+                    error=error,
                     index=index,
                     kind=self.runtime.subtasks[sid].kind,
                     priority=self._priority(sid),
+                    cost=0.0,
                 ),
                 sid,
             )
@@ -335,19 +397,34 @@ class Dispatcher:
     def _combine(self, sid: str, items: list[SubtaskResult], started: float) -> SubtaskResult:
         failed = [r for r in items if not r.ok]
         usage = TokenUsage()
+        cached_usage = TokenUsage()
+        cost: float | None = 0.0
         for r in items:
             usage = usage + r.usage
+            if r.cached_usage is not None:
+                cached_usage = cached_usage + r.cached_usage
+            cost = None if cost is None or r.cost is None else cost + r.cost
         starts = [r.started_at for r in items if r.started_at is not None]
         error = None
+        status: Status = "succeeded"
         if failed:
+            status = "failed"
             error = (
                 f"{len(failed)} of {len(items)} items did not succeed; first: "
                 f"{failed[0].id}: {failed[0].error}"
             )
+            over = [r for r in failed if _for_budget(r)]
+            if len(over) == len(failed):  # nothing failed: the budget stopped the rest
+                status = "skipped"
+                error = (
+                    f"budget: {len(over)} of {len(items)} items skipped for the budget; "
+                    f"first: {over[0].id}"
+                )
         model = self.runtime.models.get(sid)
+        cached = bool(items) and all(r.cached for r in items)
         return SubtaskResult(
             id=sid,
-            status="failed" if failed else "succeeded",
+            status=status,
             output=[r.output if r.ok else None for r in items],
             items=items,
             error=error,
@@ -358,6 +435,9 @@ class Dispatcher:
             model=model_label(model) if model is not None else None,
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
+            cost=cost,
+            cached=cached,
+            cached_usage=cached_usage if any(r.cached for r in items) else None,
         )
 
     # -- one call, with retries ---------------------------------------------------------
@@ -401,14 +481,45 @@ class Dispatcher:
                 priority=priority,
                 kind=subtask.kind,
                 index=index,
+                cost=0.0,  # no call was made
             )
             return self._report(failed, sid, index)
         messages = subtask_messages(subtask, task=self.task, prompt=prompt)
+        cache_key: str | None = None
+        if runtime.cache is not None and model is not None and subtask.cache:
+            cache_key = call_key(
+                model=model,
+                messages=messages,
+                kind=subtask.kind,
+                output_schema=subtask.output_schema,
+                options=subtask.options,
+                kind_function=getattr(runtime.kinds[sid], "function", None),
+            )
+            hit = runtime.cache.get(cache_key)
+            if hit is not None:
+                now = time.time()
+                served = SubtaskResult(
+                    id=rid,
+                    status="succeeded",
+                    output=revive(hit.output, subtask.output_schema),
+                    started_at=now,
+                    finished_at=now,
+                    attempts=0,
+                    model=label,
+                    priority=priority,
+                    kind=subtask.kind,
+                    index=index,
+                    cost=0.0,
+                    cached=True,
+                    cached_usage=hit.usage,
+                )
+                return self._report(served, sid, index)
         estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
         ambient = var_child_runnable_config.get() or self._call_config(sid, index)
         config: RunnableConfig = {**ambient, "run_name": rid}
         first_start: float | None = None
         attempt = 0
+        reserved: float | None = None  # USD set aside in the budget for this call
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             return SubtaskResult(
@@ -424,9 +535,22 @@ class Dispatcher:
                 **fields,
             )
 
+        def cost_of(usage: TokenUsage) -> float | None:
+            return 0.0 if label is None else runtime.prices.cost(label, usage)
+
         while True:
             attempt += 1
             await limiter.acquire(priority_rank, tokens=estimate)
+            if self.budget is not None and label is not None and reserved is None:
+                expected = runtime.prices.estimate(
+                    label, messages_tokens(messages), output_tokens(subtask)
+                )
+                refusal = self.budget.reserve(expected or 0.0)
+                if refusal is not None:
+                    limiter.release()
+                    attempt -= 1  # no call was made
+                    return self._report(result("skipped", error=refusal, cost=0.0), sid, index)
+                reserved = expected or 0.0
             started = time.time()
             first_start = first_start or started
             self._emit(
@@ -468,8 +592,27 @@ class Dispatcher:
                     continue
                 if failure.transient:
                     error = f"{error} (gave up after {_attempts(attempt)})"
-                return self._report(result("failed", error=error), sid, index)
+                cost = cost_of(TokenUsage())
+                if self.budget is not None and reserved is not None:
+                    self.budget.settle(reserved, cost)
+                return self._report(result("failed", error=error, cost=cost), sid, index)
             limiter.record_success(outcome.usage.total_tokens)
+            cost = cost_of(outcome.usage)
+            if self.budget is not None and reserved is not None:
+                self.budget.settle(reserved, cost)
+            done = result("succeeded", output=outcome.output, usage=outcome.usage, cost=cost)
+            if cache_key is not None and runtime.cache is not None:
+                # Stored now, before LangGraph commits the node: a run killed from here on
+                # still finds this call on its next attempt.
+                runtime.cache.put(
+                    cache_key,
+                    outcome.output,
+                    usage=outcome.usage,
+                    model=label,
+                    kind=subtask.kind,
+                    subtask=rid,
+                    seconds=done.duration,
+                )
             # Free the slot only after the dependents this result unblocks have queued:
             # they wake from this task's done callbacks, registered before this one.
             this_task = asyncio.current_task()
@@ -477,7 +620,6 @@ class Dispatcher:
                 limiter.release()
             else:
                 this_task.add_done_callback(lambda _task: limiter.release())
-            done = result("succeeded", output=outcome.output, usage=outcome.usage)
             return self._report(done, sid, index)
 
     def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
@@ -515,7 +657,7 @@ class Dispatcher:
 
 
 def _outcome(result: SubtaskResult) -> dict[str, Any]:
-    return {
+    outcome = {
         "started_at": result.started_at,
         "finished_at": result.finished_at or time.time(),
         "duration": result.duration,
@@ -523,7 +665,16 @@ def _outcome(result: SubtaskResult) -> dict[str, Any]:
         "attempts": result.attempts,
         "total_tokens": result.usage.total_tokens,
         "priority": result.priority,
+        "cost": result.cost,
     }
+    if result.cached:
+        outcome["cached"] = True
+    return outcome
+
+
+def _for_budget(result: SubtaskResult) -> bool:
+    """Whether a result was skipped because the budget stopped the run's calls."""
+    return result.status == "skipped" and (result.error or "").startswith("budget")
 
 
 def _attempts(n: int) -> str:

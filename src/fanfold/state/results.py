@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 Status = Literal["succeeded", "failed", "skipped"]
 
@@ -57,6 +57,30 @@ class SubtaskResult(BaseModel):
     items: list[SubtaskResult] | None = Field(
         default=None, description="For a map subtask: one result per item, in item order."
     )
+    cost: float | None = Field(
+        default=None,
+        description="USD this call cost (a map: its items added up). None when unknown: the "
+        "model has no price (never 0 for an unknown price). 0 for a cached result, a skip, "
+        "or a kind that calls no model.",
+    )
+    cached: bool = Field(
+        default=False,
+        description="Served from the persistent cache: no request was made and usage is 0 "
+        "(a map: every item was).",
+    )
+    cached_usage: TokenUsage | None = Field(
+        default=None,
+        description="For a cached result: the tokens the original call used (not billed now).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _cache_fields_only_when_cached(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """`cached` and `cached_usage` appear in dumps (state, --json) only on cache hits."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.cached:
+            data.pop("cached", None)
+            data.pop("cached_usage", None)
+        return data
 
     @property
     def duration(self) -> float | None:
@@ -117,6 +141,28 @@ class RunTotals(BaseModel):
         "one, and the aggregation): the wall time of running them sequentially.",
     )
     items: int = Field(0, description="Map items run, over all map subtasks.")
+    cost: float | None = Field(
+        None,
+        description="USD for the run, subtasks and aggregation; None when a model's price "
+        "is unknown (see unknown_cost_models and known_cost).",
+    )
+    known_cost: float = Field(0.0, description="USD over the calls whose model has a price.")
+    cost_by_model: dict[str, float | None] = Field(
+        default_factory=dict, description="USD per model label; None for an unknown price."
+    )
+    unknown_cost_models: list[str] = Field(
+        default_factory=list, description="Models that made calls and have no price."
+    )
+    aggregate_cost: float | None = Field(
+        0.0, description="USD of the aggregation's call; None when its model has no price."
+    )
+    cached: int = Field(
+        0, description="Calls served from the persistent cache (map items one by one)."
+    )
+    cached_usage: TokenUsage = Field(
+        default_factory=TokenUsage,
+        description="Tokens the cached calls used when they were first made; not billed now.",
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -136,22 +182,54 @@ def summarize(
     aggregate_usage: TokenUsage,
     wall_time: float,
     aggregate_time: float = 0.0,
+    aggregate_model: str | None = None,
+    aggregate_cost: float | None = None,
+    aggregate_cached: TokenUsage | None = None,
 ) -> RunTotals:
     """Fold results into run totals.
 
     Args:
         aggregate_time: seconds the aggregation call took (part of the sequential time).
+        aggregate_model: the label of the aggregation's model, when it has one.
+        aggregate_cost: USD of the aggregation's call (None: unknown). Left out, it is 0
+            when the aggregation used no tokens and unknown otherwise.
+        aggregate_cached: the original usage, when the aggregation came from the cache.
     """
     usage = TokenUsage()
+    cached_usage = TokenUsage()
     counts = {"succeeded": 0, "failed": 0, "skipped": 0}
     call_time = aggregate_time
     items = 0
+    cached = 0
+    by_model: dict[str, float | None] = {}
+
+    def spend(model: str, cost: float | None) -> None:
+        if model in by_model and by_model[model] is None:
+            return
+        by_model[model] = None if cost is None else (by_model.get(model) or 0.0) + cost
+
     for res in results.values():
         counts[res.status] += 1
         usage = usage + res.usage
         calls = res.items if res.items is not None else [res]
         items += len(res.items or [])
         call_time += sum(r.duration or 0.0 for r in calls)
+        for call in calls:
+            if call.cached:
+                cached += 1
+                cached_usage = cached_usage + (call.cached_usage or TokenUsage())
+            if call.model is not None and (call.attempts or call.cached):
+                spend(call.model, call.cost)
+    used = bool(aggregate_usage.total_tokens or aggregate_usage.input_tokens)
+    if aggregate_cost is None and not used and aggregate_cached is None:
+        aggregate_cost = 0.0
+    if aggregate_cached is not None:
+        cached += 1
+        cached_usage = cached_usage + aggregate_cached
+    if aggregate_model is not None or used:
+        spend(aggregate_model or "(aggregate's model)", aggregate_cost)
+    unknown = sorted(model for model, cost in by_model.items() if cost is None)
+    known = sum(cost for cost in by_model.values() if cost is not None)
     return RunTotals(
         tasks=planned,
         usage=usage,
@@ -159,5 +237,12 @@ def summarize(
         wall_time=wall_time,
         call_time=call_time,
         items=items,
+        cost=None if unknown else known,
+        known_cost=known,
+        cost_by_model=by_model,
+        unknown_cost_models=unknown,
+        aggregate_cost=aggregate_cost,
+        cached=cached,
+        cached_usage=cached_usage,
         **counts,
     )

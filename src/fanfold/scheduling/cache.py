@@ -1,0 +1,346 @@
+"""A persistent cache of model calls: the same call, across runs, is paid for once.
+
+A call is identified by a key (`call_key`): a SHA-256 over the model (its class, its
+identifying parameters such as the model name and temperature, and its endpoint URL;
+never an API key or any other secret), the node kind and its options, the output schema,
+and the rendered messages. Only successful calls of kinds that call a model are stored,
+each one the moment it ends, so a run killed before LangGraph committed a node's result
+still finds that call's result on its next attempt.
+
+The cache is a SQLite file: `$FANFOLD_CACHE` if set, else
+`$XDG_CACHE_HOME/fanfold/cache.db`, else `~/.cache/fanfold/cache.db`. It holds, per key,
+the output as JSON, the token usage of the call that made it, the model label, the kind,
+the subtask id that first made it, the call's duration and when it was stored; no prompt
+text and no secret. A broken or locked cache never fails a run: a lookup that fails is a
+miss and a write that fails is skipped.
+
+Nothing here imports LangGraph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, SecretStr
+
+from fanfold._secrets import redact
+from fanfold.errors import PlanError
+from fanfold.state.results import TokenUsage
+
+__all__ = [
+    "CACHE_ENV",
+    "CacheError",
+    "CachedCall",
+    "ResultCache",
+    "call_key",
+    "default_cache_path",
+    "model_identity",
+]
+
+_log = logging.getLogger(__name__)
+
+CACHE_ENV = "FANFOLD_CACHE"
+"""Environment variable naming the cache file, overriding the default location."""
+KEY_VERSION = 1
+"""Part of every key: a change to what a key covers starts a fresh cache."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fanfold_cache (
+    key TEXT PRIMARY KEY,
+    output TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    model TEXT,
+    kind TEXT,
+    subtask TEXT,
+    seconds DOUBLE PRECISION,
+    created DOUBLE PRECISION NOT NULL
+)
+"""
+
+_PUT = """
+INSERT OR REPLACE INTO fanfold_cache
+    (key, output, input_tokens, output_tokens, total_tokens, model, kind, subtask, seconds,
+     created)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_GET = (
+    "SELECT output, input_tokens, output_tokens, total_tokens, model, seconds, created "
+    "FROM fanfold_cache WHERE key = ?"
+)
+
+_SECRET_NAME = re.compile(r"(?i)(key|secret|passw|credential|auth|header|cookie|^token$|_token$)")
+"""Parameter names whose values never enter a key (`max_tokens` is not one of them)."""
+
+
+class CacheError(PlanError):
+    """The cache file cannot be opened or created."""
+
+
+def default_cache_path() -> Path:
+    """`$FANFOLD_CACHE`, else `$XDG_CACHE_HOME/fanfold/cache.db`, else ~/.cache/fanfold/."""
+    named = os.environ.get(CACHE_ENV)
+    if named:
+        return Path(named).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "fanfold" / "cache.db"
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    """One stored call: its output (JSON data) and the usage of the call that made it."""
+
+    output: Any
+    usage: TokenUsage
+    model: str | None
+    seconds: float | None
+    created: float
+
+
+class ResultCache:
+    """Successful model calls by key, in a SQLite file shared by runs and processes.
+
+    Args:
+        path: the SQLite file (created with its folder); None for `default_cache_path()`;
+            ":memory:" for a cache that lasts as long as this object.
+
+    Raises:
+        CacheError: the file cannot be created or is not a SQLite database.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = str(default_cache_path() if path is None else path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            with self._lock:
+                if self.path != ":memory:":
+                    # A write is then one append to the log: durable when the process is
+                    # killed right after it, and never blocking readers in other processes.
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    self._conn.execute("PRAGMA synchronous=NORMAL")
+                with self._conn:
+                    self._conn.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(
+                f"cannot use the cache file {self.path!r}: {redact(str(exc))}; set {CACHE_ENV} "
+                "to a writable file, or turn the cache off (--no-cache, compile_plan(cache=False))"
+            ) from exc
+
+    def get(self, key: str) -> CachedCall | None:
+        """The stored call for `key`, or None (also when the cache cannot be read)."""
+        try:
+            with self._lock:
+                row = self._conn.execute(_GET, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            _log.warning("fanfold cache %s: lookup failed: %s", self.path, exc)
+            return None
+        if row is None:
+            return None
+        output, inp, out, total, model, seconds, created = row
+        try:
+            value = json.loads(output)
+        except ValueError:
+            return None
+        usage = TokenUsage(input_tokens=inp, output_tokens=out, total_tokens=total)
+        return CachedCall(value, usage, model, seconds, created)
+
+    def put(
+        self,
+        key: str,
+        output: Any,
+        *,
+        usage: TokenUsage,
+        model: str | None = None,
+        kind: str | None = None,
+        subtask: str | None = None,
+        seconds: float | None = None,
+    ) -> bool:
+        """Store a successful call at once (committed before this returns).
+
+        Returns:
+            False when the output is not JSON data that reads back the same (it is not
+            stored) or the write failed; True when stored.
+        """
+        data = stored_form(output)
+        if data is _UNSTORABLE:
+            return False
+        row = (
+            key,
+            data,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.total_tokens,
+            model,
+            kind,
+            subtask,
+            seconds,
+            time.time(),
+        )
+        try:
+            with self._lock, self._conn:
+                self._conn.execute(_PUT, row)
+        except sqlite3.Error as exc:
+            _log.warning("fanfold cache %s: write failed: %s", self.path, exc)
+            return False
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            (count,) = self._conn.execute("SELECT COUNT(*) FROM fanfold_cache").fetchone()
+        return int(count)
+
+    def clear(self) -> None:
+        """Forget every stored call."""
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM fanfold_cache")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"ResultCache({self.path!r})"
+
+
+_UNSTORABLE: Any = object()
+
+
+def stored_form(output: Any) -> Any:
+    """`output` as JSON text, or _UNSTORABLE when JSON would not give it back unchanged."""
+    data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return _UNSTORABLE
+    if not isinstance(output, BaseModel) and json.loads(text) != output:
+        return _UNSTORABLE  # tuples, non-string keys...: a hit would differ from the call
+    return text
+
+
+def revive(value: Any, schema: Any) -> Any:
+    """A stored output as the call gave it: a pydantic schema's instance, else the data."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel) and isinstance(value, dict):
+        return schema.model_validate(value)
+    return value
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> tuple[bool, Any]:
+    """(keep, value): JSON data is kept; secrets, clients and other objects are not."""
+    if isinstance(value, SecretStr):
+        return False, None
+    if value is None or isinstance(value, bool | int | float):
+        return True, value
+    if isinstance(value, str):
+        return (redact(value) == value), value
+    if isinstance(value, Mapping):
+        kept = {}
+        for name, inner in value.items():
+            if _SECRET_NAME.search(str(name)):
+                continue
+            keep, plain = _plain(inner)
+            if keep:
+                kept[str(name)] = plain
+        return True, kept
+    if isinstance(value, list | tuple):
+        items = [_plain(v) for v in value]
+        return all(k for k, _ in items), [v for _, v in items]
+    return False, None
+
+
+def _endpoint(model: Any) -> str | None:
+    for attr in ("openai_api_base", "base_url", "api_base", "endpoint"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            parts = urlsplit(value)
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            # No user, password, query or fragment: those may hold credentials.
+            return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else value
+    return None
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """What identifies a model's answers: its class, identifying params and endpoint.
+
+    Parameters that name or hold a secret (API keys, tokens, headers), clients and any
+    value that is not plain data are left out, so no key ever reaches a cache key.
+    """
+    cls = type(model)
+    try:
+        params = dict(getattr(model, "_identifying_params", {}) or {})
+    except Exception:  # noqa: BLE001 - a model whose params cannot be read: its class only
+        params = {}
+    _, plain = _plain(params)
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "params": plain,
+        "endpoint": _endpoint(model),
+    }
+
+
+def _schema(schema: Any) -> Any:
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    return schema
+
+
+def _message(message: BaseMessage) -> dict[str, Any]:
+    return {"type": message.type, "content": message.content, "name": message.name}
+
+
+def call_key(
+    *,
+    model: Any,
+    messages: Sequence[BaseMessage],
+    kind: str,
+    output_schema: Any = None,
+    options: Mapping[str, Any] | None = None,
+    kind_function: Any = None,
+) -> str:
+    """The cache key of one call (a hex SHA-256).
+
+    Args:
+        model: the chat model (see `model_identity`).
+        messages: the rendered messages, as sent.
+        kind: the node kind's name ("aggregate" for the aggregate step).
+        output_schema: the subtask's (or aggregation's) output schema.
+        options: the subtask's kind options.
+        kind_function: the kind's function, so a replaced kind misses the cache.
+    """
+    function = (
+        f"{getattr(kind_function, '__module__', '')}.{getattr(kind_function, '__qualname__', '')}"
+        if kind_function is not None
+        else None
+    )
+    payload = {
+        "version": KEY_VERSION,
+        "model": model_identity(model),
+        "kind": kind,
+        "function": function,
+        "options": dict(options or {}),
+        "schema": _schema(output_schema),
+        "messages": [_message(m) for m in messages],
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
