@@ -245,7 +245,9 @@ def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
     home = tmp_path / "home"
     # With a limit of 2 calls and 3 subtasks per step, there is always a moment when two
     # of a step's results are written to the open step and the third is still in flight.
-    run_args = ["--model", "openai:sim-model", "--max-concurrency", "2", "--json"]
+    # No cache: this test is about checkpoints (a call cached in the moment before the
+    # kill would rightly not be asked again; tests/test_cache.py covers that).
+    run_args = ["--model", "openai:sim-model", "--max-concurrency", "2", "--json", "--no-cache"]
     with sim_server() as srv, sim_server() as reference_srv:
         # Meanwhile the uninterrupted run, against its own (just as deterministic) server.
         reference = subprocess.Popen(

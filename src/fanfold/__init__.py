@@ -24,6 +24,7 @@ from fanfold.errors import (
     UnknownKindError,
 )
 from fanfold.graphs import CompiledPlanGraph, compile_plan
+from fanfold.graphs.estimate import estimate_plan
 from fanfold.graphs.goal import compile_goal
 from fanfold.models import DEFAULT_MODEL, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
@@ -49,7 +50,6 @@ from fanfold.scheduling.costs import (
     PriceError,
     PriceTable,
     UnknownPriceError,
-    estimate_plan,
     load_prices,
 )
 from fanfold.state import RunTotals, SubtaskResult, TokenUsage

@@ -24,6 +24,7 @@ from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.drawing import DrawingError, plan_ascii, plan_dot, render
 from fanfold.errors import PlanError
 from fanfold.graphs.compile import compile_plan
+from fanfold.graphs.estimate import estimate_plan
 from fanfold.graphs.goal import compile_goal
 from fanfold.nodes.registry import node_kinds
 from fanfold.plan.models import TaskPlan
@@ -34,7 +35,6 @@ from fanfold.scheduling.costs import (
     PlanEstimate,
     PriceTable,
     check_budget,
-    estimate_plan,
     load_prices,
 )
 from fanfold.scheduling.costs import format_usd as money

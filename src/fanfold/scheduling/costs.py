@@ -20,7 +20,6 @@ import heapq
 import json
 import math
 import re
-import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -541,16 +540,6 @@ def model_spec_label(spec: BaseChatModel | str | None) -> str:
     return text.split(":", 1)[1].strip() if ":" in text else text
 
 
-def _default_kinds() -> Any:
-    """The process-wide node-kind registry.
-
-    It lives in the nodes layer, above this one; `import fanfold` always loads it, so it
-    is looked up rather than imported (this layer imports nothing of the nodes layer).
-    """
-    module = sys.modules.get("fanfold.nodes.registry")
-    return getattr(module, "node_kinds", None)
-
-
 def _needs_model(kinds: Any, sub: SubTask) -> bool:
     if kinds is None:
         return True  # no registry known: count a call, the cautious guess for a cost
@@ -660,8 +649,9 @@ def estimate_plan(
         prices: overrides of the default price table (a mapping or a prices file).
         durations: a DurationStore with earlier runs' durations, or None.
         max_concurrency: most calls in flight at once (None: no limit).
-        kinds: the node-kind registry (default: fanfold.node_kinds), which says which
-            kinds call a model.
+        kinds: the node-kind registry, which says which kinds call a model
+            (`fanfold.estimate_plan` passes `fanfold.node_kinds` by default; None counts
+            a call for every subtask, the cautious guess).
 
     Raises:
         PlanError: the plan is invalid, a kind unknown, or a price entry invalid.
@@ -671,7 +661,7 @@ def estimate_plan(
     )
     task_plan = runtime.plan if runtime is not None else _as_plan(plan)
     table = price_table(prices) if runtime is None or prices is not None else runtime.prices
-    registry = kinds if kinds is not None else _default_kinds()
+    registry = kinds
     subtasks = {s.id: s for s in task_plan.subtasks}
     order = task_plan.topological_order()
     deps = task_plan.dependencies()
