@@ -1,7 +1,12 @@
-"""Durations recorded by earlier runs, kept in a local SQLite file.
+"""Durations recorded by earlier runs, kept in a SQLite file or a PostgreSQL database.
 
 Figures are keyed by the plan's fingerprint, the model and the subtask id, so a changed
-plan, prompt or model never reuses stale figures.
+plan, prompt or model never reuses stale figures. `DurationStore.open(target)` takes a
+path or a postgresql:// URL, so workers on several machines can learn from each other's
+runs (in the same database as their shared rate limits, if they like).
+
+The store helpers at the bottom (`is_postgres_url`, `shown_target`, `connect_postgres`)
+are shared with `fanfold.scheduling.shared_limits`.
 """
 
 from __future__ import annotations
@@ -9,22 +14,64 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
+from fanfold._secrets import redact
+from fanfold.errors import PlanError
 from fanfold.state.results import SubtaskResult
 
-_SCHEMA = """
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["DurationStore", "DurationStoreError", "PostgresDurationStore", "StoreError"]
+
+TABLE = "fanfold_durations"
+_T = TypeVar("_T")
+
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS fanfold_durations (
     plan TEXT NOT NULL,
     model TEXT NOT NULL,
     subtask TEXT NOT NULL,
     runs INTEGER NOT NULL,
-    seconds REAL NOT NULL,
-    updated REAL NOT NULL,
+    seconds DOUBLE PRECISION NOT NULL,
+    updated DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (plan, model, subtask)
 )
 """
+
+_UPSERT = """
+INSERT INTO fanfold_durations (plan, model, subtask, runs, seconds, updated)
+VALUES (?, ?, ?, 1, ?, ?)
+ON CONFLICT (plan, model, subtask) DO UPDATE SET
+    seconds = (fanfold_durations.seconds * fanfold_durations.runs + excluded.seconds)
+        / (fanfold_durations.runs + 1),
+    runs = fanfold_durations.runs + 1,
+    updated = excluded.updated
+"""
+
+_LOAD = "SELECT subtask, seconds FROM fanfold_durations WHERE plan = ? AND model = ?"
+
+
+class StoreError(PlanError):
+    """A store (learned durations, shared rate limits) cannot be opened or used.
+
+    Attributes:
+        setting: the setting to fix, e.g. "target" (the path or URL).
+        target: the path or URL, a password masked.
+    """
+
+    def __init__(self, message: str, *, setting: str, target: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.target = target
+
+
+class DurationStoreError(StoreError):
+    """The durations store cannot be opened: a bad path, an unreachable database, ..."""
 
 
 class DurationStore:
@@ -32,42 +79,52 @@ class DurationStore:
 
     Args:
         path: the SQLite file (created with its folder if missing); ":memory:" works.
+
+    Raises:
+        DurationStoreError: the file cannot be created or is not a SQLite database.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._lock, self._conn:
-            self._conn.execute(_SCHEMA)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            with self._lock, self._conn:
+                self._conn.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DurationStoreError(
+                f"durations store target {self.path!r}: cannot use it as a SQLite file: "
+                f"{one_line(exc)}; pass a writable SQLite file path or a postgresql:// URL",
+                setting="target",
+                target=self.path,
+            ) from exc
+
+    @classmethod
+    def open(cls, target: str | Path) -> DurationStore:
+        """A store in a SQLite file (a path) or a PostgreSQL database (a postgresql:// URL).
+
+        Raises:
+            DurationStoreError: the file or database cannot be used; one line, any
+                password masked.
+        """
+        if isinstance(target, str) and is_postgres_url(target):
+            return PostgresDurationStore(target)
+        return cls(target)
 
     def load(self, plan: str, model: str) -> dict[str, float]:
         """Recorded mean seconds per subtask for this plan fingerprint and model."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT subtask, seconds FROM fanfold_durations WHERE plan = ? AND model = ?",
-                (plan, model),
-            ).fetchall()
+            rows = self._conn.execute(_LOAD, (plan, model)).fetchall()
         return {subtask: seconds for subtask, seconds in rows}
 
     def record(self, plan: str, model: str, durations: Mapping[str, float]) -> None:
         """Fold new observations into the running means."""
         now = time.time()
+        rows = [(plan, model, subtask, seconds, now) for subtask, seconds in durations.items()]
         with self._lock, self._conn:
-            for subtask, seconds in durations.items():
-                self._conn.execute(
-                    """
-                    INSERT INTO fanfold_durations (plan, model, subtask, runs, seconds, updated)
-                    VALUES (?, ?, ?, 1, ?, ?)
-                    ON CONFLICT (plan, model, subtask) DO UPDATE SET
-                        seconds = (seconds * runs + excluded.seconds) / (runs + 1),
-                        runs = runs + 1,
-                        updated = excluded.updated
-                    """,
-                    (plan, model, subtask, seconds, now),
-                )
+            self._conn.executemany(_UPSERT, rows)
 
     def record_results(self, plan: str, model: str, results: Iterable[SubtaskResult]) -> None:
         """Record the durations of succeeded, single-attempt results."""
@@ -85,3 +142,175 @@ class DurationStore:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+
+class PostgresDurationStore(DurationStore):
+    """A DurationStore in a PostgreSQL database (table `fanfold_durations`).
+
+    The table is created if missing. The connection is reopened once if it breaks.
+
+    Raises:
+        DurationStoreError: the database is unreachable, or the table is missing and the
+            user may not create it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = shown_target(url)
+        self._lock = threading.Lock()
+        self._pg = connect_postgres(url, what="durations store", error=DurationStoreError)
+        try:
+            ensure_postgres_tables(
+                self._pg,
+                url,
+                [TABLE],
+                SCHEMA,
+                what="durations store",
+                error=DurationStoreError,
+                schema_name="fanfold.scheduling.durations.SCHEMA",
+            )
+        except BaseException:
+            self._pg.close()
+            raise
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        import psycopg
+
+        with self._lock:
+            try:
+                return work(self._pg)
+            except psycopg.OperationalError:
+                if not self._pg.closed and not self._pg.broken:
+                    raise
+            # The connection broke (a restarted server, a dropped socket): reopen once.
+            self._pg = connect_postgres(self.url, what="durations store", error=DurationStoreError)
+            return work(self._pg)
+
+    def load(self, plan: str, model: str) -> dict[str, float]:
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(postgres_sql(_LOAD), (plan, model)).fetchall()
+
+        return {subtask: float(seconds) for subtask, seconds in self._run(work)}
+
+    def record(self, plan: str, model: str, durations: Mapping[str, float]) -> None:
+        now = time.time()
+        rows = [(plan, model, subtask, seconds, now) for subtask, seconds in durations.items()]
+        if not rows:
+            return
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(postgres_sql(_UPSERT), rows)
+
+        self._run(work)
+
+    def close(self) -> None:
+        with self._lock:
+            self._pg.close()
+
+
+# -- store helpers (also used by shared_limits) ---------------------------------------------
+
+
+def is_postgres_url(target: str) -> bool:
+    """True for a PostgreSQL connection URL."""
+    return target.startswith(("postgres://", "postgresql://"))
+
+
+def shown_target(target: str) -> str:
+    """A path or URL fit to print: a database URL's password is masked."""
+    if not is_postgres_url(target):
+        return target
+    try:
+        parts = urlsplit(target)
+        password = parts.password
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    if not password:
+        return target
+    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def one_line(exc: BaseException, target: str | None = None) -> str:
+    """An exception's message on one line, secrets and the target's password removed."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if target and is_postgres_url(target):
+        try:
+            password = urlsplit(target).password
+        except ValueError:
+            password = None
+        if password:
+            text = text.replace(password, "***")
+    return redact(text)
+
+
+def postgres_sql(sql: str) -> str:
+    """SQLite-style `?` placeholders as psycopg's `%s`."""
+    return sql.replace("?", "%s")
+
+
+def connect_postgres(
+    url: str, *, what: str, error: type[StoreError], autocommit: bool = True
+) -> psycopg.Connection[Any]:
+    """Connect to `url`, or raise `error` with one line naming the setting to fix."""
+    import psycopg
+
+    shown = shown_target(url)
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except (OSError, psycopg.Error) as exc:
+        raise error(
+            f"{what} target {shown}: cannot connect: {one_line(exc, url)}; check the URL "
+            "(host, port, user, password, database) and that the server is running",
+            setting="target",
+            target=shown,
+        ) from exc
+
+
+def ensure_postgres_tables(
+    conn: psycopg.Connection[Any],
+    url: str,
+    tables: list[str],
+    schema: str,
+    *,
+    what: str,
+    error: type[StoreError],
+    schema_name: str,
+) -> None:
+    """Create the missing `tables` (the `schema` statements), or raise `error`.
+
+    Tables that exist are used as they are, so a user without the right to create
+    tables works once an administrator has run the schema.
+    """
+    import psycopg
+
+    shown = shown_target(url)
+    missing = list(tables)
+    try:
+        missing = [
+            t for t in tables if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)
+        ]
+        if not missing:
+            return
+        with conn.transaction():
+            # One creator at a time: concurrent CREATE TABLE IF NOT EXISTS can collide.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('fanfold schema'))")
+            for statement in filter(str.strip, schema.split(";")):
+                conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        user = conn.info.user
+        raise error(
+            f"{what} target {shown}: table {missing[0]} is missing and user {user!r} may "
+            f"not create it ({one_line(exc, url)}); create the tables once as a user who may "
+            f"(the statements are {schema_name}), or grant this user CREATE on the schema",
+            setting="target",
+            target=shown,
+        ) from exc
+    except psycopg.Error as exc:
+        raise error(
+            f"{what} target {shown}: cannot set up the tables: {one_line(exc, url)}; check "
+            "the URL and the user's rights",
+            setting="target",
+            target=shown,
+        ) from exc
