@@ -750,3 +750,39 @@ def test_durations_learned_on_one_machine_are_read_on_another(postgres_dsn: str)
 
 if __name__ == "__main__":
     asyncio.run(worker(json.loads(sys.argv[1])))
+
+
+def test_compile_plan_with_shared_limits_uses_one_shared_limiter_per_endpoint(tmp_path):
+    from fanfold import SharedRateLimiter, compile_plan
+
+    plan = {
+        "task": "t",
+        "subtasks": [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y", "model": "simulated"}],
+    }
+    target = tmp_path / "limits.db"
+    graph = compile_plan(plan, model="simulated", shared_limits=target, max_concurrency=2)
+    limiters = graph.fanfold_runtime.limiters
+    assert isinstance(limiters["a"], SharedRateLimiter) and limiters["a"] is limiters["b"]
+    state = graph.invoke({"inputs": {}})
+    assert {r.status for r in state["results"].values()} == {"succeeded"}
+    assert target.exists()
+
+
+def test_the_cli_shares_limits_through_the_option_or_the_environment(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fanfold.cli import app
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("task: t\nsubtasks:\n  - {id: a, prompt: x}\n", encoding="utf-8")
+    option = tmp_path / "option.db"
+    result = CliRunner().invoke(
+        app, ["run", str(plan), "-m", "simulated", "--shared-limits", str(option)]
+    )
+    assert result.exit_code == 0, result.output
+    assert option.exists()
+    from_env = tmp_path / "env.db"
+    monkeypatch.setenv("FANFOLD_SHARED_LIMITS", str(from_env))
+    result = CliRunner().invoke(app, ["run", str(plan), "-m", "simulated"])
+    assert result.exit_code == 0, result.output
+    assert from_env.exists()

@@ -52,6 +52,7 @@ from fanfold.scheduling.costs import (
     UnknownPriceError,
     load_prices,
 )
+from fanfold.scheduling.shared_limits import SharedLimitsError, SharedRateLimiter
 from fanfold.state import RunTotals, SubtaskResult, TokenUsage
 from fanfold.state.schema import PlanState
 
@@ -95,6 +96,8 @@ __all__ = [
     "RetryPolicy",
     "RunTotals",
     "SelfDependencyError",
+    "SharedLimitsError",
+    "SharedRateLimiter",
     "SimulatedChatModel",
     "SubTask",
     "SubtaskCall",

@@ -444,7 +444,10 @@ def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
         "retry": RetryPolicy(
             max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts
         ),
-        "durations": DurationStore(options.get("store") or default_store_path()),
+        "durations": DurationStore.open(
+            options.get("store") or os.environ.get("FANFOLD_DURATIONS") or default_store_path()
+        ),
+        "shared_limits": options.get("shared_limits") or os.environ.get("FANFOLD_SHARED_LIMITS"),
         "prices": cli_prices(options.get("prices")),
         "budget": options.get("budget"),
         "cache": options.get("cache", True) is not False,
@@ -544,6 +547,16 @@ PricesOption = Annotated[
         "over the built-in table and $FANFOLD_HOME/prices.yaml.",
     ),
 ]
+SharedLimitsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shared-limits",
+        metavar="TARGET",
+        help="Share the provider's limits with every process using the same SQLite file "
+        "or postgresql:// URL (default: $FANFOLD_SHARED_LIMITS; unset: this process only).",
+    ),
+]
+
 BudgetOption = Annotated[
     float | None,
     typer.Option(
@@ -648,6 +661,7 @@ def run(
     prices: PricesOption = None,
     budget: BudgetOption = None,
     no_cache: NoCacheOption = False,
+    shared_limits: SharedLimitsOption = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -697,6 +711,7 @@ def run(
         "prices": str(prices.resolve()) if prices is not None else None,
         "budget": budget,
         "cache": not no_cache,
+        "shared_limits": shared_limits,
     }
     if dry_run:
         if plan is None:
@@ -1017,9 +1032,7 @@ async def _load_run(checkpoint: str, run_id: str) -> Any:
         return await graph.aget_state(config)
 
 
-def plan_estimate(
-    plan: Path, options: dict[str, Any], *, inputs: dict[str, str]
-) -> PlanEstimate:
+def plan_estimate(plan: Path, options: dict[str, Any], *, inputs: dict[str, str]) -> PlanEstimate:
     """`estimate_plan` with the CLI's options: its prices, learned durations and kinds."""
     task_plan = TaskPlan.from_file(plan)
     PlanRuntime(plan=task_plan, kinds={}, models={}).check_input_names(inputs)
@@ -1082,8 +1095,7 @@ def estimate(
             "--input",
             "-i",
             metavar="KEY=VALUE",
-            help="Run input as key=value or key=@file; repeatable. A map's list counts its "
-            "items.",
+            help="Run input as key=value or key=@file; repeatable. A map's list counts its items.",
         ),
     ] = None,
     max_concurrency: Annotated[

@@ -29,6 +29,7 @@ from fanfold.scheduling.limits import RateLimiter
 from fanfold.scheduling.priorities import expected_durations
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.scheduling.runtime import Aggregator, PlanRuntime
+from fanfold.scheduling.shared_limits import SharedRateLimiter
 from fanfold.state.schema import (
     PlanOutput,
     PlanState,
@@ -55,6 +56,7 @@ def compile_plan(
     requests_per_second: float | None = None,
     tokens_per_minute: float | None = None,
     rate_limiter: RateLimiter | None = None,
+    shared_limits: str | Path | None = None,
     retry: RetryPolicy | None = None,
     checkpointer: Checkpointer = None,
     durations: DurationStore | None = None,
@@ -82,6 +84,9 @@ def compile_plan(
         tokens_per_minute: the provider's token-rate limit, if known.
         rate_limiter: a RateLimiter to use instead of the process-wide one that runs
             with the same model and limits share.
+        shared_limits: a SQLite file or a postgresql:// URL: the limits (and the
+            adaptive pace) are then shared by every process that uses the same
+            endpoint and store (`SharedRateLimiter`), not only by this process.
         retry: attempts and backoff for transient errors (429, 5xx, timeouts).
         checkpointer: a LangGraph checkpointer; makes runs resumable by thread id.
         durations: a DurationStore; earlier runs' durations set the start order under
@@ -136,11 +141,23 @@ def compile_plan(
         needs = kind.needs_model
         models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
 
-    limiters = {
-        sid: rate_limiter
-        or RateLimiter.shared(endpoint_key(models[sid]), adaptive=_is_remote(models[sid]), **limits)
-        for sid in plan.ids
-    }
+    by_model: dict[int, RateLimiter] = {}
+
+    def limiter_for(chat_model: BaseChatModel | None) -> RateLimiter:
+        if rate_limiter is not None:
+            return rate_limiter
+        if id(chat_model) not in by_model:
+            key, adaptive = endpoint_key(chat_model), _is_remote(chat_model)
+            by_model[id(chat_model)] = (
+                SharedRateLimiter.shared(
+                    key, target=str(shared_limits), adaptive=adaptive, **limits
+                )
+                if shared_limits is not None
+                else RateLimiter.shared(key, adaptive=adaptive, **limits)
+            )
+        return by_model[id(chat_model)]
+
+    limiters = {sid: limiter_for(models[sid]) for sid in plan.ids}
     used = sorted({model_label(m) for m in models.values() if m is not None})
     model_key = "+".join(used) or "none"
     fingerprint = plan.fingerprint()
