@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -551,3 +552,22 @@ async def test_cancelled_waiter_does_not_keep_the_slot_from_the_next():
     assert limiter.active == 1 and limiter.waiting == 0
     limiter.release()
     assert limiter.active == 0
+
+
+async def test_paced_starts_stay_an_interval_apart_after_a_stalled_event_loop():
+    limiter = RateLimiter(requests_per_second=20)  # one start every 50 ms
+    starts: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire()
+        starts.append(time.monotonic())
+        limiter.release()
+
+    tasks = [asyncio.create_task(call()) for _ in range(6)]
+    await asyncio.sleep(0.01)  # every waiter has its slot and sleeps towards it
+    time.sleep(0.4)  # a stall: every slot but the last passes while nobody runs
+    await asyncio.gather(*tasks)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 6
+    # Without respacing, the waiters whose slots passed start in one burst (gaps of ~0).
+    assert min(gaps) >= 0.045, gaps

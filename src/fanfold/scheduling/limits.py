@@ -90,6 +90,7 @@ class RateLimiter:
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._next_slot_time = 0.0
+        self._last_start = 0.0
         self._successes: collections.deque[float] = collections.deque()
         self._last_decrease = 0.0
         self._tokens = float(tokens_per_minute or 0.0)
@@ -160,6 +161,25 @@ class RateLimiter:
                     delay = max(delay, -self._tokens / per_second)
         if delay > 0:
             await asyncio.sleep(delay)
+        if self.rate is not None:
+            await self._space_from_last_start()
+
+    async def _space_from_last_start(self) -> None:
+        """Keep starts at least one interval apart, even after a stalled event loop.
+
+        Waiters whose slots all passed during a stall would otherwise start together, a
+        burst a provider answers with 429s; they start one interval after another instead.
+        """
+        with self._lock:
+            now = time.monotonic()
+            rate = self.rate
+            wait = self._last_start + 1.0 / rate - now if rate else 0.0
+            # A little early is the jitter of on-time sleepers, not a burst.
+            if wait <= 0.1 / rate if rate else True:
+                self._last_start = now
+                return
+            self._last_start = now + wait
+        await asyncio.sleep(wait)
 
     def release(self) -> None:
         """Free a concurrency slot, handing it to the best live waiter."""
