@@ -438,10 +438,7 @@ def test_cache_hits_are_counted_and_cost_nothing():
     assert float(costs_in(rows["a"])[0]) == pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6)
     assert "<tr><th>cache hits</th><td class='num'>1</td></tr>" in doc
 
-    class CachedResult(SubtaskResult):
-        cached: bool = False
-
-    state["results"]["a"] = CachedResult(**state["results"]["a"].model_dump(), cached=True)
+    state["results"]["a"] = state["results"]["a"].model_copy(update={"cached": True})
     again = table_rows(run_report(state, events=events, runtime=chain_runtime(), prices=PRICES))
     assert '<td class="cache">hit</td>' in again["a"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from fanfold.nodes.run_scope import current_scope
 from fanfold.scheduling.runtime import PlanRuntime
@@ -26,17 +26,15 @@ class SubtaskNode(Runnable[dict[str, Any], dict[str, Any]]):
     def invoke(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        dispatcher = current_scope().dispatcher(
-            self.runtime, input, ensure_config(config), sync=True
-        )
+        # The config only matters to the first node (it seeds the calls' configs), and
+        # LangGraph always passes a full one: no ensure_config copy per node.
+        dispatcher = current_scope().dispatcher(self.runtime, input, config or {}, sync=True)
         future = asyncio.run_coroutine_threadsafe(dispatcher.result(self.sid), dispatcher.loop)
         return {"results": {self.sid: future.result().to_state()}}
 
     async def ainvoke(
         self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        dispatcher = current_scope().dispatcher(
-            self.runtime, input, ensure_config(config), sync=False
-        )
+        dispatcher = current_scope().dispatcher(self.runtime, input, config or {}, sync=False)
         result = await dispatcher.result(self.sid)
         return {"results": {self.sid: result.to_state()}}

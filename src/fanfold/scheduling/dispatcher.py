@@ -34,11 +34,13 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 
 from fanfold._secrets import describe_error
 from fanfold.models.resolve import model_label
+from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.cache import call_key, revive
@@ -116,6 +118,7 @@ class Dispatcher:
         self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
         self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
+        self._systems: dict[str, SystemMessage] = {}
         self.budget: Budget | None = None
         self._aggregate_items: dict[str, int] = {}
         if runtime.budget is not None:
@@ -420,7 +423,6 @@ class Dispatcher:
                     f"budget: {len(over)} of {len(items)} items skipped for the budget; "
                     f"first: {over[0].id}"
                 )
-        model = self.runtime.models.get(sid)
         cached = bool(items) and all(r.cached for r in items)
         return SubtaskResult(
             id=sid,
@@ -432,7 +434,7 @@ class Dispatcher:
             started_at=min(starts, default=started),
             finished_at=time.time(),
             attempts=sum(r.attempts for r in items),
-            model=model_label(model) if model is not None else None,
+            model=self.runtime.labels.get(sid),
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
             cost=cost,
@@ -454,7 +456,7 @@ class Dispatcher:
         runtime = self.runtime
         subtask = runtime.subtasks[sid]
         model = runtime.models.get(sid)
-        label = model_label(model) if model is not None else None
+        label = runtime.labels.get(sid)
         limiter = runtime.limiters[sid]
         policy = runtime.retry
         budget = subtask.max_attempts or policy.max_attempts
@@ -484,7 +486,7 @@ class Dispatcher:
                 cost=0.0,  # no call was made
             )
             return self._report(failed, sid, index)
-        messages = subtask_messages(subtask, task=self.task, prompt=prompt)
+        messages = [self._system_message(subtask), HumanMessage(prompt)]
         cache_key: str | None = None
         if runtime.cache is not None and model is not None and subtask.cache:
             cache_key = call_key(
@@ -522,7 +524,8 @@ class Dispatcher:
         reserved: float | None = None  # USD set aside in the budget for this call
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
-            return SubtaskResult(
+            # Built from values of the right types already: no validation on the hot path.
+            return SubtaskResult.model_construct(
                 id=rid,
                 status=status,
                 started_at=first_start,
@@ -625,6 +628,15 @@ class Dispatcher:
     def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
         """Record and announce a subtask's result; a map item is announced by its map."""
         return result if index is not None else self._finish(result)
+
+    def _system_message(self, subtask: SubTask) -> SystemMessage:
+        """The subtask's system message, built once per run (every item of a map shares it)."""
+        message = self._systems.get(subtask.id)
+        if message is None:
+            first = subtask_messages(subtask, task=self.task, prompt="")[0]
+            assert isinstance(first, SystemMessage)
+            message = self._systems[subtask.id] = first
+        return message
 
     def _priority(self, sid: str) -> float:
         """The priority events report: the explicit one, else the expected remaining path."""

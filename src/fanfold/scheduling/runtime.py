@@ -67,6 +67,8 @@ class PlanRuntime:
     """Run inputs without a default -> the subtasks that need them."""
     remaining: dict[str, float] = field(init=False)
     priorities: dict[str, tuple[float, float]] = field(init=False)
+    labels: dict[str, str | None] = field(init=False)
+    """Subtask id -> its model's label (None for kinds without a model), named once."""
 
     def __post_init__(self) -> None:
         self.order = self.plan.topological_order()
@@ -85,6 +87,12 @@ class PlanRuntime:
             sid: priority_key(self.subtasks[sid].priority, self.remaining[sid])
             for sid in self.order
         }
+        named: dict[int, str] = {}
+        self.labels = {}
+        for sid, chat_model in self.models.items():
+            if chat_model is not None and id(chat_model) not in named:
+                named[id(chat_model)] = model_label(chat_model)
+            self.labels[sid] = named[id(chat_model)] if chat_model is not None else None
 
     def check_input_names(self, inputs: Mapping[str, Any]) -> None:
         """Reject inputs the plan neither declares nor uses (a typo guard for the CLI).

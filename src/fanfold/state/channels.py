@@ -17,7 +17,7 @@ from langgraph.errors import InvalidUpdateError
 from langgraph.types import Overwrite
 from pydantic import BaseModel
 
-from fanfold.state.results import SubtaskResult
+from fanfold.state.results import ResultData, SubtaskResult
 
 OVERWRITE_KEY = "__overwrite__"
 """The JSON form of `Overwrite` (`{"__overwrite__": value}`), as LangGraph's API sends it."""
@@ -26,9 +26,15 @@ OutputTypes = Mapping[str, type[BaseModel]]
 
 
 def result_data(value: Any) -> dict[str, Any]:
-    """A result as plain data, whether it arrives as a SubtaskResult or as a mapping."""
+    """A result as plain data, whether it arrives as a SubtaskResult or as a mapping.
+
+    A dict is kept as it is (writes are never changed afterwards), so a node's
+    `ResultData` keeps the object it was made from.
+    """
     if isinstance(value, SubtaskResult):
         return value.to_state()
+    if isinstance(value, dict):
+        return value
     if isinstance(value, Mapping):
         return dict(value)
     raise InvalidUpdateError(
@@ -133,6 +139,9 @@ class ResultsChannel(BaseChannel[dict[str, SubtaskResult], Any, dict[str, dict[s
         return self._data
 
     def _revive(self, sid: str, data: dict[str, Any]) -> SubtaskResult:
+        typed = data.typed if isinstance(data, ResultData) else None
+        if typed is not None:
+            return typed  # the node's own result: its outputs are already typed
         result = SubtaskResult.model_validate(data)
         schema = self.output_types.get(sid)
         if schema is None:

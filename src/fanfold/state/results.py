@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal["succeeded", "failed", "skipped"]
 
@@ -73,15 +73,6 @@ class SubtaskResult(BaseModel):
         description="For a cached result: the tokens the original call used (not billed now).",
     )
 
-    @model_serializer(mode="wrap")
-    def _cache_fields_only_when_cached(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """`cached` and `cached_usage` appear in dumps (state, --json) only on cache hits."""
-        data = handler(self)
-        if isinstance(data, dict) and not self.cached:
-            data.pop("cached", None)
-            data.pop("cached_usage", None)
-        return data
-
     @property
     def duration(self) -> float | None:
         """Seconds from start to finish, when the subtask ran."""
@@ -121,8 +112,22 @@ class SubtaskResult(BaseModel):
         return meta
 
     def to_state(self) -> dict[str, Any]:
-        """This result as plain data, the form kept in graph state and checkpoints."""
-        return self.model_dump()
+        """This result as plain data, the form kept in graph state and checkpoints.
+
+        The dict also carries this object (`ResultData.typed`, invisible to any
+        serializer), so the state's channel need not rebuild it from the data.
+        """
+        data = ResultData(self.model_dump())
+        data.typed = self
+        return data
+
+
+class ResultData(dict[str, Any]):
+    """A result's plain data, with the SubtaskResult it was made from (not serialized)."""
+
+    __slots__ = ("typed",)
+
+    typed: SubtaskResult | None
 
 
 class RunTotals(BaseModel):
