@@ -149,7 +149,7 @@ class SimulatedChatModel(BaseChatModel):
         prompt = _prompt_text(messages)
         human = _last_human_text(messages)
         latency = self._latency(messages, prompt)
-        input_tokens = max(1, sum(len(_message_text(m).split()) for m in messages))
+        input_tokens = max(1, sum(len(content_text(m.content).split()) for m in messages))
         failure = next((marker for marker in self.fail_on if marker and marker in human), None)
         empty = UsageMetadata(input_tokens=input_tokens, output_tokens=0, total_tokens=0)
         if failure is not None:
@@ -327,11 +327,6 @@ def _message_id() -> str:
     return f"sim-{uuid.uuid4().hex}"
 
 
-def _message_text(message: BaseMessage) -> str:
-    """Plain text of a message, whatever shape its content has."""
-    return content_text(message.content)
-
-
 def _clean(text: str) -> str:
     """Replace lone surrogates so the reply is always encodable."""
     return text.encode("utf-8", "replace").decode("utf-8")
@@ -340,15 +335,15 @@ def _clean(text: str) -> str:
 def _last_human_text(messages: list[BaseMessage]) -> str:
     for message in reversed(messages):
         if message.type == "human":
-            return _clean(_message_text(message))
-    return _clean(_message_text(messages[-1])) if messages else ""
+            return _clean(content_text(message.content))
+    return _clean(content_text(messages[-1].content)) if messages else ""
 
 
 def _prompt_text(messages: list[BaseMessage]) -> str:
     """The full prompt as one string: every message's role, text and tool calls."""
     lines = []
     for message in messages:
-        line = f"{message.type}: {_message_text(message)}"
+        line = f"{message.type}: {content_text(message.content)}"
         calls = getattr(message, "tool_calls", None)
         if calls:
             line += " " + json.dumps(calls, sort_keys=True, default=str)
