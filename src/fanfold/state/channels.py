@@ -68,7 +68,7 @@ class ResultsChannel(BaseChannel[dict[str, SubtaskResult], Any, dict[str, dict[s
             outputs come back as instances after a checkpoint round trip.
     """
 
-    __slots__ = ("output_types", "_data", "_typed")
+    __slots__ = ("output_types", "_data", "_typed", "_stale")
 
     def __init__(
         self, typ: Any = dict, key: str = "", *, output_types: OutputTypes | None = None
@@ -77,6 +77,8 @@ class ResultsChannel(BaseChannel[dict[str, SubtaskResult], Any, dict[str, dict[s
         self.output_types: dict[str, type[BaseModel]] = dict(output_types or {})
         self._data: dict[str, dict[str, Any]] = {}
         self._typed: dict[str, SubtaskResult] = {}
+        self._stale: set[str] | None = set()
+        """Ids written since the typed view was made; None: remake it entirely."""
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ResultsChannel) and other.output_types == self.output_types
@@ -94,19 +96,22 @@ class ResultsChannel(BaseChannel[dict[str, SubtaskResult], Any, dict[str, dict[s
 
     def copy(self) -> Self:
         twin = self._empty()
-        twin._data, twin._typed = self._data, self._typed  # replaced on update, never mutated
+        # Shared, never mutated: an update replaces them.
+        twin._data, twin._typed, twin._stale = self._data, self._typed, self._stale
         return twin
 
     def from_checkpoint(self, checkpoint: Any) -> Self:
         twin = self._empty()
         if isinstance(checkpoint, Mapping):
             twin._data = {sid: result_data(v) for sid, v in checkpoint.items()}
+            twin._stale = None
         return twin
 
     def update(self, values: Sequence[Any]) -> bool:
         if not values:
             return False
         data = self._data
+        written: set[str] | None = set(self._stale) if self._stale is not None else None
         overwritten = False
         for value in values:
             is_overwrite, replacement = _overwritten(value)
@@ -115,21 +120,25 @@ class ResultsChannel(BaseChannel[dict[str, SubtaskResult], Any, dict[str, dict[s
                     raise InvalidUpdateError("'results' received more than one Overwrite in a step")
                 overwritten = True
                 data = {sid: result_data(v) for sid, v in (replacement or {}).items()}
+                written = None  # everything is new
             elif not overwritten:
-                data = {**data, **{sid: result_data(v) for sid, v in (value or {}).items()}}
-        self._typed = {
-            sid: r for sid, r in self._typed.items() if data.get(sid) is self._data.get(sid)
-        }
-        self._data = data
+                new = {sid: result_data(v) for sid, v in (value or {}).items()}
+                data = {**data, **new}
+                if written is not None:
+                    written.update(new)
+        self._data, self._stale = data, written
         return True
 
     def get(self) -> dict[str, SubtaskResult]:
-        if len(self._typed) != len(self._data):
-            typed = dict(self._typed)
-            for sid, data in self._data.items():
-                if sid not in typed:
-                    typed[sid] = self._revive(sid, data)
-            self._typed = typed
+        # Only the entries written since the last read are revived (one C-level merge
+        # per step, not a Python loop over every result).
+        if self._stale is None:
+            self._typed = {sid: self._revive(sid, d) for sid, d in self._data.items()}
+            self._stale = set()
+        elif self._stale:
+            fresh = {sid: self._revive(sid, self._data[sid]) for sid in self._stale}
+            self._typed = {**self._typed, **fresh}
+            self._stale = set()
         return self._typed
 
     def is_available(self) -> bool:
