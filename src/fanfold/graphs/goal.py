@@ -339,8 +339,10 @@ class _GoalNodes:
     def _finished(graph: CompiledPlanGraph, final: Mapping[str, Any]) -> dict[str, Any]:
         results: dict[str, SubtaskResult] = final.get("results") or {}
         assert graph.fanfold_runtime is not None
+        # In plan order, whatever order the nested run finished them in.
+        ordered = [sid for sid in graph.fanfold_runtime.plan.ids if sid in results]
         return {
-            "results": Overwrite({sid: r.to_state() for sid, r in results.items()}),
+            "results": Overwrite({sid: results[sid].to_state() for sid in ordered}),
             "output": graph.fanfold_runtime.output_state(final.get("output")),
             "totals": final.get("totals"),
             "aggregate_error": final.get("aggregate_error"),
