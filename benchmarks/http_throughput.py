@@ -13,10 +13,11 @@ finite timeout) is driven by two runners, alternately:
 
 Each wall time is divided by the ideal, 1000 / 100 x 50 ms = 0.5 s (no client can do
 better with 100 calls in flight). The table prints every run and the median of `--runs`
-(3); the target for fanfold is a median <= 1.15. By default the server runs in a child
-process, as a real provider would (`--in-process` puts it on a thread of this process,
-where its CPU time competes with the client's for the GIL). `--profile` runs fanfold once
-more under cProfile and prints where the time goes.
+(3). The target is fanfold's median at most 1.10x the plain gather's, measured in the
+same run (the earlier target, a median <= 1.15x the ideal, is printed too). By default
+the server runs in a child process, as a real provider would (`--in-process` puts it
+on a thread of this process, where its CPU time competes with the client's for the
+GIL). `--profile` runs fanfold once more under cProfile and prints where the time goes.
 
     python benchmarks/http_throughput.py
     python benchmarks/http_throughput.py --in-process --profile
@@ -42,7 +43,9 @@ from fanfold.scheduling.limits import RateLimiter
 from fanfold.testing import MODEL_ID, SimServerConfig
 
 KEY = "sk-bench-throughput"
-TARGET = 1.15
+TARGET = 1.10
+"""fanfold's median wall time over the plain gather's."""
+IDEAL_TARGET = 1.15
 TASK = "http throughput benchmark"
 
 
@@ -182,8 +185,12 @@ async def main() -> None:
     ratio = statistics.median(times["fanfold"]) / ideal
     over_plain = statistics.median(times["fanfold"]) / statistics.median(times["plain"])
     print(
-        f"fanfold median / ideal <= {TARGET:.2f}: {'met' if ratio <= TARGET else 'missed'} "
-        f"({ratio:.2f}; {over_plain:.2f}x the plain gather)"
+        f"fanfold median / plain gather median: {over_plain:.2f}x (target <= {TARGET:.2f}x): "
+        f"{'met' if over_plain <= TARGET else 'MISSED'}"
+    )
+    print(
+        f"fanfold median / ideal: {ratio:.2f} (earlier target <= {IDEAL_TARGET:.2f}): "
+        f"{'met' if ratio <= IDEAL_TARGET else 'MISSED'}"
     )
     if profile:
         print()
