@@ -519,6 +519,13 @@ def _report(
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(_to_jsonable(output))))
 
 
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."),
+]
+MaxConcurrencyOption = Annotated[
+    int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
+]
 QuietOption = Annotated[
     bool,
     typer.Option(
@@ -605,12 +612,7 @@ def run(
             help="Plan this goal with the model, then run the plan (instead of PLAN).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
-        ),
-    ] = None,
+    model: ModelOption = None,
     input: Annotated[
         list[str] | None,
         typer.Option(
@@ -620,9 +622,7 @@ def run(
             help="Run input as key=value or key=@file; repeatable.",
         ),
     ] = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
-    ] = None,
+    max_concurrency: MaxConcurrencyOption = None,
     requests_per_second: Annotated[
         float | None,
         typer.Option("--rps", min=0.001, metavar="RPS", help="Provider's request-rate limit."),
@@ -850,12 +850,7 @@ def _run_goal(
 @one_line_errors
 def plan_goal(
     goal: Annotated[str, typer.Argument(metavar="GOAL", help="The job to plan, in plain words.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
-        ),
-    ] = None,
+    model: ModelOption = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", metavar="FILE", help="Write the plan here, not to stdout."),
@@ -1083,12 +1078,7 @@ def _budget_line(estimate: PlanEstimate, budget: float) -> str:
 @one_line_errors
 def estimate(
     plan: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."
-        ),
-    ] = None,
+    model: ModelOption = None,
     input: Annotated[
         list[str] | None,
         typer.Option(
@@ -1098,9 +1088,7 @@ def estimate(
             help="Run input as key=value or key=@file; repeatable. A map's list counts its items.",
         ),
     ] = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
-    ] = None,
+    max_concurrency: MaxConcurrencyOption = None,
     prices: PricesOption = None,
     budget: BudgetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON.")] = False,

@@ -114,7 +114,7 @@ def compile_plan(
         PlanError: the plan, a kind or a model choice is invalid, a price entry is
             invalid, or a budget is set and a model has no price. Nothing has run.
     """
-    plan = _as_plan(plan)
+    plan = TaskPlan.coerce(plan)
     table = price_table(prices)
     limit = check_budget(budget)
     check_graph(plan.subtasks, plan.inputs)  # plans are mutable; check again what runs
@@ -262,15 +262,6 @@ def _input_json_schemas(plan: TaskPlan) -> dict[str, dict[str, Any]]:
                     entry.pop("type")
         described[name] = entry
     return described
-
-
-def _as_plan(plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:
-    if isinstance(plan, TaskPlan):
-        return plan
-    if isinstance(plan, str | Path):
-        return TaskPlan.from_file(plan)
-    validated: TaskPlan = TaskPlan.model_validate(dict(plan))
-    return validated
 
 
 def endpoint_key(model: BaseChatModel | None) -> tuple[str, str, str]:

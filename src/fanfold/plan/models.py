@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,23 @@ class SubTask(_PlanModel):
         return placeholders(self.prompt)
 
 
+def list_input(value: Any) -> list[Any] | None:
+    """A run input's value as the list a map runs over, or None when it is not one.
+
+    A list or tuple is taken as it is; a string is read as JSON text of a list (how
+    `--input name=[...]` and `@file.json` arrive from the command line).
+    """
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, list) else None
+    return None
+
+
 class InputSpec(BaseModel):
     """A declared run input: a description and an optional default.
 
@@ -266,6 +284,20 @@ class TaskPlan(_PlanModel):
     def _check_graph(self) -> TaskPlan:
         check_graph(self.subtasks, self.inputs)
         return self
+
+    @classmethod
+    def coerce(cls, plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:
+        """`plan` itself, the plan in a file at that path, or a mapping validated as one.
+
+        Raises:
+            PlanFileError: a path whose file is missing, unreadable or not YAML/JSON.
+            PlanError: the content is not a valid plan.
+        """
+        if isinstance(plan, TaskPlan):
+            return plan
+        if isinstance(plan, str | Path):
+            return cls.from_file(plan)
+        return cls.model_validate(dict(plan))
 
     @classmethod
     def from_file(cls, path: str | Path) -> TaskPlan:

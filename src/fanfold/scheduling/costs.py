@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from fanfold._text import content_text
 from fanfold.errors import PlanError, UnknownKindError
 from fanfold.models.resolve import DEFAULT_MODEL, SIMULATED, model_label
-from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import AGGREGATE_SYSTEM, DEFAULT_SYSTEM, as_text, subtask_prompt
 from fanfold.plan.template import render
 from fanfold.scheduling.priorities import critical_path, remaining_paths
@@ -553,27 +553,6 @@ def _needs_model(kinds: Any, sub: SubTask) -> bool:
         raise UnknownKindError(sub.id, sub.kind, names) from None
 
 
-def _as_plan(plan: Any) -> TaskPlan:
-    if isinstance(plan, TaskPlan):
-        return plan
-    if isinstance(plan, str | Path):
-        return TaskPlan.from_file(plan)
-    validated: TaskPlan = TaskPlan.model_validate(dict(plan))
-    return validated
-
-
-def _as_list(value: Any) -> list[Any] | None:
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return None
-        return parsed if isinstance(parsed, list) else None
-    return None
-
-
 class _Lenient(dict[str, Any]):
     """Prompt values where a missing one renders as its own placeholder."""
 
@@ -659,7 +638,7 @@ def estimate_plan(
     runtime = getattr(plan, "fanfold_runtime", None) or (
         plan if hasattr(plan, "models") and hasattr(plan, "plan") else None
     )
-    task_plan = runtime.plan if runtime is not None else _as_plan(plan)
+    task_plan = runtime.plan if runtime is not None else TaskPlan.coerce(plan)
     table = price_table(prices) if runtime is None or prices is not None else runtime.prices
     registry = kinds
     subtasks = {s.id: s for s in task_plan.subtasks}
@@ -707,7 +686,7 @@ def estimate_plan(
         if sub.map in subtasks:
             items[sid] = items.get(sub.map) if sub.map in maps else None
         else:
-            given = _as_list(values.get(sub.map))
+            given = list_input(values.get(sub.map))
             items[sid] = len(given) if given is not None else None
 
     estimates: dict[str, CallEstimate] = {}
@@ -731,7 +710,7 @@ def estimate_plan(
             tokens = _expected_reply(subtasks[sub.map], default_output_tokens)
             sample = "x" * (tokens * CHARS_PER_TOKEN)
         elif sub.map is not None:
-            listed = _as_list(values.get(sub.map))
+            listed = list_input(values.get(sub.map))
         count = items.get(sid) if sub.map is not None else 1
         if label is None:
             chars_total, chars_one = 0, 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 from fanfold._text import message_text
 from fanfold.errors import MapInputError, MissingInputError, UnknownInputError
 from fanfold.models.resolve import model_label
-from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import aggregate_messages, as_text, items_text
 from fanfold.plan.schemas import OutputMismatchError, tool_schema, validate_data
 from fanfold.plan.template import render
@@ -289,13 +288,7 @@ def validate_output(schema: type[BaseModel] | dict[str, Any], value: Any) -> Any
 
 
 def _as_list(value: Any, subtask_id: str, name: str) -> list[Any]:
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, list):
-            return parsed
-    raise MapInputError(subtask_id, name, value)
+    listed = list_input(value)
+    if listed is None:
+        raise MapInputError(subtask_id, name, value)
+    return listed
