@@ -131,6 +131,58 @@ async def test_429s_from_hidden_concurrency_limit_are_retried_after_retry_after_
     assert gaps and min(gaps) >= retry_after
 
 
+@pytest.mark.parametrize("header", ["soon", "1.5s", "", "Mon, 99 Foo 2024 25:61:00 GMT"])
+async def test_a_429_with_a_malformed_retry_after_is_retried_as_if_it_had_none(header: str):
+    with serving(latency=0.02, rate_limit_concurrency=1, retry_after_header=header) as srv:
+        graph = graph_for(
+            srv,
+            plan_of(4),
+            rate_limiter=RateLimiter(adaptive=False),
+            retry=RetryPolicy(max_attempts=30, initial_backoff=0.01, max_backoff=0.05),
+        )
+        results, events = await run_with_events(graph)
+        counts = srv.status_counts()
+
+    assert_all_succeeded(results, 4)
+    assert counts.get(429, 0) >= 1  # the malformed header was really sent and read
+    retrying = [e for e in events if e["status"] == "retrying"]
+    assert len(retrying) == counts[429]
+    assert all(e["delay"] <= 0.05 * 1.5 for e in retrying)  # the policy's own backoff
+
+
+async def test_a_retry_after_longer_than_max_backoff_fails_that_call_and_pauses_others_briefly():
+    # One hour asked for s0; max_backoff is 0.2 s: s0 fails at once with the reason, and
+    # the endpoint's pause is capped, so s1 and s2 still run within seconds.
+    with serving(latency=0.01, fail_prompts={"[s0]": 429}, retry_after_ms=3_600_000) as srv:
+        plan = TaskPlan.model_validate(
+            {
+                "task": "One subtask is told to wait an hour",
+                "subtasks": [
+                    {"id": "s0", "prompt": "[s0] do s0", "priority": 10},
+                    {"id": "s1", "prompt": "[s1] do s1"},
+                    {"id": "s2", "prompt": "[s2] do s2"},
+                ],
+            }
+        )
+        graph = graph_for(srv, plan, rate_limiter=RateLimiter(max_concurrency=1))
+        results, _ = await asyncio.wait_for(run_with_events(graph), 20)
+        asked = srv.requests_for("[s0]")
+
+    assert results["s0"].status == "failed" and results["s0"].attempts == 1 == asked
+    error = results["s0"].error or ""
+    assert "asked to wait 3600 s" in error and "max_backoff of 0.2 s" in error, error
+    assert results["s1"].ok and results["s2"].ok
+
+
+async def test_the_rate_limiters_pause_after_a_429_is_capped_at_max_pause():
+    limiter = RateLimiter(max_concurrency=4)
+    limiter.record_rate_limited(3600.0, max_pause=0.1)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(limiter.acquire(), 5)
+    limiter.release()
+    assert asyncio.get_running_loop().time() - started < 1.0
+
+
 # -- 5xx -------------------------------------------------------------------------------
 
 

@@ -507,6 +507,16 @@ async def test_a_429_in_one_process_slows_every_process(
     assert other.snapshot()["rate_limited"] == 1
 
 
+async def test_a_shared_pause_after_a_429_is_capped_at_max_pause(
+    open_limiter: Callable[..., SharedRateLimiter],
+) -> None:
+    seen = open_limiter(max_concurrency=8)
+    other = open_limiter(max_concurrency=8)
+    seen.record_rate_limited(retry_after=3600.0, max_pause=0.1)  # asks for an hour
+    await asyncio.sleep(0.05)
+    assert await acquired_within(other, 3.0)
+
+
 async def test_successes_in_any_process_probe_the_shared_pace_up(
     open_limiter: Callable[..., SharedRateLimiter],
 ) -> None:

@@ -578,9 +578,12 @@ class Dispatcher:
                 limiter.release()
                 failure = classify(exc)
                 if failure.rate_limited:
-                    limiter.record_rate_limited(failure.retry_after)
+                    limiter.record_rate_limited(failure.retry_after, max_pause=policy.max_backoff)
                 error = describe_error(exc)
-                if failure.transient and attempt < budget:
+                too_long = failure.retry_after is not None and (
+                    failure.retry_after > policy.max_backoff
+                )
+                if failure.transient and attempt < budget and not too_long:
                     delay = policy.backoff(attempt, failure.retry_after)
                     self._emit(
                         sid,
@@ -593,7 +596,14 @@ class Dispatcher:
                     )
                     await asyncio.sleep(delay)
                     continue
-                if failure.transient:
+                if too_long:
+                    error = (
+                        f"{error} (the provider asked to wait {failure.retry_after:.0f} s "
+                        f"before a retry, longer than the retry policy's max_backoff of "
+                        f"{policy.max_backoff:g} s; gave up after {_attempts(attempt)}: rerun "
+                        "later, or allow longer waits with RetryPolicy(max_backoff=...))"
+                    )
+                elif failure.transient:
                     error = f"{error} (gave up after {_attempts(attempt)})"
                 cost = cost_of(TokenUsage())
                 if self.budget is not None and reserved is not None:

@@ -221,8 +221,15 @@ class RateLimiter:
                 if self.requests_per_second is not None:
                     self.rate = min(self.rate, self.requests_per_second)
 
-    def record_rate_limited(self, retry_after: float | None = None) -> None:
-        """The provider answered 429: slow the pace to just under what it sustained."""
+    def record_rate_limited(
+        self, retry_after: float | None = None, *, max_pause: float | None = None
+    ) -> None:
+        """The provider answered 429: slow the pace to just under what it sustained.
+
+        `retry_after` pauses every call for that long, at most `max_pause` seconds.
+        """
+        if retry_after is not None and max_pause is not None:
+            retry_after = min(retry_after, max_pause)
         with self._lock:
             self.rate_limited += 1
             if not self.adaptive:

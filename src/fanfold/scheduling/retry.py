@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -130,20 +131,45 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, else `Retry-After`), or None.
+
+    A value that is not a number of (milli)seconds or an HTTP date counts as absent.
+    """
     headers: Any = getattr(getattr(exc, "response", None), "headers", None)
     if headers is None:
         return None
     try:
         ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return float(ms) / 1000.0
         value = headers.get("retry-after")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return None
-    if value is None:
+    seconds = _number(ms)
+    if seconds is not None:
+        return seconds / 1000.0
+    return retry_after_seconds(value)
+
+
+def retry_after_seconds(value: Any) -> float | None:
+    """A `Retry-After` value (seconds or an HTTP date) in seconds from now; None if invalid."""
+    seconds = _number(value)
+    if seconds is not None or not isinstance(value, str):
+        return seconds
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     try:
-        return float(value)
+        return max(0.0, parsed.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _number(value: Any) -> float | None:
+    """A finite, non-negative number given as text, or None."""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        return None
+    return number if math.isfinite(number) and number >= 0 else None

@@ -908,8 +908,12 @@ class SharedRateLimiter(RateLimiter):
         with self._lock:
             self._pending_successes += 1
 
-    def record_rate_limited(self, retry_after: float | None = None) -> None:
-        """The provider answered 429: slow every process's pace."""
+    def record_rate_limited(
+        self, retry_after: float | None = None, *, max_pause: float | None = None
+    ) -> None:
+        """The provider answered 429: slow every process's pace (pausing at most `max_pause`)."""
+        if retry_after is not None and max_pause is not None:
+            retry_after = min(retry_after, max_pause)
         with self._lock:
             self.rate_limited += 1
             self._pending_limited.append(retry_after)

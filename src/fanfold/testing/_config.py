@@ -61,6 +61,11 @@ class SimServerConfig(BaseModel):
         "'Retry-After'). Default: time until a token is available (rps limit) or the "
         "configured latency (concurrency limit), at least 1 ms.",
     )
+    retry_after_header: str | None = Field(
+        default=None,
+        description="If set, sent verbatim as a 429's 'Retry-After' (with no "
+        "'retry-after-ms'), e.g. 'soon', '' or an HTTP date, to probe how clients parse it.",
+    )
     error_500_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
     )

@@ -359,7 +359,7 @@ class SimServer:
         retry_ms = self._admit(config, arrived)
         if retry_ms is not None:
             self._record(arrived, prompt, 429)
-            return self._rate_limited(retry_ms)
+            return self._rate_limited(retry_ms, config.retry_after_header)
         try:
             return await self._chat_admitted(request, config, body, prompt, arrived)
         finally:
@@ -381,8 +381,10 @@ class SimServer:
             return None
 
     @staticmethod
-    def _rate_limited(retry_ms: int) -> web.Response:
+    def _rate_limited(retry_ms: int, header: str | None = None) -> web.Response:
         headers = {"retry-after-ms": str(retry_ms), "Retry-After": str(math.ceil(retry_ms / 1000))}
+        if header is not None:
+            headers = {"Retry-After": header}
         message = f"Rate limit reached for {MODEL_ID}. Please try again in {retry_ms}ms."
         return _error(429, message, headers)
 
@@ -407,7 +409,9 @@ class SimServer:
             if needle in prompt:
                 self._record(arrived, prompt, status)
                 if status == 429:
-                    return self._rate_limited(config.retry_after_ms or 1000)
+                    return self._rate_limited(
+                        config.retry_after_ms or 1000, config.retry_after_header
+                    )
                 return _error(status, f"prompt matched {needle!r}")
         fault, latency = self._draw(config, prompt)
         if fault == "stall":
