@@ -19,6 +19,7 @@ from fanfold import (
     estimate_plan,
 )
 from fanfold.cli import app
+from fanfold.drawing import plan_dot
 from fanfold.plan.prompts import subtask_messages
 from fanfold.testing import SimServer, SimServerConfig
 
@@ -121,15 +122,45 @@ def test_wall_time_plays_out_learned_durations_under_the_concurrency_limit(tmp_p
     store.record(TaskPlan.model_validate(plan).fingerprint(), "sim-model", {"a": 2.0, "b": 3.0})
     free = estimate_plan(plan, model="openai:sim-model", durations=store)
     calls = by_id(free)
-    assert (calls["a"].seconds_source, calls["c"].seconds_source) == ("learned", "default")
+    assert (calls["a"].seconds_source, calls["c"].seconds_source) == ("learned", "median")
     assert free.durations == "mixed"
-    # b (3 s), then c (the 5 s default), then the aggregate (5 s).
-    assert free.wall_time == pytest.approx(3.0 + 5.0 + 5.0)
+    # b (3 s), then c (the median of what was recorded, 2.5 s), then the aggregate (5 s).
+    assert free.wall_time == pytest.approx(3.0 + 2.5 + 5.0)
     assert free.critical_path == ["b", "c", "aggregate"]
     one_at_a_time = estimate_plan(
         plan, model="openai:sim-model", durations=store, max_concurrency=1
     )
-    assert one_at_a_time.wall_time == pytest.approx(2.0 + 3.0 + 5.0 + 5.0)
+    assert one_at_a_time.wall_time == pytest.approx(2.0 + 3.0 + 2.5 + 5.0)
+
+
+def test_estimate_scheduler_and_drawing_take_durations_in_the_same_order(tmp_path: Path):
+    """Issue 15 (2): the estimate took learned before hints and 5 s after; the
+    scheduler took hints first and the plan's median; DOT tooltips said 1 s."""
+    plan = TaskPlan.model_validate(
+        {
+            "task": "Durations",
+            "subtasks": [
+                {"id": "hinted", "prompt": "A", "expected_seconds": 1.0},
+                {"id": "long", "prompt": "B"},
+                {"id": "tail", "prompt": "C", "depends_on": ["hinted"]},
+                {"id": "fresh", "prompt": "D"},
+            ],
+        }
+    )
+    store = DurationStore(tmp_path / "durations.db")
+    recorded = {"hinted": 9.0, "long": 4.0, "tail": 2.0, "gone": 1.0}
+    store.record(plan.fingerprint(), "simulated", recorded)
+    graph = compile_plan(plan, model="simulated", durations=store)
+    runtime = graph.fanfold_runtime
+    estimate = estimate_plan(graph, durations=store)
+
+    seconds = {c.id: c.seconds_per_call for c in estimate.subtasks}
+    assert seconds == runtime.expected == {"hinted": 1.0, "long": 4.0, "tail": 2.0, "fresh": 3.0}
+    assert [c.seconds_source for c in estimate.subtasks] == ["hint", "learned", "learned", "median"]
+    assert estimate.critical_path[:-1] == ["long"]  # 4 s beats hinted + tail (3 s)
+    dot = plan_dot(runtime)
+    assert "hinted (llm), expected 1.00 s" in dot and "fresh (llm), expected 3.00 s" in dot
+    assert "expected 5.00 s" in plan_dot(plan)  # no figures at all: the 5 s default
 
 
 def test_a_map_under_a_limit_takes_its_items_in_turns():

@@ -35,6 +35,7 @@ from fanfold.cli import app, default_store_path
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import RateLimiter
 from fanfold.scheduling.priorities import (
+    DEFAULT_CALL_SECONDS,
     SECONDS_PER_OUTPUT_TOKEN,
     critical_path,
     expected_durations,
@@ -160,8 +161,8 @@ def test_explicit_priority_dominates_and_the_remaining_path_breaks_ties():
 # -- (c) hints change the order ------------------------------------------------------
 
 HINTS = {
-    "expected_seconds": {"big": {"expected_seconds": 10.0}},
-    "expected_output_tokens": {"big": {"expected_output_tokens": 1000}},
+    "expected_seconds": {"big": {"expected_seconds": 30.0}},
+    "expected_output_tokens": {"big": {"expected_output_tokens": 1500}},
     "hints on every subtask": {
         "big": {"expected_seconds": 1.0},
         **{sid: {"expected_seconds": 0.1} for sid in CHAIN},
@@ -333,7 +334,7 @@ async def test_started_succeeded_and_failed_events_carry_the_priority(make_plan)
     for (sid, _status), event in by_status.items():
         expected = 7.0 if sid == "pinned" else runtime.remaining[sid]
         assert event["priority"] == expected, event
-    assert by_status[("a", "started")]["priority"] == 2.0  # a and b: two hops
+    assert by_status[("a", "started")]["priority"] == 2 * DEFAULT_CALL_SECONDS  # a and b
 
 
 async def test_retrying_events_carry_the_priority(make_plan):
@@ -477,7 +478,7 @@ def test_expected_durations_prefer_hints_then_learned_then_hops():
         "both": 0.5,
         "learned": 0.25,
         "hinted_and_learned": 4.0,
-        "unknown": 1.0,
+        "unknown": 1.0,  # the median of what earlier runs recorded
     }
     assert source == "mixed"
 

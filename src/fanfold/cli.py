@@ -23,24 +23,21 @@ from fanfold import __version__
 from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.drawing import DrawingError, plan_ascii, plan_dot, render
 from fanfold.errors import PlanError
+from fanfold.formatting import money
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.estimate import estimate_plan
 from fanfold.graphs.goal import compile_goal
 from fanfold.nodes.registry import node_kinds
+from fanfold.plan.graph import critical_path
 from fanfold.plan.models import TaskPlan
 from fanfold.planning import make_plan_with_usage, plan_to_yaml
 from fanfold.progress import LiveProgress, PlainProgress, Progress
 from fanfold.report import write_run_report
-from fanfold.scheduling.costs import (
-    PlanEstimate,
-    PriceTable,
-    check_budget,
-    load_prices,
-)
-from fanfold.scheduling.costs import format_usd as money
+from fanfold.scheduling.budget import check_budget
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.durations import DurationStore
-from fanfold.scheduling.priorities import critical_path
+from fanfold.scheduling.estimate_models import PlanEstimate
+from fanfold.scheduling.prices import PriceTable, load_prices
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import RunTotals, SubtaskResult
@@ -1120,8 +1117,8 @@ def describe_critical_path(runtime: Any) -> str:
     order, deps = runtime.order, runtime.dependencies
     path = critical_path(order, deps, runtime.remaining, runtime.expected)
     length = sum(runtime.expected[s] for s in path)
-    unit = "hops" if runtime.expected_source == "hops" else "s expected"
-    shown = f"{length:.0f} {unit}" if unit == "hops" else f"{length:.2f}{unit}"
+    hops = runtime.expected_source == "hops"
+    shown = f"{len(path)} hops" if hops else f"{length:.2f}s expected"
     return f"critical path ({runtime.expected_source}): {' -> '.join(path)}  [{shown}]"
 
 

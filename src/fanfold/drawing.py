@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fanfold.errors import PlanError, did_you_mean
+from fanfold.formatting import seconds as format_seconds
+from fanfold.plan.graph import critical_path, layers, remaining_paths, sinks
 from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.models import TaskPlan
-from fanfold.scheduling.priorities import critical_path, expected_durations, remaining_paths
+from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, expected_durations
 from fanfold.scheduling.runtime import PlanRuntime
 
 if TYPE_CHECKING:
@@ -128,13 +130,13 @@ def _shape(source: TaskPlan | PlanRuntime | CompiledPlanGraph) -> _Shape:
         plan = source.plan
         order = list(source.order)
         deps = dict(source.dependencies)
-        durations = {sid: source.expected.get(sid, 1.0) for sid in order}
+        durations = {sid: source.expected.get(sid, DEFAULT_CALL_SECONDS) for sid in order}
         remaining = dict(source.remaining)
     elif isinstance(source, TaskPlan):
         plan = source
         order = plan.topological_order()
         deps = plan.dependencies()
-        # Hints where the plan has them, else one hop each.
+        # The scheduler's rule without learned durations: hints, their median, a default.
         durations, _ = expected_durations(plan.subtasks)
         remaining = remaining_paths(order, deps, durations)
     else:
@@ -154,19 +156,12 @@ def _shape(source: TaskPlan | PlanRuntime | CompiledPlanGraph) -> _Shape:
 
 
 def _sinks(shape: _Shape) -> list[str]:
-    has_dependents = {dep for deps in shape.dependencies.values() for dep in deps}
-    return [sid for sid in shape.order if sid not in has_dependents]
+    return sinks(shape.order, shape.dependencies)
 
 
 def _layers(shape: _Shape) -> list[list[str]]:
-    """Subtasks by layer, the longest path (in hops) from START: roots are layer 1."""
-    layer: dict[str, int] = {}
-    for sid in shape.order:
-        layer[sid] = 1 + max((layer[d] for d in shape.dependencies[sid]), default=0)
-    layers: list[list[str]] = [[] for _ in range(max(layer.values(), default=0))]
-    for sid in shape.order:
-        layers[layer[sid] - 1].append(sid)
-    return layers
+    """Subtasks by layer, the longest path (in hops) from START."""
+    return layers(shape.order, shape.dependencies)
 
 
 # -- DOT -----------------------------------------------------------------------------------
@@ -348,7 +343,7 @@ def _node_lines(shape: _Shape, statuses: Mapping[str, str]) -> list[str]:
         styles = ["rounded", "filled"] if source is None else ["filled"]
         attrs = {"shape": None if source is None else "box3d", **_status_attrs(status, styles)}
         attrs["class_"] = classes(attrs.get("class_"), "critical" if on else None)
-        tooltip = f"{sid} ({shape.kinds[sid]}), expected {shape.durations[sid]:g}s"
+        tooltip = f"{sid} ({shape.kinds[sid]}), expected {format_seconds(shape.durations[sid])}"
         lines.append(
             line(
                 sid,

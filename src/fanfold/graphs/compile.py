@@ -21,11 +21,12 @@ from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.scheduling.budget import UnknownPriceError, check_budget
 from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
-from fanfold.scheduling.costs import PriceTable, UnknownPriceError, check_budget, price_table
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.prices import PriceTable, price_table
 from fanfold.scheduling.priorities import expected_durations
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.scheduling.runtime import Aggregator, PlanRuntime

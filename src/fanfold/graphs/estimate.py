@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fanfold.nodes.registry import NodeKindRegistry, node_kinds
-from fanfold.scheduling.costs import PlanEstimate
-from fanfold.scheduling.costs import estimate_plan as _estimate
+from fanfold.scheduling.estimate import estimate_plan as _estimate
+from fanfold.scheduling.estimate_models import PlanEstimate
 
 
 def estimate_plan(
@@ -14,7 +14,7 @@ def estimate_plan(
 ) -> PlanEstimate:
     """Estimate a run of `plan` before it runs: calls, tokens, cost and wall time.
 
-    No model is called or resolved. See `fanfold.scheduling.costs.estimate_plan` for the
+    No model is called or resolved. See `fanfold.scheduling.estimate.estimate_plan` for the
     options (model, aggregator, prices, durations, max_concurrency, defaults).
 
     Args:

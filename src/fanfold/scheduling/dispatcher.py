@@ -43,17 +43,17 @@ from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
+from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import SubtaskCall
-from fanfold.scheduling.costs import (
+from fanfold.scheduling.retry import classify
+from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.scheduling.tokens import (
     DEFAULT_OUTPUT_TOKENS,
-    Budget,
     aggregate_input_tokens,
     messages_tokens,
     output_tokens,
 )
-from fanfold.scheduling.retry import classify
-from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
 
 EVENT_TYPE = "fanfold.subtask"

@@ -2,83 +2,84 @@
 
 With unlimited concurrency every subtask starts as soon as it can and order does not
 matter. Under a limit, starting the critical path first keeps a long chain from
-starting late. Expected durations come from, in order: the subtask's own hint, the
-durations recorded by earlier runs of the same plan and model, else one hop each.
+starting late.
+
+`expected_durations` is the one rule for a call's expected seconds, used by the
+scheduler's priorities, `estimate` and the drawings alike: the subtask's own hint
+(`expected_seconds`, else `expected_output_tokens` at SECONDS_PER_OUTPUT_TOKEN), then
+the duration earlier runs of the same plan and model recorded, then the median of what
+those runs recorded, then DEFAULT_CALL_SECONDS.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
+from fanfold.plan.graph import critical_path, remaining_paths
 from fanfold.plan.models import SubTask
+
+__all__ = [
+    "DEFAULT_CALL_SECONDS",
+    "SECONDS_PER_OUTPUT_TOKEN",
+    "DurationSource",
+    "critical_path",
+    "duration_sources",
+    "expected_durations",
+    "priority_key",
+    "remaining_paths",
+]
 
 SECONDS_PER_OUTPUT_TOKEN = 0.02
 """Used to turn an `expected_output_tokens` hint into seconds."""
+DEFAULT_CALL_SECONDS = 5.0
+"""A call's expected duration when nothing else is known about it or its plan."""
+
+DurationSource = Literal["hint", "learned", "median", "default"]
+"""Where one subtask's expected duration came from."""
+
+
+def duration_sources(
+    subtasks: Sequence[SubTask],
+    learned: Mapping[str, float] | None = None,
+    *,
+    default: float = DEFAULT_CALL_SECONDS,
+) -> dict[str, tuple[float, DurationSource]]:
+    """Each subtask's expected seconds and where they came from (hint, learned, median, default)."""
+    learned = learned or {}
+    known: dict[str, tuple[float, DurationSource]] = {}
+    for sub in subtasks:
+        if sub.expected_seconds is not None:
+            known[sub.id] = (sub.expected_seconds, "hint")
+        elif sub.expected_output_tokens is not None:
+            known[sub.id] = (sub.expected_output_tokens * SECONDS_PER_OUTPUT_TOKEN, "hint")
+        elif sub.id in learned:
+            known[sub.id] = (learned[sub.id], "learned")
+    # A subtask with no figure yet counts as a typical recorded one of this plan.
+    median: tuple[float, DurationSource] = (
+        (statistics.median(learned.values()), "median") if learned else (default, "default")
+    )
+    return {sub.id: known.get(sub.id, median) for sub in subtasks}
 
 
 def expected_durations(
-    subtasks: Sequence[SubTask], learned: Mapping[str, float] | None = None
+    subtasks: Sequence[SubTask],
+    learned: Mapping[str, float] | None = None,
+    *,
+    default: float = DEFAULT_CALL_SECONDS,
 ) -> tuple[dict[str, float], str]:
     """Expected seconds per subtask, and the source used for most of them.
 
     Returns:
-        (durations, source) where source is "hints", "learned", "hops" or "mixed".
+        (durations, source) where source is "hints", "learned", "hops" (nothing known:
+        every subtask the default) or "mixed".
     """
-    learned = learned or {}
-    # A subtask with no figure yet counts as a typical learned one, not as a "1 second" hop.
-    fallback = statistics.median(learned.values()) if learned else 1.0
-    durations: dict[str, float] = {}
-    sources: set[str] = set()
-    for sub in subtasks:
-        if sub.expected_seconds is not None:
-            durations[sub.id], source = sub.expected_seconds, "hints"
-        elif sub.expected_output_tokens is not None:
-            durations[sub.id] = sub.expected_output_tokens * SECONDS_PER_OUTPUT_TOKEN
-            source = "hints"
-        elif sub.id in learned:
-            durations[sub.id], source = learned[sub.id], "learned"
-        else:
-            durations[sub.id], source = fallback, "hops"
-        sources.add(source)
+    found = duration_sources(subtasks, learned, default=default)
+    names = {"hint": "hints", "learned": "learned", "median": "hops", "default": "hops"}
+    sources = {names[source] for _, source in found.values()}
+    durations = {sid: seconds for sid, (seconds, _) in found.items()}
     return durations, (sources.pop() if len(sources) == 1 else "mixed")
-
-
-def remaining_paths(
-    order: Sequence[str],
-    dependencies: Mapping[str, Sequence[str]],
-    durations: Mapping[str, float],
-) -> dict[str, float]:
-    """Each subtask's expected duration plus the longest expected path through its dependents."""
-    dependents: dict[str, list[str]] = {sid: [] for sid in order}
-    for sid in order:
-        for dep in dependencies[sid]:
-            dependents[dep].append(sid)
-    remaining: dict[str, float] = {}
-    for sid in reversed(order):
-        tail = max((remaining[c] for c in dependents[sid]), default=0.0)
-        remaining[sid] = durations[sid] + tail
-    return remaining
-
-
-def critical_path(
-    order: Sequence[str],
-    dependencies: Mapping[str, Sequence[str]],
-    remaining: Mapping[str, float],
-    durations: Mapping[str, float],
-) -> list[str]:
-    """The chain of subtasks with the longest expected length, first to last."""
-    if not order:
-        return []
-    dependents: dict[str, list[str]] = {sid: [] for sid in order}
-    for sid in order:
-        for dep in dependencies[sid]:
-            dependents[dep].append(sid)
-    roots = [sid for sid in order if not dependencies[sid]]
-    path = [max(roots, key=lambda s: remaining[s])]
-    while dependents[path[-1]]:
-        path.append(max(dependents[path[-1]], key=lambda s: remaining[s]))
-    return path
 
 
 def priority_key(explicit: float | None, remaining: float) -> tuple[float, float]:

@@ -21,10 +21,10 @@ from fanfold.plan.schemas import OutputMismatchError, tool_schema, validate_data
 from fanfold.plan.template import render
 from fanfold.scheduling.cache import ResultCache, call_key, revive
 from fanfold.scheduling.calls import KindRunner
-from fanfold.scheduling.costs import PriceTable
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import RateLimiter
-from fanfold.scheduling.priorities import priority_key, remaining_paths
+from fanfold.scheduling.prices import PriceTable
+from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, priority_key, remaining_paths
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.state.results import SubtaskResult, TokenUsage
 
@@ -80,7 +80,7 @@ class PlanRuntime:
                 self.input_maps.setdefault(sub.map, []).append(sub.id)
         self.input_names = frozenset(self.plan.input_names())
         self.required = self.plan.required_inputs()
-        durations = {sid: self.expected.get(sid, 1.0) for sid in self.order}
+        durations = {sid: self.expected.get(sid, DEFAULT_CALL_SECONDS) for sid in self.order}
         self.remaining = remaining_paths(self.order, self.dependencies, durations)
         self.priorities = {
             sid: priority_key(self.subtasks[sid].priority, self.remaining[sid])

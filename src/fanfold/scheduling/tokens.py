@@ -1,0 +1,67 @@
+"""Token estimates before a call: prompts at CHARS_PER_TOKEN, replies at their hint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from langchain_core.messages import BaseMessage
+
+from fanfold._text import content_text
+from fanfold.plan.models import SubTask
+from fanfold.plan.prompts import AGGREGATE_SYSTEM
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_OUTPUT_TOKENS",
+    "aggregate_input_tokens",
+    "messages_tokens",
+    "output_tokens",
+    "text_tokens",
+]
+
+CHARS_PER_TOKEN = 4
+"""Characters a token, for estimating prompt sizes before a call (English prose)."""
+DEFAULT_OUTPUT_TOKENS = 256
+"""A reply's expected length when a subtask gives no `expected_output_tokens`."""
+
+
+def text_tokens(text: str) -> int:
+    """Estimated tokens of `text`: its characters over CHARS_PER_TOKEN, rounded up."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def messages_tokens(messages: Iterable[BaseMessage]) -> int:
+    """Estimated input tokens of a call's messages (all their text, as `text_tokens`)."""
+    return text_tokens("".join(content_text(m.content) for m in messages))
+
+
+def output_tokens(subtask: SubTask) -> int:
+    """A subtask's expected reply length in tokens."""
+    if subtask.expected_output_tokens is not None:
+        return subtask.expected_output_tokens
+    return DEFAULT_OUTPUT_TOKENS
+
+
+def aggregate_input_tokens(
+    task: str,
+    outputs: Mapping[str, tuple[int, int]],
+    *,
+    instructions: str | None = None,
+    system: str | None = None,
+) -> int:
+    """Estimated input tokens of the aggregate call.
+
+    Args:
+        task: the plan's task text.
+        outputs: subtask id -> (items, expected output tokens per item); items is 0 for
+            a subtask that is not a map.
+    """
+    chars = len(system or AGGREGATE_SYSTEM) + len(f"Task: {task}\n\nResults to combine:\n\n")
+    chars += len(instructions or "")
+    for sid, (items, tokens) in outputs.items():
+        chars += len(f"### {sid}\n\n\n")
+        if items:
+            chars += items * (tokens * CHARS_PER_TOKEN + len(f"#### {sid}[{items}]\n\n\n"))
+        else:
+            chars += tokens * CHARS_PER_TOKEN
+    return -(-chars // CHARS_PER_TOKEN)
