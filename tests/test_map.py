@@ -826,6 +826,21 @@ async def test_a_map_input_that_is_not_a_list_raises_before_anything_runs(entry,
     assert echo.calls == []
 
 
+@pytest.mark.parametrize(
+    ("interface", "example"),
+    [
+        ("python", 'inputs={"docs": ["a", "b"]}'),
+        ("cli", """--input docs='["a", "b"]'"""),
+        ("server", '{"inputs": {"docs": ["a", "b"]}}'),
+    ],
+)
+def test_a_map_input_error_shows_a_list_in_the_interface_in_use(interface, example, echo):
+    graph = compile_plan(plan_of(each_over()), model=echo, input_interface=interface)
+    with pytest.raises(MapInputError) as info:
+        graph.invoke({"inputs": {"docs": "one doc"}})
+    assert f"pass a list, such as {example}" in str(info.value)
+
+
 def test_a_missing_map_input_raises_missing_input_error_naming_the_map(echo):
     graph = compile_plan(plan_of(each_over()), model=echo)
     with pytest.raises(MissingInputError) as info:

@@ -371,8 +371,29 @@ def test_missing_run_input_fails_before_any_model_call(echo, make_plan):
     with pytest.raises(MissingInputError) as info:
         graph.invoke({"inputs": {}})
     assert info.value.missing == {"topic": ["task", "a"]}
-    assert "'topic'" in str(info.value) and "--input topic=" in str(info.value)
+    assert "'topic'" in str(info.value)
+    assert 'pass it as inputs={"topic": ...}' in str(info.value)
+    assert "--input" not in str(info.value)
     assert echo.calls == []
+
+
+@pytest.mark.parametrize(
+    ("interface", "hint"),
+    [
+        ("python", 'inputs={"topic": ...}'),
+        ("cli", "--input topic=VALUE"),
+        ("server", '{"inputs": {"topic": ...}} (the "inputs" field of the run\'s input)'),
+    ],
+)
+def test_missing_input_error_names_the_option_of_the_interface_in_use(
+    interface, hint, echo, make_plan
+):
+    plan = make_plan({"a": []}, prompts={"a": "[a] about {topic}"})
+    graph = compile_plan(plan, model=echo, input_interface=interface)
+    with pytest.raises(MissingInputError) as info:
+        graph.invoke({"inputs": {}})
+    assert str(info.value).endswith(f"pass it as {hint}")
+    assert info.value.interface == interface
 
 
 async def test_missing_run_input_fails_before_any_model_call_async(echo, make_plan):

@@ -375,3 +375,22 @@ async def test_a_plan_reviewed_on_the_server_runs_as_edited_without_planning_aga
     assert list(final["results"]) == [kept["id"]]
     assert final["planner_usage"] == paused["values"]["planner_usage"]
     assert final["goal"] == GOAL
+
+
+@pytest.mark.parametrize(
+    ("graph_id", "input", "name"),
+    [
+        ("document_analysis", {"inputs": {}}, "doc"),
+        (PLAN_OR_GOAL, {"plan": GIVEN_PLAN, "inputs": {}}, "topic"),
+    ],
+)
+async def test_a_missing_input_on_the_server_names_the_inputs_field_not_the_cli_flag(
+    client, graph_id, input, name
+):
+    thread_id = (await client.threads.create())["thread_id"]
+    final = await client.runs.wait(thread_id, graph_id, input=input, raise_error=False)
+    error = final["__error__"]
+    assert error["error"] == "MissingInputError"
+    assert error["message"].endswith(
+        f'pass it as {{"inputs": {{"{name}": ...}}}} (the "inputs" field of the run\'s input)'
+    )

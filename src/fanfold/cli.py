@@ -448,6 +448,7 @@ def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
         "prices": cli_prices(options.get("prices")),
         "budget": options.get("budget"),
         "cache": options.get("cache", True) is not False,
+        "input_interface": "cli",
     }
 
 
@@ -835,7 +836,9 @@ def _run_goal(
             _stream(graph, payload, {}, on_event=watch.feed, nested=True, on_values=announce)
         )
     task_plan = TaskPlan.model_validate(state["plan"])
-    runtime = compile_plan(task_plan, model="simulated", aggregator=None).fanfold_runtime
+    runtime = compile_plan(
+        task_plan, model="simulated", aggregator=None, input_interface="cli"
+    ).fanfold_runtime
     assert runtime is not None
     task_text = runtime.task_text(runtime.run_inputs(inputs))
     extra = {"goal": goal, "plan": state["plan"], "planner_usage": state.get("planner_usage")}

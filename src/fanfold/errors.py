@@ -28,12 +28,15 @@ as attributes so that code can act on them.
 from __future__ import annotations
 
 import difflib
+import shlex
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 __all__ = [
     "DependencyCycleError",
     "DuplicateSubtaskError",
     "EmptyPlanError",
+    "InputInterface",
     "InvalidMapError",
     "InvalidOptionsError",
     "InvalidSubtaskIdError",
@@ -56,6 +59,24 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest choice, or ""."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+InputInterface = Literal["python", "cli", "server"]
+"""Where a run's inputs come from, so that an error names the option of that interface."""
+
+
+def input_example(name: str, interface: InputInterface, value: str | None = None) -> str:
+    """How to pass run input `name` in `interface`; `value` is JSON text (default: a placeholder).
+
+    For "doc": `inputs={"doc": ...}` (python), `--input doc=VALUE` (cli),
+    `{"inputs": {"doc": ...}} (the "inputs" field of the run's input)` (server).
+    """
+    if interface == "cli":
+        return f"--input {name}={shlex.quote(value) if value is not None else 'VALUE'}"
+    data = f'{{"{name}": {value if value is not None else "..."}}}'
+    if interface == "server":
+        return f'{{"inputs": {data}}} (the "inputs" field of the run\'s input)'
+    return f"inputs={data}"
 
 
 class PlanError(ValueError):
@@ -176,17 +197,19 @@ class InvalidMapError(PlanError):
 class MissingInputError(PlanError):
     """A run lacks an input that one or more prompts need."""
 
-    def __init__(self, missing: dict[str, list[str]]) -> None:
+    def __init__(
+        self, missing: dict[str, list[str]], *, interface: InputInterface = "python"
+    ) -> None:
         parts = [
             f"{name!r} (used by {', '.join(repr(s) for s in users)})"
             for name, users in sorted(missing.items())
         ]
         first = sorted(missing)[0]
         super().__init__(
-            f"missing run input {', '.join(parts)}; pass it as "
-            f'{{"inputs": {{"{first}": ...}}}} or --input {first}=VALUE'
+            f"missing run input {', '.join(parts)}; pass it as {input_example(first, interface)}"
         )
         self.missing = dict(missing)
+        self.interface = interface
 
 
 class UnknownInputError(PlanError):
@@ -209,14 +232,17 @@ class UnknownInputError(PlanError):
 class MapInputError(PlanError):
     """A map subtask's run input is not a list."""
 
-    def __init__(self, subtask_id: str, source: str, value: object) -> None:
+    def __init__(
+        self, subtask_id: str, source: str, value: object, *, interface: InputInterface = "python"
+    ) -> None:
+        example = input_example(source, interface, '["a", "b"]')
         super().__init__(
             f"subtask {subtask_id!r} maps over run input {source!r}, which must be a list, "
-            f"not {type(value).__name__}; pass a list (from the command line, a JSON list "
-            f"such as --input {source}='[\"a\", \"b\"]')"
+            f"not {type(value).__name__}; pass a list, such as {example}"
         )
         self.subtask_id = subtask_id
         self.source = source
+        self.interface = interface
 
 
 class ModelResolutionError(PlanError):

@@ -6,10 +6,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic_core import to_jsonable_python
 
 from fanfold.graphs.compile import compile_plan
 from fanfold.nodes.registry import node_kinds
 from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.state.results import SubtaskResult
 
 
 def _as_subtask(item: Any) -> tuple[SubTask, str | None]:
@@ -39,12 +41,22 @@ def _as_subtask(item: Any) -> tuple[SubTask, str | None]:
     return SubTask.model_validate(data), None
 
 
+def _task_result(result: SubtaskResult) -> dict[str, Any]:
+    """The pattern's TaskResult as plain JSON data: `task_id`, `result` and `metadata`."""
+    return {
+        "task_id": result.task_id,
+        "result": to_jsonable_python(result.result),
+        "metadata": result.metadata,
+    }
+
+
 async def parallel_process(
     task: str,
     subtasks: Iterable[Any],
     *,
     model: BaseChatModel | str | None = None,
     max_concurrent: int = 5,
+    inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run subtasks with dependencies concurrently and aggregate them, as in the pattern.
 
@@ -56,14 +68,18 @@ async def parallel_process(
             `type` and `dependencies` attributes.
         model: chat model or model string (default `openai:gpt-4o-mini`).
         max_concurrent: most model calls in flight at once.
+        inputs: run inputs for `{name}` placeholders in the task and the subtasks.
 
     Returns:
-        The pattern's shape: `{"output", "results", "metadata": {"total_tasks",
-        "total_tokens", "successful_tasks", ...}}`, where `results` lists a
-        SubtaskResult per subtask in plan order (each with the pattern's `task_id`,
-        `result` and `metadata` with type, tokens and, if it failed, error). When the
-        subtasks are not a valid plan or the run cannot start, `{"error": message,
-        "metadata": {"task_description", "total_tasks", "error_type"}}`, as in the pattern.
+        The pattern's shape as plain JSON data (`json.dumps` takes it): `{"output",
+        "results", "metadata": {"total_tasks", "total_tokens", "successful_tasks",
+        ...}}`, where `results` lists one dict per subtask in plan order, with the
+        pattern's `task_id`, `result` and `metadata` (type, tokens, status, attempts,
+        model, duration and, if it failed or was skipped, error). When the subtasks
+        are not a valid plan, an input is missing or the run cannot start,
+        `{"error": message, "metadata": {"task_description", "total_tasks",
+        "error_type"}}`, as in the pattern. For typed `SubtaskResult`s, use
+        `compile_plan` and read the graph's state.
     """
     items = list(subtasks)
     try:
@@ -71,7 +87,7 @@ async def parallel_process(
         labels = {sub.id: label for sub, label in converted if label is not None}
         plan = TaskPlan(task=task, subtasks=[sub for sub, _ in converted])
         graph = compile_plan(plan, model=model, max_concurrency=max_concurrent)
-        state = await graph.ainvoke({"inputs": {}})
+        state = await graph.ainvoke({"inputs": dict(inputs or {})})
     except Exception as exc:
         return {
             "error": str(exc),
@@ -83,13 +99,15 @@ async def parallel_process(
         }
     totals = state["totals"]
     results = [
-        state["results"][sid].model_copy(update={"kind": labels[sid]})
-        if sid in labels
-        else state["results"][sid]
+        _task_result(
+            state["results"][sid].model_copy(update={"kind": labels[sid]})
+            if sid in labels
+            else state["results"][sid]
+        )
         for sid in plan.ids
     ]
     return {
-        "output": state["output"],
+        "output": to_jsonable_python(state["output"]),
         "results": results,
         "metadata": {
             "total_tasks": totals.tasks,

@@ -64,11 +64,13 @@ def _recipe(name: str) -> CompiledPlanGraph:
             "FANFOLD_EXAMPLES_DIR to the folder that holds fanfold's examples",
             path=str(path),
         )
-    return compile_plan(path, model=MODEL, name=name)
+    return compile_plan(path, model=MODEL, name=name, input_interface="server")
 
 
 research = _recipe("research")
 document_analysis = _recipe("document_analysis")
 data_processing = _recipe("data_processing")
 content_generation = _recipe("content_generation")
-plan_or_goal: CompiledGoalGraph = compile_goal(model=MODEL, name="plan_or_goal")
+plan_or_goal: CompiledGoalGraph = compile_goal(
+    model=MODEL, name="plan_or_goal", input_interface="server"
+)

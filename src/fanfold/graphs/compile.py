@@ -12,7 +12,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
 from fanfold._langgraph import adopt
-from fanfold.errors import UnknownKindError
+from fanfold.errors import InputInterface, UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.models.resolve import model_label, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
@@ -66,6 +66,7 @@ def compile_plan(
     prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
     budget: float | None = None,
     cache: ResultCache | bool | str | Path | None = None,
+    input_interface: InputInterface = "python",
 ) -> CompiledPlanGraph:
     """Compile a plan into a LangGraph graph whose model calls start greedily.
 
@@ -107,6 +108,8 @@ def compile_plan(
             ResultCache; None or False (the default) for none. A call with the same model
             and settings, messages, output schema and kind is then served from it (usage
             0, `cached=True`), and every successful call is stored as soon as it ends.
+        input_interface: where run inputs come from ("python", "cli" or "server"), so
+            that a missing or malformed input's error names that interface's option.
 
     Returns:
         A CompiledPlanGraph (a CompiledStateGraph): invoke, stream, batch it as usual.
@@ -176,6 +179,7 @@ def compile_plan(
         durations_key=(fingerprint, model_key),
         prices=table,
         budget=limit,
+        input_interface=input_interface,
     )
     if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
         runtime.aggregate_function = aggregator

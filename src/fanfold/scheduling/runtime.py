@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
 from fanfold._text import message_text
-from fanfold.errors import MapInputError, MissingInputError, UnknownInputError
+from fanfold.errors import InputInterface, MapInputError, MissingInputError, UnknownInputError
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import aggregate_messages, as_text, items_text
@@ -52,6 +52,8 @@ class PlanRuntime:
     """USD a run may spend (None: no limit); see fanfold.scheduling.costs.Budget."""
     cache: ResultCache | None = None
     """The persistent cache of model calls, or None when calls are never cached."""
+    input_interface: InputInterface = "python"
+    """Where run inputs come from; input errors name that interface's option."""
     # Derived from the plan in __post_init__.
     order: list[str] = field(init=False)
     subtasks: dict[str, SubTask] = field(init=False)
@@ -123,11 +125,17 @@ class PlanRuntime:
         values.update(inputs or {})
         missing = {name: users for name, users in self.required.items() if name not in values}
         if missing:
-            raise MissingInputError(missing)
+            raise MissingInputError(missing, interface=self.input_interface)
         for name, users in self.input_maps.items():
             if name in values:
-                values[name] = _as_list(values[name], users[0], name)
+                values[name] = self._as_list(values[name], users[0], name)
         return values
+
+    def _as_list(self, value: Any, subtask_id: str, name: str) -> list[Any]:
+        listed = list_input(value)
+        if listed is None:
+            raise MapInputError(subtask_id, name, value, interface=self.input_interface)
+        return listed
 
     def task_text(self, inputs: Mapping[str, Any]) -> str:
         """The plan's task description with run-input placeholders filled."""
@@ -285,10 +293,3 @@ def validate_output(schema: type[BaseModel] | dict[str, Any], value: Any) -> Any
         return validate_data(schema, value, what="the aggregate's output")
     except OutputMismatchError as exc:
         raise AggregateOutputError(str(exc)) from exc
-
-
-def _as_list(value: Any, subtask_id: str, name: str) -> list[Any]:
-    listed = list_input(value)
-    if listed is None:
-        raise MapInputError(subtask_id, name, value)
-    return listed
