@@ -110,12 +110,35 @@ def run_report(
     ).html(graph_svg=graph_svg, title=title)
 
 
-def write_run_report(path: str | os.PathLike[str], state: Mapping[str, Any], **kwargs: Any) -> Path:
-    """Write `run_report(state, **kwargs)` to `path` (UTF-8) and return the path."""
+def write_run_report(
+    path: str | os.PathLike[str],
+    state: Mapping[str, Any],
+    *,
+    events: Sequence[Mapping[str, Any]] = (),
+    runtime: PlanRuntime | None = None,
+    graph_svg: str | None = None,
+    prices: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    max_concurrency: int | None = None,
+) -> Path:
+    """Write `run_report(state, ...)` to `path` (UTF-8) and return the path.
+
+    The options are `run_report`'s: `events` (the run's lifecycle events), `runtime`
+    (`graph.fanfold_runtime`), `graph_svg`, `prices`, `title` and `max_concurrency`.
+    """
     target = Path(path)
     if target.parent != Path(""):
         target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(run_report(state, **kwargs), encoding="utf-8")
+    report = run_report(
+        state,
+        events=events,
+        runtime=runtime,
+        graph_svg=graph_svg,
+        prices=prices,
+        title=title,
+        max_concurrency=max_concurrency,
+    )
+    target.write_text(report, encoding="utf-8")
     return target
 
 
