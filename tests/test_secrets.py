@@ -9,6 +9,7 @@ not "nothing was written".
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
 from fanfold import SubtaskCall, TaskPlan, compile_plan, node_kinds, resolve_model
-from fanfold._secrets import describe_error, redact
+from fanfold._secrets import describe_error, mask_url, redact, strip_password
 from fanfold.checkpoints import open_checkpointer
 from fanfold.cli import app
 from fanfold.scheduling.dispatcher import EVENT_TYPE
@@ -229,6 +230,14 @@ def test_key_never_reaches_cli_output_or_its_checkpoint(
         ('{"api-key": "abcdefgh123", "n": 1}', '{"api-key": "***", "n": 1}'),
         ("x-api-key: abcdefgh123", "x-api-key: ***"),
         ("sk-proj-Ab_cd-EF12 and sk-ant-api03-xyzxyz", "*** and ***"),
+        ("Authorization: Basic YWxpY2U6aHVudGVyMnB3", "Authorization: Basic ***"),
+        ("{'authorization': 'basic dTpw'}", "{'authorization': 'basic ***'}"),
+        ("GET http://alice:hunter2pw@gw.local/v1/x", "GET http://alice:***@gw.local/v1/x"),
+        (
+            "at postgresql://u:p@127.0.0.1:1/db: port 1",
+            "at postgresql://u:***@127.0.0.1:1/db: port 1",
+        ),
+        ("dsn password=s3cret host=h", "dsn password=*** host=h"),
     ],
 )
 def test_redact_replaces_keys_and_tokens(text: str, expected: str) -> None:
@@ -244,6 +253,9 @@ def test_redact_replaces_keys_and_tokens(text: str, expected: str) -> None:
         "Bearer ab",  # too short to be a token
         "api_key=short",
         "the key was sk-12",
+        "a basic example, basic abcdefgh",  # not base64 of user:password
+        "GET http://gw.local:8080/v1/x and http://user@host/v1",  # a port, a user alone
+        "password authentication failed for user 'u'",
     ],
 )
 def test_redact_leaves_ordinary_text_alone(text: str) -> None:
@@ -266,3 +278,89 @@ def test_describe_error_names_the_type_and_redacts_the_message() -> None:
     described = describe_error(exc)
     assert described == "LeakyTransportError: failed: headers {'Authorization': 'Bearer ***'}"
     assert describe_error(RuntimeError()) == "RuntimeError: RuntimeError()"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked", "stripped"),
+    [
+        (
+            "postgresql://u:p@127.0.0.1:1/db",
+            "postgresql://u:***@127.0.0.1:1/db",
+            "postgresql://u@127.0.0.1:1/db",
+        ),
+        (
+            "postgresql://u@h/db?password=pw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+            "postgresql://u@h/db?sslmode=require",
+        ),
+        ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+        ("runs.db", "runs.db", "runs.db"),
+    ],
+)
+def test_database_urls_are_masked_and_stripped_by_parsing(
+    url: str, masked: str, stripped: str
+) -> None:
+    assert mask_url(url) == masked
+    assert strip_password(url) == stripped
+
+
+def test_a_short_database_password_is_masked_only_in_the_url(tmp_path: Path) -> None:
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text("task: t\nsubtasks:\n  - {id: a, prompt: x}\n", encoding="utf-8")
+    target = "postgresql://u:p@127.0.0.1:1/db"
+    args = ["run", str(plan_path), "-m", "simulated", "--shared-limits", target]
+    result = CliRunner(env={"FANFOLD_HOME": str(tmp_path)}).invoke(app, args)
+
+    assert result.exit_code == 1, result.output
+    assert "postgresql://u:***@127.0.0.1:1/db" in result.stderr
+    # Every other "p" is kept: "port 1 failed", "accepting TCP/IP".
+    assert "port 1 failed" in result.stderr and "accepting TCP/IP" in result.stderr
+    assert "u:p@" not in result.stderr
+
+
+async def leaky_basic_auth(call: SubtaskCall) -> str:
+    """Fails like a gateway client that echoes its base URL and Basic auth header."""
+    assert call.model is not None
+    base = call.model.openai_api_base  # type: ignore[attr-defined]
+    basic = base64.b64encode(b"alice:hunter2pw").decode()
+    raise LeakyTransportError(
+        f"POST {base}/chat/completions failed; headers={{'Authorization': 'Basic {basic}'}}"
+    )
+
+
+def test_basic_auth_credentials_never_reach_output_events_report_or_checkpoint(
+    tmp_path: Path,
+) -> None:
+    node_kinds.register("leaky_basic", leaky_basic_auth, needs_model=True, replace=True)
+    try:
+        plan = {
+            "task": "Keep the password secret",
+            "subtasks": [{"id": "leaky", "prompt": "call out", "kind": "leaky_basic"}],
+        }
+        plan_path = tmp_path / "plan.yaml"
+        plan_path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+        out = tmp_path / "out"
+        out.mkdir()
+        env = {
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": "http://alice:hunter2pw@127.0.0.1:9/v1",
+            "FANFOLD_HOME": str(out / "home"),
+        }
+        args = ["run", str(plan_path), "--model", "openai:sim-model", "--max-attempts", "1"]
+        args += ["--checkpoint", str(out / "runs.db"), "--events", str(out / "events.jsonl")]
+        args += ["--report", str(out / "report.html"), "--json"]
+        result = CliRunner(env=env).invoke(app, args, catch_exceptions=False)
+    finally:
+        node_kinds.unregister("leaky_basic")
+
+    assert result.exit_code == 3, result.output
+    error = json.loads(result.stdout)["results"]["leaky"]["error"]
+    assert "http://alice:***@127.0.0.1:9/v1" in error and "'Basic ***'" in error
+    basic = base64.b64encode(b"alice:hunter2pw")
+    text = (result.output + result.stderr).encode()
+    files = {f.name: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    assert {"runs.db", "events.jsonl", "report.html"} <= set(files)
+    assert b"LeakyTransportError" in files["events.jsonl"]  # the error is there, redacted
+    for where, data in {"output": text, **files}.items():
+        assert b"hunter2pw" not in data, f"the password leaked into {where}"
+        assert basic not in data, f"the Basic credentials leaked into {where}"

@@ -796,3 +796,47 @@ def test_the_cli_shares_limits_through_the_option_or_the_environment(tmp_path, m
     result = CliRunner().invoke(app, ["run", str(plan), "-m", "simulated"])
     assert result.exit_code == 0, result.output
     assert from_env.exists()
+
+
+@pytest.mark.postgres
+def test_a_shared_limits_password_is_not_checkpointed_and_resume_reads_it_again(
+    tmp_path, monkeypatch, postgres_dsn
+):
+    from typer.testing import CliRunner
+
+    from fanfold.cli import app
+
+    parts = urlsplit(postgres_dsn)
+    password = "pg-Secret-4f1c"  # the test server trusts loopback, so any password connects
+    user = parts.username or "postgres"
+    target = parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}").geturl()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("task: t\nsubtasks:\n  - {id: a, prompt: x}\n", encoding="utf-8")
+    checkpoint = tmp_path / "runs.db"
+    monkeypatch.setenv("FANFOLD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FANFOLD_SHARED_LIMITS", raising=False)
+    args = ["run", str(plan), "-m", "simulated", "--shared-limits", target]
+    result = CliRunner().invoke(app, [*args, "--checkpoint", str(checkpoint)])
+    assert result.exit_code == 0, result.output
+    run_id = result.stderr.split("run id: ", 1)[1].split()[0]
+
+    data = b"".join(f.read_bytes() for f in tmp_path.glob("runs.db*"))
+    assert password.encode() not in data  # the password is not kept...
+    assert f"{user}@{parts.hostname}".encode() in data  # ...the rest of the target is
+
+    # At resume the password comes from the environment when it names the same database,
+    # else the driver reads it (PGPASSWORD, ~/.pgpass): the kept URL has none.
+    seen: list[str] = []
+    real_shared = SharedRateLimiter.shared.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[SharedRateLimiter], key: Any, **limits: Any) -> SharedRateLimiter:
+        seen.append(limits["target"])
+        return real_shared(cls, key, **limits)
+
+    monkeypatch.setattr(SharedRateLimiter, "shared", classmethod(spy))
+    resume = ["resume", run_id, "--checkpoint", str(checkpoint)]
+    monkeypatch.setenv("FANFOLD_SHARED_LIMITS", target)
+    assert CliRunner().invoke(app, resume).exit_code == 0
+    monkeypatch.delenv("FANFOLD_SHARED_LIMITS")
+    assert CliRunner().invoke(app, resume).exit_code == 0
+    assert seen == [target, f"postgresql://{user}@{parts.hostname}:{parts.port}{parts.path}"]

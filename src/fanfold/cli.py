@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Literal, NoReturn, TextIO, TypeVar
-from urllib.parse import urlsplit
 
 import typer
 from langchain_core.runnables import RunnableConfig
 from typer.core import TyperGroup
 
 from fanfold import __version__
+from fanfold._secrets import mask_url, strip_password
 from fanfold.checkpoints import is_postgres, open_checkpointer
 from fanfold.drawing import DrawingError, plan_ascii, plan_dot, render
 from fanfold.errors import PlanError
@@ -133,13 +133,7 @@ def one_line_errors(command: F) -> F:
 
 def shown_target(target: str) -> str:
     """A checkpoint target fit to print: a database URL's password is masked."""
-    if not is_postgres(target):
-        return target
-    parts = urlsplit(target)
-    if not parts.password:
-        return target
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return mask_url(target) if is_postgres(target) else target
 
 
 def fanfold_home() -> Path:
@@ -444,12 +438,30 @@ def _compile_options(options: dict[str, Any]) -> dict[str, Any]:
         "durations": DurationStore.open(
             options.get("store") or os.environ.get("FANFOLD_DURATIONS") or default_store_path()
         ),
-        "shared_limits": options.get("shared_limits") or os.environ.get("FANFOLD_SHARED_LIMITS"),
+        "shared_limits": shared_limits_target(options.get("shared_limits")),
         "prices": cli_prices(options.get("prices")),
         "budget": options.get("budget"),
         "cache": options.get("cache", True) is not False,
         "input_interface": "cli",
     }
+
+
+def shared_limits_target(kept: str | None) -> str | None:
+    """The --shared-limits target of a run: as given, or as kept (without its password).
+
+    A run keeps its target without the password; at resume, $FANFOLD_SHARED_LIMITS gives
+    the password back when it names the same database, else the driver reads PGPASSWORD.
+    """
+    env = os.environ.get("FANFOLD_SHARED_LIMITS") or None
+    if kept and env and strip_password(env) == strip_password(kept):
+        return env
+    return kept or env
+
+
+def kept_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Run options fit to checkpoint: the --shared-limits URL without its password."""
+    target = options.get("shared_limits")
+    return {**options, "shared_limits": strip_password(target) if target else target}
 
 
 def _compile(task_plan: TaskPlan, options: dict[str, Any]) -> Any:
@@ -758,7 +770,7 @@ def run(
         )
     payload = {
         "inputs": inputs,
-        "run": {"plan": task_plan.model_dump(mode="json"), "options": options},
+        "run": {"plan": task_plan.model_dump(mode="json"), "options": kept_options(options)},
     }
     watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
     watch.set_runtime(runtime, inputs=run_inputs)

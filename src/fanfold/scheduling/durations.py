@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
-from fanfold._secrets import redact
+from fanfold._secrets import mask_url, redact
 from fanfold.errors import PlanError
 from fanfold.state.results import SubtaskResult
 
@@ -219,29 +218,14 @@ def is_postgres_url(target: str) -> bool:
 
 def shown_target(target: str) -> str:
     """A path or URL fit to print: a database URL's password is masked."""
-    if not is_postgres_url(target):
-        return target
-    try:
-        parts = urlsplit(target)
-        password = parts.password
-    except ValueError:
-        return "postgresql://(unparsable URL)"
-    if not password:
-        return target
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return mask_url(target) if is_postgres_url(target) else target
 
 
 def one_line(exc: BaseException, target: str | None = None) -> str:
     """An exception's message on one line, secrets and the target's password removed."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     if target and is_postgres_url(target):
-        try:
-            password = urlsplit(target).password
-        except ValueError:
-            password = None
-        if password:
-            text = text.replace(password, "***")
+        text = text.replace(target, shown_target(target))
     return redact(text)
 
 
