@@ -22,6 +22,7 @@ from fanfold.errors import (
     UnknownDependencyError,
     UnknownInputError,
     UnknownKindError,
+    UnknownModelSettingError,
 )
 from fanfold.graphs import CompiledPlanGraph, compile_plan
 from fanfold.graphs.estimate import estimate_plan
@@ -37,7 +38,7 @@ from fanfold.nodes import (
     register_node_kind,
 )
 from fanfold.pattern import parallel_process
-from fanfold.plan import AggregationSettings, InputSpec, SubTask, TaskPlan
+from fanfold.plan import AggregationSettings, InputSpec, ModelSpec, SubTask, TaskPlan
 from fanfold.planning import PlannerError, amake_plan, make_plan, plan_to_yaml
 from fanfold.scheduling import EVENT_TYPE, DurationStore, RateLimiter, RetryPolicy
 from fanfold.scheduling.cache import CacheError, ResultCache, default_cache_path
@@ -80,6 +81,7 @@ __all__ = [
     "MissingCredentialsError",
     "MissingInputError",
     "ModelResolutionError",
+    "ModelSpec",
     "NodeKind",
     "NodeKindRegistry",
     "PlanError",
@@ -108,6 +110,7 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownKindError",
+    "UnknownModelSettingError",
     "UnknownPriceError",
     "__version__",
     "amake_plan",

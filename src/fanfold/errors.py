@@ -20,6 +20,7 @@ One base class covers them all, so a caller catches a single type:
   + MapInputError - a map's run input is not a list.
   + ModelResolutionError - a model string cannot be turned into a chat model.
     + MissingCredentialsError - the provider needs a key that is not configured.
+    + UnknownModelSettingError - a model setting is not a field of the model's class.
 
 Every message names the culprit and says how to fix it; the facts are also kept
 as attributes so that code can act on them.
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownKindError",
+    "UnknownModelSettingError",
 ]
 
 
@@ -255,3 +257,11 @@ class ModelResolutionError(PlanError):
 
 class MissingCredentialsError(ModelResolutionError):
     """The model's provider needs credentials that are not configured."""
+
+
+class UnknownModelSettingError(ModelResolutionError):
+    """A model setting (`model: {name: ..., <setting>: ...}`) is not a field of its class."""
+
+    def __init__(self, message: str, *, model: str, setting: str) -> None:
+        super().__init__(message, model=model)
+        self.setting = setting

@@ -20,6 +20,7 @@ from fanfold.nodes.aggregate import AggregateNode
 from fanfold.nodes.registry import NodeKind, NodeKindRegistry, node_kinds
 from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
+from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.scheduling.budget import UnknownPriceError, check_budget
 from fanfold.scheduling.cache import ResultCache
@@ -51,8 +52,8 @@ DEFAULT_AGGREGATOR: Any = _DefaultAggregator()
 def compile_plan(
     plan: TaskPlan | Mapping[str, Any] | str | Path,
     *,
-    model: BaseChatModel | str | None = None,
-    aggregator: BaseChatModel | str | Aggregator | None = DEFAULT_AGGREGATOR,
+    model: BaseChatModel | str | ModelSpec | Mapping[str, Any] | None = None,
+    aggregator: BaseChatModel | str | ModelSpec | Aggregator | None = DEFAULT_AGGREGATOR,
     max_concurrency: int | None = None,
     requests_per_second: float | None = None,
     tokens_per_minute: float | None = None,
@@ -77,7 +78,9 @@ def compile_plan(
     Args:
         plan: a TaskPlan, a mapping that validates as one, or a path to a plan file.
         model: chat model for subtasks that name none: a chat model, a "provider:model"
-            string, "simulated", or None for `openai:gpt-4o-mini`.
+            string, "simulated", a mapping `{name: ..., temperature: 0, ...}` (a
+            ModelSpec) whose settings go to the model's constructor, or None for
+            `openai:gpt-4o-mini`.
         aggregator: combines the results into `output`: a chat model or model string,
             a callable over `{id: SubtaskResult}` (may be async), None for no
             aggregation, or by default the plan's model with a combine prompt.
@@ -132,8 +135,11 @@ def compile_plan(
 
     resolved: dict[Any, BaseChatModel] = {}
 
-    def model_for(spec: BaseChatModel | str | None) -> BaseChatModel:
-        key = spec if isinstance(spec, str | None) else id(spec)
+    def model_for(spec: Any) -> BaseChatModel:
+        spec = check_model_choice(spec)
+        key: Any = spec if isinstance(spec, str | None) else str(spec)
+        if isinstance(spec, BaseChatModel):
+            key = id(spec)
         if key not in resolved:
             resolved[key] = resolve_model(spec)
         return resolved[key]

@@ -21,6 +21,7 @@ from pydantic import (
 
 from fanfold.errors import PlanError, PlanValidationError, did_you_mean
 from fanfold.plan.graph_checks import all_dependencies, check_graph, topological_order
+from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.template import placeholders
 
 
@@ -154,7 +155,11 @@ class SubTask(_PlanModel):
     depends_on: list[str] = Field(
         default_factory=list, validation_alias=AliasChoices("depends_on", "dependencies")
     )
-    model: str | BaseChatModel | None = None
+    model: str | ModelSpec | BaseChatModel | None = Field(
+        None,
+        description="A 'provider:model' string, or a mapping with the name and settings for "
+        "the model's constructor: {name: openai:gpt-4o-mini, temperature: 0, max_tokens: 400}.",
+    )
     system: str | None = None
     output_schema: type[BaseModel] | dict[str, Any] | None = None
     priority: float | None = Field(
@@ -182,6 +187,11 @@ class SubTask(_PlanModel):
         "persistent cache when the run has one (false: always call the model).",
     )
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_choice(cls, value: Any) -> Any:
+        return check_model_choice(value)
+
     @field_validator("depends_on", mode="before")
     @classmethod
     def _single_dependency_as_list(cls, value: Any) -> Any:
@@ -199,6 +209,12 @@ class SubTask(_PlanModel):
     def placeholders(self) -> list[str]:
         """Placeholder names used in the prompt template."""
         return placeholders(self.prompt)
+
+
+def _model_shape(model: Any) -> Any:
+    if isinstance(model, ModelSpec):
+        return model.model_dump()
+    return model if isinstance(model, str | None) else repr(model)
 
 
 def list_input(value: Any) -> list[Any] | None:
@@ -240,7 +256,9 @@ class AggregationSettings(BaseModel):
         None, description="Extra instructions for the combining prompt."
     )
     system: str | None = None
-    model: str | None = None
+    model: str | ModelSpec | None = Field(
+        None, description="The aggregate's model: a 'provider:model' string or a mapping."
+    )
     enabled: bool = True
     output_schema: type[BaseModel] | dict[str, Any] | None = Field(
         None,
@@ -254,6 +272,11 @@ class AggregationSettings(BaseModel):
         if isinstance(value, dict) and "title" not in value:
             value = {"title": "Output", **value}
         return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_choice(cls, value: Any) -> Any:
+        return check_model_choice(value)
 
 
 class TaskPlan(_PlanModel):
@@ -373,7 +396,7 @@ class TaskPlan(_PlanModel):
                 "prompt": s.prompt,
                 "kind": s.kind,
                 "depends_on": s.depends_on,
-                "model": s.model if isinstance(s.model, str | None) else repr(s.model),
+                "model": _model_shape(s.model),
                 "system": s.system,
                 "output_schema": schema_of(s),
             }

@@ -22,6 +22,7 @@ from fanfold._text import content_text
 from fanfold.errors import PlanError, PlanValidationError, did_you_mean
 from fanfold.models.resolve import resolve_model
 from fanfold.plan import SubTask, TaskPlan
+from fanfold.plan.model_spec import ModelSpec
 from fanfold.plan.template import placeholders
 from fanfold.planning import prompts
 from fanfold.state import TokenUsage
@@ -493,5 +494,7 @@ def _subtask_data(sub: SubTask) -> dict[str, Any]:
             )
         if name == "output_schema" and isinstance(value, type) and issubclass(value, BaseModel):
             value = value.model_json_schema()
+        if isinstance(value, ModelSpec):
+            value = value.model_dump()
         out[name] = value
     return out

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -38,6 +37,7 @@ from pydantic import BaseModel, SecretStr
 
 from fanfold._secrets import redact
 from fanfold.errors import PlanError
+from fanfold.plan.model_spec import SECRET_NAME
 from fanfold.state.results import TokenUsage
 
 __all__ = [
@@ -83,7 +83,7 @@ _GET = (
     "FROM fanfold_cache WHERE key = ?"
 )
 
-_SECRET_NAME = re.compile(r"(?i)(key|secret|passw|credential|auth|header|cookie|^token$|_token$)")
+_SECRET_NAME = SECRET_NAME
 """Parameter names whose values never enter a key (`max_tokens` is not one of them)."""
 
 

@@ -142,7 +142,7 @@ class Dispatcher:
         outputs = {
             sid: (
                 max(1, self._aggregate_items.get(sid, 1)) if sid in runtime.maps else 0,
-                output_tokens(runtime.subtasks[sid]),
+                output_tokens(runtime.subtasks[sid], runtime.models.get(sid)),
             )
             for sid in runtime.order
         }
@@ -546,7 +546,7 @@ class Dispatcher:
             await limiter.acquire(priority_rank, tokens=estimate)
             if self.budget is not None and label is not None and reserved is None:
                 expected = runtime.prices.estimate(
-                    label, messages_tokens(messages), output_tokens(subtask)
+                    label, messages_tokens(messages), output_tokens(subtask, model)
                 )
                 refusal = self.budget.reserve(expected or 0.0)
                 if refusal is not None:

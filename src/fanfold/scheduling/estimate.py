@@ -9,7 +9,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from fanfold.errors import UnknownKindError
-from fanfold.models.resolve import DEFAULT_MODEL, SIMULATED, model_label
+from fanfold.models.resolve import DEFAULT_MODEL, SIMULATED, check_model_settings, model_label
+from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.graph import critical_path, remaining_paths
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import DEFAULT_SYSTEM, as_text, subtask_prompt
@@ -22,15 +23,23 @@ from fanfold.scheduling.tokens import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
     aggregate_input_tokens,
+    output_tokens,
 )
 
 __all__ = ["CallEstimate", "PlanEstimate", "estimate_plan"]
 
 
-def model_spec_label(spec: BaseChatModel | str | None) -> str:
-    """The label a model choice will have once resolved, without resolving it (no key)."""
+def model_spec_label(spec: Any) -> str:
+    """The label a model choice will have once resolved, without resolving it (no key).
+
+    A ModelSpec's settings are checked against its class where that needs no key.
+    """
     if isinstance(spec, BaseChatModel):
         return model_label(spec)
+    spec = check_model_choice(spec)
+    if isinstance(spec, ModelSpec):
+        check_model_settings(spec)
+        spec = spec.name
     text = (spec or DEFAULT_MODEL).strip()
     if text == SIMULATED:
         return SIMULATED
@@ -159,7 +168,7 @@ def estimate_plan(
     elif aggregator is True:
         if task_plan.aggregation.enabled:
             aggregate_label = model_spec_label(task_plan.aggregation.model or model)
-    elif isinstance(aggregator, BaseChatModel | str):
+    elif isinstance(aggregator, BaseChatModel | str | ModelSpec | Mapping):
         aggregate_label = model_spec_label(aggregator)
 
     values: dict[str, Any] = {
@@ -189,15 +198,19 @@ def estimate_plan(
 
     # The scheduler's own rule: hint, learned, the learned median, the default.
     expected = duration_sources(task_plan.subtasks, learned, default=default_seconds)
+    def reply(sid: str) -> int:
+        chosen = runtime.models.get(sid) if runtime is not None else model
+        return output_tokens(subtasks[sid], chosen, default=default_output_tokens)
+
     estimates: dict[str, CallEstimate] = {}
     sources: set[str] = set()
     for sid in order:
         sub = subtasks[sid]
         label = labels[sid]
-        out_tokens = _expected_reply(sub, default_output_tokens)
+        out_tokens = reply(sid)
         stand_ins: dict[str, Any] = {}
         for dep in deps[sid]:
-            dep_tokens = _expected_reply(subtasks[dep], default_output_tokens)
+            dep_tokens = reply(dep)
             text = "x" * (dep_tokens * CHARS_PER_TOKEN)
             if dep in maps:
                 stand_ins[dep] = [text] * (items.get(dep) or 1)
@@ -207,7 +220,7 @@ def estimate_plan(
         sample: Any = None
         if sub.map is not None and sub.map in subtasks:
             # An item of another subtask's list: a stand-in as long as its expected reply.
-            tokens = _expected_reply(subtasks[sub.map], default_output_tokens)
+            tokens = reply(sub.map)
             sample = "x" * (tokens * CHARS_PER_TOKEN)
         elif sub.map is not None:
             listed = list_input(values.get(sub.map))
@@ -289,7 +302,7 @@ def estimate_plan(
         outputs = {
             sid: (
                 (items.get(sid) or 1) if sid in maps else 0,
-                _expected_reply(subtasks[sid], default_output_tokens),
+                reply(sid),
             )
             for sid in order
         }
@@ -367,6 +380,3 @@ def estimate_plan(
         default_seconds=default_seconds,
     )
 
-
-def _expected_reply(sub: SubTask, default: int) -> int:
-    return sub.expected_output_tokens if sub.expected_output_tokens is not None else default

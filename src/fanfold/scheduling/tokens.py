@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
 from fanfold._text import content_text
+from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import AGGREGATE_SYSTEM
 
@@ -16,6 +19,7 @@ __all__ = [
     "aggregate_input_tokens",
     "messages_tokens",
     "output_tokens",
+    "reply_limit",
     "text_tokens",
 ]
 
@@ -35,11 +39,38 @@ def messages_tokens(messages: Iterable[BaseMessage]) -> int:
     return text_tokens("".join(content_text(m.content) for m in messages))
 
 
-def output_tokens(subtask: SubTask) -> int:
-    """A subtask's expected reply length in tokens."""
-    if subtask.expected_output_tokens is not None:
-        return subtask.expected_output_tokens
-    return DEFAULT_OUTPUT_TOKENS
+def output_tokens(
+    subtask: SubTask, model: Any = None, *, default: int = DEFAULT_OUTPUT_TOKENS
+) -> int:
+    """A subtask's expected reply length in tokens: `expected_output_tokens`, else
+    `default`, never more than its model's `max_tokens` (`model`: the one it runs with
+    when it names none itself)."""
+    tokens = subtask.expected_output_tokens
+    if tokens is None:
+        tokens = default
+    limit = reply_limit(subtask.model if subtask.model is not None else model)
+    return tokens if limit is None else min(tokens, limit)
+
+
+_REPLY_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+"""Model settings that cap a reply's length (OpenAI's and other providers' names)."""
+
+
+def reply_limit(model: Any) -> int | None:
+    """The most tokens a reply may have under a model's settings (`max_tokens`), or None.
+
+    `model` is a ModelSpec (or its mapping or JSON text), a chat model, a string or None.
+    """
+    if not isinstance(model, BaseChatModel):
+        model = check_model_choice(model)
+    if isinstance(model, ModelSpec):
+        values = [model.settings.get(name) for name in _REPLY_LIMITS]
+    elif isinstance(model, BaseChatModel):
+        values = [getattr(model, name, None) for name in _REPLY_LIMITS]
+    else:
+        return None
+    caps = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(caps) if caps else None
 
 
 def aggregate_input_tokens(

@@ -99,6 +99,8 @@ class RequestRecord(NamedTuple):
     """Text of the last user message ('' if none or the body was unreadable)."""
     outcome: int | str
     """HTTP status answered, or "stall" / "drop" / "malformed"."""
+    params: dict[str, Any] = {}
+    """The request's settings: its JSON body without `messages` and `tools`."""
 
 
 class SimServer:
@@ -320,9 +322,16 @@ class SimServer:
 
     # -- chat completions ------------------------------------------------------------------
 
-    def _record(self, arrived: float, prompt: str, outcome: int | str) -> None:
+    def _record(
+        self, arrived: float, prompt: str, outcome: int | str, body: Any = None
+    ) -> None:
+        params = (
+            {k: v for k, v in body.items() if k not in ("messages", "tools")}
+            if isinstance(body, dict)
+            else {}
+        )
         with self._lock:
-            self._log.append(RequestRecord(arrived, prompt, outcome))
+            self._log.append(RequestRecord(arrived, prompt, outcome, params))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -431,7 +440,7 @@ class SimServer:
             _log.exception("SimServer failed to build a reply")
             self._record(arrived, prompt, 500)
             return _error(500, f"simulator error: {exc!r}")
-        self._record(arrived, prompt, fault or 200)
+        self._record(arrived, prompt, fault or 200, body)
         if latency > 0:
             await asyncio.sleep(latency)
         model = str(body.get("model") or MODEL_ID)
