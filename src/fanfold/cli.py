@@ -531,7 +531,13 @@ def _report(
 
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", metavar="MODEL", help="Model: 'provider:model' or 'simulated'."),
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Model: 'provider:model', 'simulated', or JSON with settings such as "
+        '\'{"name": "openai:gpt-4o-mini", "temperature": 0}\'.',
+    ),
 ]
 MaxConcurrencyOption = Annotated[
     int | None, typer.Option(min=1, metavar="N", help="Most model calls in flight at once.")
