@@ -10,8 +10,8 @@ from langchain_core.language_models import BaseChatModel
 
 from fanfold.errors import UnknownKindError
 from fanfold.models.resolve import DEFAULT_MODEL, SIMULATED, check_model_settings, model_label
-from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.graph import critical_path, remaining_paths
+from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import DEFAULT_SYSTEM, as_text, subtask_prompt
 from fanfold.plan.template import render
