@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fanfold import (
     BudgetError,
+    FanfoldError,
     PlanError,
     SimulatedChatModel,
     UnknownPriceError,
@@ -148,10 +149,11 @@ def test_a_budget_with_a_model_that_has_no_price_is_one_error_line_before_any_re
 # -- the Python API -------------------------------------------------------------------------------
 
 
-def test_a_budget_with_an_unpriced_model_is_a_plan_error_at_compile_time(server: SimServer):
+def test_a_budget_with_an_unpriced_model_is_a_budget_error_at_compile_time(server: SimServer):
     with pytest.raises(UnknownPriceError) as caught:
         compile_plan(wide_plan(2), model=sim_model(server), budget=1.0)
-    assert isinstance(caught.value, PlanError)
+    assert isinstance(caught.value, BudgetError) and isinstance(caught.value, FanfoldError)
+    assert not isinstance(caught.value, PlanError)
     assert caught.value.models == {"sim-model": ["s00", "s01", "aggregate"]}
     # Only the aggregate's model without a price: it is named alone.
     with pytest.raises(UnknownPriceError) as only_aggregate:

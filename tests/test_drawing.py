@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fanfold import PlanError, TaskPlan, compile_plan
+from fanfold import FanfoldError, PlanError, TaskPlan, compile_plan
 from fanfold.drawing import (
     ASCII_MAX_SUBTASKS,
     STATUS_COLOURS,
@@ -404,9 +404,10 @@ def test_missing_graphviz_on_path_is_reported(research, monkeypatch, tmp_path):
         render(plan_dot(research), "svg")
 
 
-def test_drawing_errors_are_plan_errors_so_the_cli_prints_one_line():
+def test_drawing_errors_are_fanfold_errors_so_the_cli_prints_one_line():
     assert issubclass(GraphvizNotFoundError, DrawingError)
-    assert issubclass(DrawingError, PlanError) and issubclass(DrawingError, ValueError)
+    assert issubclass(DrawingError, FanfoldError) and issubclass(DrawingError, ValueError)
+    assert not issubclass(DrawingError, PlanError)
 
 
 @needs_dot

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import fanfold
 from fanfold import SubtaskResult, TaskPlan, compile_plan
 from fanfold.checkpoints import open_checkpointer
 from fanfold.cli import app
@@ -616,3 +617,63 @@ def test_resume_of_an_unknown_run_id_on_postgres_keeps_the_password_out_of_the_e
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "0123456789ab" in lines[0]
     assert "hunter2-secret" not in result.stderr
+
+
+# -- 5. The Python run API: run by id, SIGKILL, then read and resume it by its id -----------------
+
+
+def test_python_api_resumes_a_killed_run_by_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = layered_plan(levels=4, width=3)
+    ids = ids_of(plan)
+    store = str(tmp_path / "runs.db")
+    run_id = "apirun000001"
+    options = {"model": "openai:sim-model", "max_concurrency": 2, "cache": False}
+    script = (
+        "import fanfold\n"
+        f"fanfold.run_plan({plan!r}, checkpoint={store!r}, run_id={run_id!r}, "
+        f"options={options!r})\n"
+    )
+    with sim_server() as srv:
+        env = cli_env(srv, tmp_path / "home")
+        killed = subprocess.Popen([sys.executable, "-c", script], env=env)
+        try:
+            asyncio.run(kill_mid_step(killed, store, plan, run_id, srv))
+        finally:
+            kill(killed)
+        committed, pending, _ = asyncio.run(checkpointed(store, plan, run_id))
+        kept = set(committed) | set(pending)
+        before = counts(srv, ids)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+
+        stopped = fanfold.get_run(run_id, store)
+        assert not stopped.finished and stopped.next
+        assert stopped.plan.ids == ids and stopped.options == options
+        assert set(stopped.results) == kept
+        assert set(stopped.failed) == set(ids) - kept
+
+        final = fanfold.resume_run(run_id, store)
+        after = counts(srv, ids)
+
+    assert statuses(final["results"]) == dict.fromkeys(ids, "succeeded")
+    assert final["output"]
+    assert_resume_requested_only_unfinished(before, after, kept, ids)
+    done = fanfold.get_run(run_id, store)
+    assert done.finished and done.complete and done.failed == []
+
+
+def test_the_run_api_names_a_missing_checkpoint_and_an_unknown_run(tmp_path: Path) -> None:
+    with pytest.raises(fanfold.RunNotFoundError, match="does not exist"):
+        fanfold.get_run("abc", tmp_path / "missing.db")
+    store = tmp_path / "runs.db"
+    options = {"model": "simulated"}
+    fanfold.run_plan(diamond_plan(), checkpoint=store, run_id="known", options=options)
+    assert fanfold.get_run("known", store).complete
+    with pytest.raises(fanfold.RunNotFoundError, match="run 'nope' not found") as caught:
+        fanfold.resume_run("nope", store)
+    assert isinstance(caught.value, fanfold.StoreError) and caught.value.run_id == "nope"
+    # A complete run has nothing left to resume: its state comes back as it is.
+    again = fanfold.open_run("known", store)
+    assert again.mode == "finished" and again.run() == again.values

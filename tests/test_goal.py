@@ -20,6 +20,7 @@ from fanfold import (
     EVENT_TYPE,
     EmptyPlanError,
     MissingInputError,
+    ModelResolutionError,
     PlanError,
     PlanValidationError,
     SimulatedChatModel,
@@ -180,7 +181,7 @@ def test_an_empty_goal_raises_before_any_model_call(planner_echo):
         ({"attempts": 0}, ValueError),
         ({"max_subtasks": 0}, ValueError),
         ({"max_concurrency": 0}, ValueError),
-        ({"model": "nosuchprovider:x"}, PlanError),
+        ({"model": "nosuchprovider:x"}, ModelResolutionError),
         ({"no_such_option": 1}, TypeError),
     ],
 )

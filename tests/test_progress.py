@@ -422,7 +422,7 @@ def test_run_quiet_json_still_prints_the_json_report(runner, map_plan):
 def test_run_on_a_terminal_draws_the_live_view_instead_of_plain_lines(
     runner, map_plan, monkeypatch
 ):
-    monkeypatch.setattr("fanfold.cli.stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("fanfold.runs.watch.stderr_is_terminal", lambda: True)
     result = runner.invoke(app, ["run", str(map_plan), *MAP_ARGS])
     assert result.exit_code == EXIT_OK, result.output
     assert "  succeeded intro" not in result.stderr
@@ -547,7 +547,7 @@ def test_resume_on_a_terminal_counts_the_kept_results_as_done(
 ):
     store = str(tmp_path / "runs.db")
     run_id = failed_run_id(server, map_plan, store)
-    monkeypatch.setattr("fanfold.cli.stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("fanfold.runs.watch.stderr_is_terminal", lambda: True)
     resumed = sim_runner(server).invoke(app, ["resume", run_id, "--checkpoint", store])
     assert resumed.exit_code == EXIT_OK, resumed.output
     # intro ran before; each[0] is reused: the view still ends at everything done.

@@ -10,7 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from fanfold._secrets import redact
-from fanfold.errors import PlanError
+from fanfold.errors import StoreError
 
 STATE_TYPES = [
     ("fanfold.state.results", "SubtaskResult"),
@@ -20,7 +20,7 @@ STATE_TYPES = [
 ]
 
 
-class CheckpointStoreError(PlanError):
+class CheckpointStoreError(StoreError):
     """The checkpoint store cannot be opened."""
 
 

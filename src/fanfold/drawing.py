@@ -10,7 +10,7 @@
 Every function takes a `TaskPlan`, a `PlanRuntime` (its learned expected durations then
 shape the critical path) or a `CompiledPlanGraph` (its runtime is used).
 
-Errors: `DrawingError` (a `PlanError`, so a `ValueError`) for a format that cannot be
+Errors: `DrawingError` (a `FanfoldError`, and a `ValueError`) for a format that cannot be
 drawn, a `dot` run that fails or times out, or statuses that name no subtask;
 `GraphvizNotFoundError` (a `DrawingError`) when the `dot` program is not installed.
 Each message is one line that says how to fix it.
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fanfold.errors import PlanError, did_you_mean
+from fanfold.errors import DrawingError, did_you_mean
 from fanfold.formatting import seconds as format_seconds
 from fanfold.plan.graph import critical_path, layers, remaining_paths, sinks
 from fanfold.plan.graph_checks import AGGREGATE_NODE
@@ -83,13 +83,6 @@ _FAINT = "#b0bec5"
 """Edges from START and into the aggregate: they say little, so they recede."""
 _TITLE_WIDTH = 90
 _TITLE_LIMIT = 3 * _TITLE_WIDTH
-
-
-class DrawingError(PlanError):
-    """A plan cannot be drawn as asked: an unknown format, a failing `dot`, bad statuses.
-
-    A `PlanError` (and so a `ValueError`), so the CLI prints it as one line.
-    """
 
 
 class GraphvizNotFoundError(DrawingError):

@@ -1,6 +1,8 @@
-"""Every way a plan, its inputs or its model choice can be wrong.
+"""Every error fanfold raises, in one tree rooted at `FanfoldError`.
 
-One base class covers them all, so a caller catches a single type:
+Catch `FanfoldError` for anything fanfold refuses; catch a branch for one kind of
+trouble. Each branch is also a `ValueError`, as every fanfold error was before the
+branches existed. Classes defined in other modules are importable from here too.
 
 * PlanError (ValueError)
   + PlanValidationError - a field has the wrong type or shape (wraps pydantic).
@@ -21,6 +23,43 @@ One base class covers them all, so a caller catches a single type:
   + ModelResolutionError - a model string cannot be turned into a chat model.
     + MissingCredentialsError - the provider needs a key that is not configured.
     + UnknownModelSettingError - a model setting is not a field of the model's class.
+* FanfoldError
+  + PlanError (ValueError) - the plan or its inputs are wrong.
+    + PlanValidationError - a field has the wrong type or shape (wraps pydantic).
+    + PlanFileError - a plan file cannot be read or parsed (wraps OS/YAML/JSON errors).
+    + EmptyPlanError - the plan has no subtasks.
+    + InvalidSubtaskIdError - an id cannot be a graph node name, or is reserved.
+    + DuplicateSubtaskError - two subtasks share an id.
+    + UnknownDependencyError - a subtask depends on an id that is not in the plan.
+    + SelfDependencyError - a subtask depends on itself.
+    + DependencyCycleError - dependencies loop back (`a -> b -> a`).
+    + UndeclaredDependencyError - a prompt names a subtask it does not depend on.
+    + UnknownKindError - a subtask's `kind` is not a registered node kind.
+    + InvalidOptionsError - a subtask's `options` do not suit its kind.
+    + InvalidMapError - a subtask's `map` names itself, or neither an input nor a subtask.
+    + MissingInputError - a run lacks an input that a prompt needs.
+    + UnknownInputError - a run is given an input the plan does not use.
+    + MapInputError - a map's run input is not a list.
+    + PriceError - a prices file or price table entry is invalid (scheduling.prices).
+    + PlannerError - the planner model gave no valid plan (planning.planner).
+  + ProviderError (ValueError) - a model provider cannot be used.
+    + ModelResolutionError - a model string cannot be turned into a chat model.
+      + MissingCredentialsError - the provider needs a key that is not configured.
+      + UnknownModelSettingError - a model setting is not a field of its chat model.
+  + BudgetError (ValueError) - a budget cannot be enforced.
+    + UnknownPriceError - a model the run calls has no price (scheduling.budget).
+  + StoreError (ValueError) - a database or file fanfold keeps cannot be used.
+    + CheckpointStoreError - the checkpoint database (checkpoints).
+    + RunNotFoundError - no run with that id in the checkpoint (runs).
+    + DurationStoreError - the learned-durations store (scheduling.durations).
+    + CacheError - the cache of model calls (scheduling.cache).
+    + SharedLimitsError - the shared rate-limit store or setting (scheduling.shared_limits).
+  + DrawingError (ValueError) - a plan cannot be drawn as asked.
+    + GraphvizNotFoundError - Graphviz's `dot` is not installed (drawing).
+  + EventsFileError (OSError) - the run's events file cannot be written (runs).
+
+Failures inside a run (a model error, a reply that does not match its schema) are
+not raised: they are recorded in the subtask's result.
 
 Every message names the culprit and says how to fix it; the facts are also kept
 as attributes so that code can act on them.
@@ -29,32 +68,79 @@ as attributes so that code can act on them.
 from __future__ import annotations
 
 import difflib
+import importlib
 import shlex
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 __all__ = [
+    "BudgetError",
+    "CacheError",
+    "CheckpointStoreError",
     "DependencyCycleError",
+    "DrawingError",
     "DuplicateSubtaskError",
+    "DurationStoreError",
     "EmptyPlanError",
+    "EventsFileError",
+    "FanfoldError",
+    "GraphvizNotFoundError",
     "InputInterface",
     "InvalidMapError",
     "InvalidOptionsError",
     "InvalidSubtaskIdError",
+    "MapInputError",
     "MissingCredentialsError",
     "MissingInputError",
-    "MapInputError",
     "ModelResolutionError",
     "PlanError",
     "PlanFileError",
     "PlanValidationError",
+    "PlannerError",
+    "PriceError",
+    "ProviderError",
+    "RunNotFoundError",
     "SelfDependencyError",
+    "SharedLimitsError",
+    "StoreError",
     "UndeclaredDependencyError",
     "UnknownDependencyError",
     "UnknownInputError",
     "UnknownKindError",
     "UnknownModelSettingError",
+    "UnknownPriceError",
 ]
+
+_ELSEWHERE = {
+    "CacheError": "fanfold.scheduling.cache",
+    "CheckpointStoreError": "fanfold.checkpoints",
+    "DurationStoreError": "fanfold.scheduling.durations",
+    "GraphvizNotFoundError": "fanfold.drawing",
+    "PlannerError": "fanfold.planning.planner",
+    "PriceError": "fanfold.scheduling.prices",
+    "RunNotFoundError": "fanfold.runs.api",
+    "SharedLimitsError": "fanfold.scheduling.shared_limits",
+    "UnknownPriceError": "fanfold.scheduling.budget",
+}
+"""Errors defined beside the code that raises them, importable from here on first use."""
+
+if TYPE_CHECKING:
+    from fanfold.checkpoints import CheckpointStoreError
+    from fanfold.drawing import GraphvizNotFoundError
+    from fanfold.planning.planner import PlannerError
+    from fanfold.runs.api import RunNotFoundError
+    from fanfold.scheduling.budget import UnknownPriceError
+    from fanfold.scheduling.cache import CacheError
+    from fanfold.scheduling.durations import DurationStoreError
+    from fanfold.scheduling.prices import PriceError
+    from fanfold.scheduling.shared_limits import SharedLimitsError
+
+
+def __getattr__(name: str) -> Any:
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
@@ -81,8 +167,44 @@ def input_example(name: str, interface: InputInterface, value: str | None = None
     return f"inputs={data}"
 
 
-class PlanError(ValueError):
-    """Base class: the plan, its inputs or its model choice cannot run."""
+
+class FanfoldError(Exception):
+    """The root: fanfold refuses or cannot do what was asked (see the tree above)."""
+
+
+class PlanError(FanfoldError, ValueError):
+    """The plan or its inputs cannot run."""
+
+
+class ProviderError(FanfoldError, ValueError):
+    """A model provider cannot be used: an unknown model, missing credentials."""
+
+
+class BudgetError(FanfoldError, ValueError):
+    """A budget cannot be enforced: not a number of USD, or a model has no price."""
+
+
+class StoreError(FanfoldError, ValueError):
+    """A database or file fanfold keeps (checkpoints, durations, cache, shared limits)
+    cannot be opened or used.
+
+    Attributes:
+        setting: the setting to fix, e.g. "target" (the path or URL).
+        target: the path or URL, a password masked.
+    """
+
+    def __init__(self, message: str, *, setting: str = "target", target: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+        self.target = target
+
+
+class DrawingError(FanfoldError, ValueError):
+    """A plan cannot be drawn as asked: an unknown format, a failing `dot`, bad statuses."""
+
+
+class EventsFileError(FanfoldError, OSError):
+    """A run's events file cannot be opened for writing."""
 
 
 class PlanValidationError(PlanError):
@@ -247,7 +369,7 @@ class MapInputError(PlanError):
         self.interface = interface
 
 
-class ModelResolutionError(PlanError):
+class ModelResolutionError(ProviderError):
     """A model string cannot be resolved to a chat model."""
 
     def __init__(self, message: str, *, model: str) -> None:

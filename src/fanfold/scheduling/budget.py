@@ -7,14 +7,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fanfold.errors import PlanError
+from fanfold.errors import BudgetError
 from fanfold.formatting import money as format_usd
 
 __all__ = ["Budget", "BudgetError", "UnknownPriceError", "check_budget"]
-
-
-class BudgetError(PlanError):
-    """A budget cannot be enforced: not a number of USD, or a model has no price."""
 
 
 class UnknownPriceError(BudgetError):

@@ -36,7 +36,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, SecretStr
 
 from fanfold._secrets import redact
-from fanfold.errors import PlanError
+from fanfold.errors import StoreError
 from fanfold.plan.model_spec import SECRET_NAME
 from fanfold.state.results import TokenUsage
 
@@ -87,7 +87,7 @@ _SECRET_NAME = SECRET_NAME
 """Parameter names whose values never enter a key (`max_tokens` is not one of them)."""
 
 
-class CacheError(PlanError):
+class CacheError(StoreError):
     """The cache file cannot be opened or created."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fanfold._secrets import mask_url, redact
-from fanfold.errors import PlanError
+from fanfold.errors import StoreError
 from fanfold.state.results import SubtaskResult
 
 if TYPE_CHECKING:
@@ -53,20 +53,6 @@ ON CONFLICT (plan, model, subtask) DO UPDATE SET
 """
 
 _LOAD = "SELECT subtask, seconds FROM fanfold_durations WHERE plan = ? AND model = ?"
-
-
-class StoreError(PlanError):
-    """A store (learned durations, shared rate limits) cannot be opened or used.
-
-    Attributes:
-        setting: the setting to fix, e.g. "target" (the path or URL).
-        target: the path or URL, a password masked.
-    """
-
-    def __init__(self, message: str, *, setting: str, target: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
-        self.target = target
 
 
 class DurationStoreError(StoreError):

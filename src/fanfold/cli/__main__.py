@@ -1,0 +1,5 @@
+"""`python -m fanfold.cli`."""
+
+from fanfold.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""`fanfold resume`: finish an interrupted run, or retry a finished run's failures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fanfold.cli._app import EXIT_STATUSES, app, one_line_errors
+from fanfold.cli._options import EventsOption, NoCacheOption, QuietOption, ReportOption
+
+
+@app.command(epilog=EXIT_STATUSES)
+@one_line_errors
+def resume(
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN_ID", help="The run id that `fanfold run` printed.")
+    ],
+    checkpoint: Annotated[
+        str,
+        typer.Option(metavar="TARGET", help="The SQLite file or postgresql:// URL the run used."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+    quiet: QuietOption = False,
+    events: EventsOption = None,
+    report: ReportOption = None,
+    no_cache: NoCacheOption = False,
+) -> None:
+    """Finish an interrupted run, or retry the failed subtasks of a finished one.
+
+    Subtasks whose results were checkpointed are not requested again, and neither are
+    calls that finished before the run stopped (they are in the cache, unless the run
+    had --no-cache). The run's prices and budget apply again. Progress shows as with
+    `fanfold run`; --events gets this run's events only.
+
+    \b
+    Examples:
+      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
+      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db --quiet --events resumed.jsonl
+    """
+    from fanfold.cli._output import exit_status, print_report, write_report
+    from fanfold.runs.api import open_run
+    from fanfold.runs.watch import Watch, progress_mode
+
+    prepared = open_run(
+        run_id, checkpoint, cache=False if no_cache else None, input_interface="cli"
+    )
+    task_plan = prepared.plan
+    if prepared.mode == "finished":
+        typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
+        print_report(task_plan, prepared.values, as_json=as_json, task_text=prepared.task_text)
+        raise typer.Exit(code=exit_status(prepared.values, task_plan))
+    if prepared.mode == "continue":
+        typer.echo(f"resuming run {run_id}: continuing where it stopped", err=True)
+    else:
+        failed = len(task_plan.ids) - len([s for s in task_plan.ids if s in prepared.kept])
+        typer.echo(f"resuming run {run_id}: retrying {failed} subtasks", err=True)
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
+    watch.set_runtime(prepared.runtime, inputs=prepared.inputs)
+    watch.preload(prepared.kept, reused_items=prepared.reused_items)
+    with watch:
+        final = prepared.run(on_event=watch.feed)
+    print_report(task_plan, final, as_json=as_json, task_text=prepared.task_text)
+    if report is not None:
+        concurrency = prepared.options.get("max_concurrency")
+        write_report(report, final, prepared.runtime, watch, max_concurrency=concurrency)
+    raise typer.Exit(code=exit_status(final, task_plan))

@@ -1,0 +1,269 @@
+"""`fanfold run`: run a plan (or plan a goal first) and print each subtask's result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from fanfold.cli._app import EXIT_OK, EXIT_STATUSES, CliError, app, one_line_errors
+from fanfold.cli._options import (
+    BudgetOption,
+    EventsOption,
+    MaxConcurrencyOption,
+    ModelOption,
+    NoCacheOption,
+    PricesOption,
+    QuietOption,
+    ReportOption,
+    SharedLimitsOption,
+)
+
+if TYPE_CHECKING:
+    from fanfold.runs.watch import Watch
+
+
+@app.command(epilog=EXIT_STATUSES)
+@one_line_errors
+def run(
+    plan: Annotated[
+        Path | None,
+        typer.Argument(metavar="PLAN", help="Plan file (YAML or JSON); or give --goal."),
+    ] = None,
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            "--goal",
+            "-g",
+            metavar="GOAL",
+            help="Plan this goal with the model, then run the plan (instead of PLAN).",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="KEY=VALUE",
+            help="Run input as key=value or key=@file; repeatable.",
+        ),
+    ] = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    requests_per_second: Annotated[
+        float | None,
+        typer.Option("--rps", min=0.001, metavar="RPS", help="Provider's request-rate limit."),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(min=1, metavar="N", help="Attempts per subtask for transient errors."),
+    ] = None,
+    max_subtasks: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="With --goal: the most subtasks the plan may have (12)."
+        ),
+    ] = None,
+    plan_attempts: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="N", help="With --goal: planner calls allowed for a valid plan (3)."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TARGET",
+            help="SQLite file or postgresql:// URL; makes the run resumable. "
+            "PLAN only: for a goal, write the plan with `fanfold plan` first.",
+        ),
+    ] = None,
+    show_plan: Annotated[
+        bool, typer.Option("--critical-path", help="Print the planned critical path first.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+    quiet: QuietOption = False,
+    events: EventsOption = None,
+    report: ReportOption = None,
+    prices: PricesOption = None,
+    budget: BudgetOption = None,
+    no_cache: NoCacheOption = False,
+    shared_limits: SharedLimitsOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the expected calls, tokens, cost and wall time (as `fanfold "
+            "estimate`) and exit without calling any model.",
+        ),
+    ] = False,
+) -> None:
+    """Run a plan (or plan a goal first) and print each subtask's status and output.
+
+    With --goal the model first splits the goal into a plan (as `fanfold plan` does;
+    every --input name is offered to it), then the plan runs in the same graph and the
+    report lists the planned subtasks; --json adds the plan. Pass PLAN or --goal, not both.
+
+    Progress goes to stderr: a live view on a terminal, else one line per finished
+    subtask; none with --quiet or --json.
+
+    Each result shows what it cost (--prices FILE adds or overrides prices). Successful
+    model calls are cached across runs, so a repeated call costs nothing and shows as
+    cached; --no-cache turns that off. --budget USD stops sending calls before the run
+    would cost more; --dry-run only prints the estimate.
+
+    \b
+    Examples:
+      fanfold run examples/research.yaml --model simulated
+      fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
+      fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
+      fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
+      fanfold run plan.yaml --quiet --events events.jsonl
+      fanfold run plan.yaml --dry-run --prices prices.yaml
+      fanfold run plan.yaml --budget 0.50
+    """
+    from fanfold.cli._output import (
+        describe_critical_path,
+        exit_status,
+        parse_inputs,
+        print_report,
+        write_report,
+    )
+    from fanfold.cli.estimate import print_estimate
+    from fanfold.plan.models import TaskPlan
+    from fanfold.runs.api import start_run
+    from fanfold.runs.watch import Watch, progress_mode
+    from fanfold.scheduling.budget import check_budget
+    from fanfold.scheduling.durations import shown_target
+
+    if plan is not None and goal is not None:
+        raise CliError("give a PLAN file or --goal, not both")
+    if plan is None and goal is None:
+        raise CliError(
+            "give a PLAN file or --goal GOAL, e.g. `fanfold run plan.yaml` or "
+            "`fanfold run --goal 'Compare three note-taking apps'`"
+        )
+    check_budget(budget)
+    options = {
+        "model": model,
+        "max_concurrency": max_concurrency,
+        "requests_per_second": requests_per_second,
+        "max_attempts": max_attempts,
+        "prices": str(prices.resolve()) if prices is not None else None,
+        "budget": budget,
+        "cache": not no_cache,
+        "shared_limits": shared_limits,
+    }
+    if dry_run:
+        if plan is None:
+            raise CliError(
+                "--dry-run needs a PLAN file: write the plan with `fanfold plan GOAL -o "
+                "plan.yaml`, then run `fanfold run plan.yaml --dry-run`"
+            )
+        print_estimate(plan, options, inputs=parse_inputs(input or []), as_json=as_json)
+        raise typer.Exit(code=EXIT_OK)
+    if goal is not None:
+        if checkpoint is not None:
+            raise CliError(
+                "--checkpoint needs a PLAN file: write the plan with "
+                "`fanfold plan GOAL -o plan.yaml`, then run `fanfold run plan.yaml --checkpoint "
+                f"{shown_target(checkpoint)}`"
+            )
+        planner = {"attempts": plan_attempts, "max_subtasks": max_subtasks}
+        _run_goal(
+            goal,
+            options,
+            planner={k: v for k, v in planner.items() if v is not None},
+            inputs=parse_inputs(input or []),
+            show_plan=show_plan,
+            as_json=as_json,
+            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events),
+        )
+    if max_subtasks is not None or plan_attempts is not None:
+        flag = "--max-subtasks" if max_subtasks is not None else "--plan-attempts"
+        raise CliError(f"{flag} applies only with --goal; a PLAN file already has its subtasks")
+    assert plan is not None
+    task_plan = TaskPlan.from_file(plan)
+    prepared = start_run(
+        task_plan,
+        parse_inputs(input or []),
+        checkpoint=checkpoint,
+        options=options,
+        strict_inputs=True,
+        input_interface="cli",
+    )
+    runtime = prepared.runtime
+    if show_plan:
+        typer.echo(describe_critical_path(runtime), err=as_json)
+    if prepared.run_id:
+        typer.echo(
+            f"run id: {prepared.run_id}  (resume with: fanfold resume {prepared.run_id} "
+            f"--checkpoint {shown_target(checkpoint or '')})",
+            err=True,
+        )
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
+    watch.set_runtime(runtime, inputs=prepared.inputs)
+    with watch:
+        state = prepared.run(on_event=watch.feed)
+    print_report(task_plan, state, as_json=as_json, task_text=prepared.task_text)
+    if report is not None:
+        write_report(report, state, runtime, watch, max_concurrency=max_concurrency)
+    raise typer.Exit(code=exit_status(state, task_plan))
+
+
+def _run_goal(
+    goal: str,
+    options: dict[str, Any],
+    *,
+    planner: dict[str, Any],
+    inputs: dict[str, str],
+    show_plan: bool,
+    as_json: bool,
+    watch: Watch,
+) -> NoReturn:
+    """`fanfold run --goal`: plan and run in one goal graph, then report like `run PLAN`."""
+    import asyncio
+
+    from fanfold.cli._output import describe_critical_path, exit_status, print_report
+    from fanfold.errors import PlanError
+    from fanfold.graphs.compile import compile_plan
+    from fanfold.graphs.goal import compile_goal
+    from fanfold.plan.models import TaskPlan
+    from fanfold.runs.api import task_text
+    from fanfold.runs.config import compile_options
+    from fanfold.runs.stream import stream_run
+
+    cli_options = compile_options(options, input_interface="cli")
+    graph = compile_goal(**planner, **cli_options)
+    planned: list[TaskPlan] = []
+
+    def announce(values: dict[str, Any]) -> None:
+        if planned or not values.get("plan"):
+            return
+        task_plan = TaskPlan.model_validate(values["plan"])
+        planned.append(task_plan)
+        usage = values.get("planner_usage")
+        tokens = f", {usage.total_tokens} planner tokens" if usage else ""
+        ids = ", ".join(task_plan.ids)
+        watch.note(f"  planned   {len(task_plan.ids)} subtasks{tokens}: {ids}")
+        if show_plan or watch.live:
+            runtime = compile_plan(task_plan, **cli_options).fanfold_runtime
+            assert runtime is not None
+            try:
+                watch.set_runtime(runtime, inputs=runtime.run_inputs(inputs))
+            except PlanError:
+                watch.set_runtime(runtime)  # the run itself will say what is missing
+            if show_plan:
+                watch.echo(describe_critical_path(runtime), err=as_json)
+
+    payload = {"goal": goal, "inputs": inputs}
+    with watch:
+        state = asyncio.run(
+            stream_run(graph, payload, {}, on_event=watch.feed, nested=True, on_values=announce)
+        )
+    task_plan = TaskPlan.model_validate(state["plan"])
+    extra = {"goal": goal, "plan": state["plan"], "planner_usage": state.get("planner_usage")}
+    text = task_text(task_plan, inputs, input_interface="cli")
+    print_report(task_plan, state, as_json=as_json, task_text=text, extra=extra)
+    raise typer.Exit(code=exit_status(state, task_plan))
