@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from fanfold.errors import PlanError
+from fanfold.errors import StoreError
 from fanfold.scheduling.durations import DurationStore, DurationStoreError
 from fanfold.scheduling.shared_limits import (
     Limits,
@@ -622,7 +622,7 @@ def test_free_slots_go_round_robin_longest_waiting_first(
 
 def assert_one_line(exc: BaseException, *, without: str = "") -> str:
     message = str(exc)
-    assert isinstance(exc, PlanError)
+    assert isinstance(exc, StoreError)
     assert "\n" not in message
     if without:
         assert without not in message
