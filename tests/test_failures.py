@@ -13,6 +13,7 @@ from fanfold import (
     MissingCredentialsError,
     ModelResolutionError,
     PlanError,
+    ProviderError,
     SimulatedChatModel,
     TaskPlan,
     compile_plan,
@@ -236,7 +237,8 @@ def test_missing_credentials_raise_at_compile_time(make_plan):
     with pytest.raises(MissingCredentialsError) as info:
         compile_plan(make_plan({"a": []}))  # the default model is openai:gpt-4o-mini
     err = info.value
-    assert isinstance(err, ModelResolutionError) and isinstance(err, PlanError)
+    assert isinstance(err, ModelResolutionError) and isinstance(err, ProviderError)
+    assert not isinstance(err, PlanError)
     assert err.model == "openai:gpt-4o-mini"
     assert "OPENAI_API_KEY" in str(err)
     assert "simulated" in str(err)

@@ -102,7 +102,7 @@ def shared_limits_target(kept: str | None = None) -> str | None:
 def kept_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """Run options fit to checkpoint: the shared-limits URL without its password."""
     target = options.get("shared_limits")
-    return {**options, "shared_limits": strip_password(target) if target else target}
+    return {**options, "shared_limits": strip_password(target)} if target else dict(options)
 
 
 def compile_options(
