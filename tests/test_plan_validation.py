@@ -160,6 +160,40 @@ def test_placeholder_naming_a_declared_dependency_is_accepted():
     assert plan.subtask("summary").depends_on == ["facts"]
 
 
+def test_an_input_and_a_subtask_with_the_same_name_are_named_as_a_clash():
+    data = plan_dict(sub("topic", prompt="Research {topic}"), inputs={"topic": "tides"})
+    err = rejected(data, InvalidSubtaskIdError)
+    assert err.subtask_id == "topic"
+    assert "'topic' names both a run input and a subtask" in str(err)
+    assert "depends on itself" not in str(err)
+
+
+@pytest.mark.parametrize("path", ["facts.upper", "facts.title", "facts.0", "facts.x.y"])
+def test_a_field_of_a_subtask_that_answers_with_text_is_a_plan_error(path: str):
+    data = plan_dict(sub("facts"), sub("summary", "facts", prompt=f"Summarise {{{path}}}"))
+    err = rejected(data, PlanValidationError)
+    assert f"uses {{{path}}} in its prompt, but subtask 'facts' answers with text" in str(err)
+    assert "write {facts}, or give 'facts' an output_schema" in str(err)
+
+
+def test_a_field_of_a_subtask_with_an_output_schema_is_accepted():
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}}
+    plan = TaskPlan.model_validate(
+        plan_dict(sub("facts", output_schema=schema), sub("s", "facts", prompt="{facts.title}"))
+    )
+    assert plan.subtask("s").placeholders == ["facts"]
+
+
+def test_a_method_of_a_text_input_fails_the_subtask_instead_of_rendering_it(echo):
+    plan = plan_dict(sub("shout", prompt="say {doc.upper}"), inputs=["doc"])
+    graph = compile_plan(plan, model=echo, aggregator=None)
+    state = graph.invoke({"inputs": {"doc": "hello"}})
+    result = state["results"]["shout"]
+    assert result.status == "failed"
+    assert "{doc.upper}: doc is text, which has no fields; write {doc}" in result.error
+    assert "built-in method" not in result.error and not echo.calls
+
+
 # -- kinds and fields ----------------------------------------------------------------------
 
 
@@ -285,6 +319,60 @@ def test_json_syntax_error_raises_plan_file_error_with_the_line(tmp_path: Path):
     with pytest.raises(PlanFileError) as info:
         TaskPlan.from_file(path)
     assert "not valid JSON (line 2" in str(info.value)
+
+
+def alias_bomb(levels: int) -> str:
+    """A one-line YAML mapping whose nested aliases stand for 9**levels strings."""
+    parts = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        parts.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    return "{" + ", ".join(parts) + "}"
+
+
+BOMB_PLACES = {
+    "output_schema": "subtasks:\n  - {{id: a, prompt: x, output_schema: {bomb}}}\n",
+    "options": "subtasks:\n  - {{id: a, prompt: x, options: {bomb}}}\n",
+    "input default": (
+        "inputs: {{doc: {{default: {bomb}}}}}\nsubtasks:\n  - {{id: a, prompt: '{{doc}}'}}\n"
+    ),
+    "aggregation.output_schema": (
+        "subtasks:\n  - {{id: a, prompt: x}}\naggregation: {{output_schema: {bomb}}}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("place", list(BOMB_PLACES))
+@pytest.mark.parametrize("levels", [6, 9])  # 531,441 and 387,420,489 strings
+def test_a_plan_file_whose_aliases_expand_too_far_is_refused_in_one_line(
+    tmp_path: Path, place: str, levels: int
+):
+    text = "task: t\n" + BOMB_PLACES[place].format(bomb=alias_bomb(levels))
+    assert len(text.encode()) < 1000
+    path = tmp_path / "laughs.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PlanFileError) as info:
+        TaskPlan.from_file(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "aliases (*name) expand to more than 100,000 values" in message
+
+
+def test_a_plan_file_with_a_recursive_alias_is_refused(tmp_path: Path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("task: t\nsubtasks:\n  - &s {id: a, prompt: x, options: [*s]}\n")
+    with pytest.raises(PlanFileError, match="an alias refers to a value that contains it"):
+        TaskPlan.from_file(path)
+
+
+def test_a_plan_file_may_still_use_a_few_aliases_and_merge_keys(tmp_path: Path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "task: t\nsubtasks:\n  - &a {id: a, prompt: x, max_attempts: 2}\n"
+        "  - {<<: *a, id: b, depends_on: [a]}\n",
+        encoding="utf-8",
+    )
+    plan = TaskPlan.from_file(path)
+    assert plan.ids == ["a", "b"] and plan.subtasks[1].max_attempts == 2
 
 
 def test_a_plan_file_that_is_not_a_mapping_raises_plan_file_error(tmp_path: Path):

@@ -121,6 +121,13 @@ def check_graph(subtasks: Sequence[SubtaskShape], inputs: Collection[str] = ()) 
         if sub.id in ids:
             raise DuplicateSubtaskError(sub.id)
         ids.add(sub.id)
+    for name in inputs:
+        if name in ids:
+            raise InvalidSubtaskIdError(
+                f"{name!r} names both a run input and a subtask, so {{{name}}} in a prompt "
+                f"would be ambiguous; rename the subtask (e.g. to '{name}_step') or the input",
+                subtask_id=name,
+            )
     for sub in subtasks:
         for dep in sub.depends_on:
             if dep == sub.id:

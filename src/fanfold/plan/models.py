@@ -22,7 +22,7 @@ from pydantic import (
 from fanfold.errors import PlanError, PlanValidationError, did_you_mean
 from fanfold.plan.graph_checks import all_dependencies, check_graph, topological_order
 from fanfold.plan.model_spec import ModelSpec, check_model_choice
-from fanfold.plan.template import placeholders
+from fanfold.plan.template import placeholder_paths, placeholders
 
 
 def _translate(exc: ValidationError, model: str, data: Any = None) -> PlanError:
@@ -306,7 +306,24 @@ class TaskPlan(_PlanModel):
     @model_validator(mode="after")
     def _check_graph(self) -> TaskPlan:
         check_graph(self.subtasks, self.inputs)
+        self._check_field_placeholders()
         return self
+
+    def _check_field_placeholders(self) -> None:
+        """`{a.key}` needs a subtask with fields: a model's plain text answer has none."""
+        text_answers = {
+            s.id for s in self.subtasks if s.kind == "llm" and s.output_schema is None and not s.map
+        }
+        for sub in self.subtasks:
+            for path in placeholder_paths(sub.prompt):
+                name, _, key = path.partition(".")
+                if key and name in text_answers:
+                    field = key.split(".", 1)[0]
+                    raise PlanValidationError(
+                        f"subtask {sub.id!r} uses {{{path}}} in its prompt, but subtask "
+                        f"{name!r} answers with text, which has no fields; write {{{name}}}, "
+                        f"or give {name!r} an output_schema with a field {field!r}"
+                    )
 
     @classmethod
     def coerce(cls, plan: TaskPlan | Mapping[str, Any] | str | Path) -> TaskPlan:

@@ -5,8 +5,9 @@ data, so templates are parsed with one regular expression: `{name}` is a placeho
 when `name` looks like an identifier (dashes allowed, as in subtask ids), `{{` and `}}`
 are literal braces, and every other brace is left alone.
 
-`{name.key}` reaches into a value: a key of a mapping, an attribute of an object, or a
+`{name.key}` reaches into a value: a key of a mapping, a field of an object, or a
 position in a list (`{item.rows.0}`), so a map can write `{item.text}` for a split piece.
+Text and numbers have no fields, and methods are not fields: `{a.upper}` is an error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+_SCALARS = (str, bytes, int, float, bool, type(None))
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^\W\d][\w-]*(?:\.[\w-]+)*)\}")
+
+
+def placeholder_paths(template: str) -> list[str]:
+    """Return `template`'s placeholders as written (`item.text`, `a`), in order of first use."""
+    return list(dict.fromkeys(m.group(1) for m in _TOKEN.finditer(template) if m.group(1)))
 
 
 def placeholders(template: str) -> list[str]:
@@ -55,7 +62,17 @@ def lookup(values: Mapping[str, Any], path: str) -> Any:
             if int(key) >= len(value):
                 raise MissingFieldError(f"{{{walked}}}: {name} has only {len(value)} items")
             value = value[int(key)]
-        elif not isinstance(value, Mapping) and hasattr(value, key) and not key.startswith("_"):
+        elif isinstance(value, _SCALARS):
+            kind = "text" if isinstance(value, str | bytes) else type(value).__name__
+            raise MissingFieldError(
+                f"{{{walked}}}: {name} is {kind}, which has no fields; write {{{name}}}"
+            )
+        elif (
+            not isinstance(value, Mapping)
+            and not key.startswith("_")
+            and hasattr(value, key)
+            and not callable(getattr(value, key))
+        ):
             value = getattr(value, key)
         else:
             raise MissingFieldError(f"{{{walked}}}: {name} has no {key!r}")

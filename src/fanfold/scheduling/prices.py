@@ -24,6 +24,7 @@ import yaml
 from fanfold.errors import PlanError
 from fanfold.formatting import money
 from fanfold.models.resolve import SIMULATED
+from fanfold.plan.loader import safe_yaml
 from fanfold.state.results import TokenUsage
 
 __all__ = [
@@ -184,7 +185,7 @@ def load_prices(path: str | Path) -> dict[str, Price]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PriceError(f"cannot read {where}: {exc}") from exc
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else safe_yaml(text)
     except (ValueError, yaml.YAMLError) as exc:
         problem = " ".join(str(exc).split())
         raise PriceError(f"{where} is not valid YAML or JSON: {problem}") from exc
