@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import ValidationError
 
@@ -12,6 +14,7 @@ from fanfold import (
     DependencyCycleError,
     DuplicateSubtaskError,
     EmptyPlanError,
+    InvalidOutputSchemaError,
     InvalidSubtaskIdError,
     MissingInputError,
     NodeKindRegistry,
@@ -192,6 +195,67 @@ def test_a_method_of_a_text_input_fails_the_subtask_instead_of_rendering_it(echo
     assert result.status == "failed"
     assert "{doc.upper}: doc is text, which has no fields; write {doc}" in result.error
     assert "built-in method" not in result.error and not echo.calls
+
+
+BAD_SCHEMAS = {
+    "unknown type": ({"type": "nonsense"}, "is not a valid JSON Schema at type"),
+    "dangling $ref": (
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+        "has $ref '#/$defs/missing', which names nothing in the schema",
+    ),
+    "remote $ref": ({"$ref": "https://example.com/s.json"}, "fanfold fetches no schemas"),
+    "matches nothing": ({"not": {}}, "matches no value"),
+}
+
+
+@pytest.mark.parametrize("place", ["subtask", "aggregation"])
+@pytest.mark.parametrize("case", list(BAD_SCHEMAS))
+def test_an_unusable_output_schema_is_a_plan_error(case: str, place: str):
+    schema, problem = BAD_SCHEMAS[case]
+    if place == "subtask":
+        data = plan_dict(sub("a", output_schema=schema))
+    else:
+        data = plan_dict(sub("a"), aggregation={"output_schema": schema})
+    err = rejected(data, InvalidOutputSchemaError)
+    assert err.subtask_id == ("a" if place == "subtask" else None)
+    who = "subtask 'a'" if place == "subtask" else "the aggregation"
+    assert str(err).startswith(f"the output_schema of {who} ") and problem in str(err)
+
+
+@pytest.mark.parametrize("case", list(BAD_SCHEMAS))
+def test_estimate_exits_non_zero_on_an_unusable_output_schema(tmp_path: Path, case: str):
+    from typer.testing import CliRunner
+
+    from fanfold.cli import app
+
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan_dict(sub("a", output_schema=BAD_SCHEMAS[case][0]))))
+    result = CliRunner(env={"FANFOLD_HOME": str(tmp_path)}).invoke(app, ["estimate", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and "output_schema of subtask 'a'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"enum": ["x"]},
+        {"type": "object"},  # an object without properties
+        {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+    ],
+)
+def test_schemas_a_tool_call_cannot_take_as_they_are_are_asked_for_wrapped(schema):
+    from fanfold import resolve_model
+    from fanfold.testing import SimServer, SimServerConfig
+
+    plan = plan_dict(sub("a", output_schema=schema), aggregation={"output_schema": schema})
+    with SimServer(SimServerConfig(latency=0.001, api_key="sk-test-wrapped")) as server:
+        model = resolve_model("openai:sim", base_url=server.base_url, api_key="sk-test-wrapped")
+        state = compile_plan(plan, model=model).invoke({"inputs": {}})
+    result = state["results"]["a"]
+    assert result.status == "succeeded", result.error
+    assert state["aggregate_error"] is None
+    for value in (result.output, state["output"]):
+        jsonschema.validate(value, schema)
 
 
 # -- kinds and fields ----------------------------------------------------------------------

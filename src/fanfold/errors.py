@@ -4,25 +4,6 @@ Catch `FanfoldError` for anything fanfold refuses; catch a branch for one kind o
 trouble. Each branch is also a `ValueError`, as every fanfold error was before the
 branches existed. Classes defined in other modules are importable from here too.
 
-* PlanError (ValueError)
-  + PlanValidationError - a field has the wrong type or shape (wraps pydantic).
-  + PlanFileError - a plan file cannot be read or parsed (wraps OS/YAML/JSON errors).
-  + EmptyPlanError - the plan has no subtasks.
-  + InvalidSubtaskIdError - an id cannot be a graph node name, or is reserved.
-  + DuplicateSubtaskError - two subtasks share an id.
-  + UnknownDependencyError - a subtask depends on an id that is not in the plan.
-  + SelfDependencyError - a subtask depends on itself.
-  + DependencyCycleError - dependencies loop back (`a -> b -> a`).
-  + UndeclaredDependencyError - a prompt names a subtask it does not depend on.
-  + UnknownKindError - a subtask's `kind` is not a registered node kind.
-  + InvalidOptionsError - a subtask's `options` do not suit its kind.
-  + InvalidMapError - a subtask's `map` names itself, or neither an input nor a subtask.
-  + MissingInputError - a run lacks an input that a prompt needs.
-  + UnknownInputError - a run is given an input the plan does not use.
-  + MapInputError - a map's run input is not a list.
-  + ModelResolutionError - a model string cannot be turned into a chat model.
-    + MissingCredentialsError - the provider needs a key that is not configured.
-    + UnknownModelSettingError - a model setting is not a field of the model's class.
 * FanfoldError
   + PlanError (ValueError) - the plan or its inputs are wrong.
     + PlanValidationError - a field has the wrong type or shape (wraps pydantic).
@@ -37,6 +18,7 @@ branches existed. Classes defined in other modules are importable from here too.
     + UnknownKindError - a subtask's `kind` is not a registered node kind.
     + InvalidOptionsError - a subtask's `options` do not suit its kind.
     + InvalidMapError - a subtask's `map` names itself, or neither an input nor a subtask.
+    + InvalidOutputSchemaError - an output schema is invalid or cannot be asked for.
     + MissingInputError - a run lacks an input that a prompt needs.
     + UnknownInputError - a run is given an input the plan does not use.
     + MapInputError - a map's run input is not a list.
@@ -88,6 +70,7 @@ __all__ = [
     "InputInterface",
     "InvalidMapError",
     "InvalidOptionsError",
+    "InvalidOutputSchemaError",
     "InvalidSubtaskIdError",
     "MapInputError",
     "MissingCredentialsError",
@@ -316,6 +299,15 @@ class InvalidMapError(PlanError):
         super().__init__(message)
         self.subtask_id = subtask_id
         self.source = source
+
+
+class InvalidOutputSchemaError(PlanError):
+    """An `output_schema` is not valid JSON Schema, has a dangling `$ref`, or matches nothing."""
+
+    def __init__(self, where: str, problem: str, *, subtask_id: str | None) -> None:
+        super().__init__(f"the output_schema of {where} {problem}")
+        self.subtask_id = subtask_id
+        """The subtask whose schema it is; None for `aggregation.output_schema`."""
 
 
 class MissingInputError(PlanError):

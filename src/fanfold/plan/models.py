@@ -19,9 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-from fanfold.errors import PlanError, PlanValidationError, did_you_mean
+from fanfold.errors import InvalidOutputSchemaError, PlanError, PlanValidationError, did_you_mean
 from fanfold.plan.graph_checks import all_dependencies, check_graph, topological_order
 from fanfold.plan.model_spec import ModelSpec, check_model_choice
+from fanfold.plan.schemas import schema_problem
 from fanfold.plan.template import placeholder_paths, placeholders
 
 
@@ -307,7 +308,18 @@ class TaskPlan(_PlanModel):
     def _check_graph(self) -> TaskPlan:
         check_graph(self.subtasks, self.inputs)
         self._check_field_placeholders()
+        self._check_output_schemas()
         return self
+
+    def _check_output_schemas(self) -> None:
+        for sub in self.subtasks:
+            problem = schema_problem(sub.output_schema) if sub.output_schema is not None else None
+            if problem:
+                raise InvalidOutputSchemaError(f"subtask {sub.id!r}", problem, subtask_id=sub.id)
+        schema = self.aggregation.output_schema
+        problem = schema_problem(schema) if schema is not None else None
+        if problem:
+            raise InvalidOutputSchemaError("the aggregation", problem, subtask_id=None)
 
     def _check_field_placeholders(self) -> None:
         """`{a.key}` needs a subtask with fields: a model's plain text answer has none."""
