@@ -25,8 +25,8 @@ How the waits are read off the events:
 Without events, each call is one bar from its `started_at` to its `finished_at`.
 
 Every string that comes from the run (ids, prompts' echoes, outputs, errors, inputs) is
-HTML-escaped; a given `graph_svg` is embedded after its scripts, event handlers, XML
-prolog and comments are removed.
+HTML-escaped; a given `graph_svg` is parsed and rebuilt from an allow-list of drawing
+elements and attributes (`fanfold._svg.clean_svg`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import html
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from fanfold._svg import clean_svg
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.scheduling.dispatcher import EVENT_TYPE
@@ -691,7 +691,7 @@ class _Report:
 
     def _graph_section(self, graph_svg: str | None) -> str:
         note = ""
-        svg = _clean_svg(graph_svg) if graph_svg is not None else None
+        svg = clean_svg(graph_svg) if graph_svg is not None else None
         if graph_svg is not None and svg is None:
             note = '<p class="note">The given graph is not an SVG; drawn here instead.</p>'
         if svg is None:
@@ -1193,21 +1193,6 @@ def _price_table(prices: Mapping[str, Any] | None) -> dict[str, tuple[float, flo
             table[str(model)] = values
             table.setdefault(str(model).split(":", 1)[-1], values)
     return table
-
-
-def _clean_svg(svg: str) -> str | None:
-    """A given SVG made safe to inline: no prolog, doctype, comments, scripts or handlers."""
-    start = svg.find("<svg")
-    if start < 0:
-        return None
-    text = svg[start:]
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    text = re.sub(r"<script\b.*?(</script\s*>|$)", "", text, flags=re.S | re.I)
-    text = re.sub(r"<foreignObject\b.*?(</foreignObject\s*>|$)", "", text, flags=re.S | re.I)
-    text = re.sub(r"\son[a-z]+\s*=\s*(\"[^\"]*\"|'[^']*'|[^\s>]+)", "", text, flags=re.I)
-    text = re.sub(r"\s(?:xlink:)?href\s*=\s*(\"(?!#)[^\"]*\"|'(?!#)[^']*')", "", text, flags=re.I)
-    end = text.rfind("</svg>")
-    return text[: end + len("</svg>")] if end >= 0 else None
 
 
 def _as_text(value: Any) -> str:
