@@ -373,6 +373,7 @@ async def checkpointed(target: str, plan: dict[str, Any], thread: str) -> set[st
     return kept
 
 
+@pytest.mark.slow
 def test_calls_finished_before_a_kill_are_not_requested_again_on_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

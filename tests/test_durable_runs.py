@@ -185,7 +185,7 @@ async def checkpointed(
         latest = await saver.aget_tuple(config)
     if latest is None:
         return {}, {}, ()
-    # Checkpoints and writes hold results as plain data (see fanfold.state.channels).
+    # Checkpoints and writes hold results as plain data (see fanfold.graphs.channels).
     raw = latest.checkpoint["channel_values"].get("results") or {}
     committed = {sid: SubtaskResult.model_validate(v) for sid, v in raw.items()}
     pending: dict[str, SubtaskResult] = {}
@@ -236,6 +236,7 @@ def assert_resume_requested_only_unfinished(
 # -- 1. SQLite through the CLI: SIGKILL, then `fanfold resume` ------------------------------------
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes_without_rerequesting_checkpointed_subtasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,6 +352,7 @@ def test_finished_run_with_failures_resumes_only_failed_and_blocked_subtasks(
     assert resumed["totals"]["succeeded"] == len(ids)
 
 
+@pytest.mark.slow
 def test_retry_killed_after_its_first_level_resumes_without_stale_skips(tmp_path: Path) -> None:
     """A failed run, a retry SIGKILLed after its first level succeeded, then a resume.
 
@@ -465,6 +467,7 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 async def test_postgres_run_killed_in_another_process_resumes_without_rerequests(
     postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -622,6 +625,7 @@ def test_resume_of_an_unknown_run_id_on_postgres_keeps_the_password_out_of_the_e
 # -- 5. The Python run API: run by id, SIGKILL, then read and resume it by its id -----------------
 
 
+@pytest.mark.slow
 def test_python_api_resumes_a_killed_run_by_its_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

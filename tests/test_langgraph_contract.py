@@ -31,7 +31,7 @@ from fanfold._langgraph import (
     events_wanted,
     subtask_call_config,
 )
-from fanfold.state.channels import ResultsChannel
+from fanfold.graphs.channels import ResultsChannel
 
 
 @dataclass

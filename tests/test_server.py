@@ -26,6 +26,9 @@ from langgraph_sdk.client import LangGraphClient
 
 from fanfold import EVENT_TYPE, TaskPlan, make_plan
 
+pytestmark = pytest.mark.slow
+"""Each test talks to a real LangGraph Server process."""
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "langgraph.json"
 EXAMPLES = ROOT / "examples"

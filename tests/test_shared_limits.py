@@ -218,6 +218,7 @@ def sim_server(**knobs: Any) -> Iterator[SimServer]:
 # -- 1. three processes against one hidden limit -------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_three_processes_sharing_limits_keep_to_the_servers_hidden_limits(
     store: str, key: str
 ) -> None:
@@ -259,6 +260,7 @@ async def test_three_processes_sharing_limits_keep_to_the_servers_hidden_limits(
     assert counts.get(200, 0) == len(results), counts
 
 
+@pytest.mark.slow
 async def test_killed_holders_slots_return_within_one_lease(store: str, key: str) -> None:
     """A process SIGKILLed mid-call holds every slot; they come back when its leases expire."""
     lease = 0.75

@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "PlanEstimate": "fanfold.scheduling.costs",
     "PlanFileError": "fanfold.errors",
     "PlanRun": "fanfold.runs",
-    "PlanState": "fanfold.state.schema",
+    "PlanState": "fanfold.graphs.schema",
     "PlanValidationError": "fanfold.errors",
     "PlannerError": "fanfold.planning",
     "Price": "fanfold.scheduling.costs",
@@ -232,6 +232,9 @@ if TYPE_CHECKING:
     from fanfold.graphs.goal import (
         compile_goal,
     )
+    from fanfold.graphs.schema import (
+        PlanState,
+    )
     from fanfold.models import (
         DEFAULT_MODEL,
         resolve_model,
@@ -305,9 +308,6 @@ if TYPE_CHECKING:
         RunTotals,
         SubtaskResult,
         TokenUsage,
-    )
-    from fanfold.state.schema import (
-        PlanState,
     )
 
 

@@ -23,7 +23,7 @@ changes one fails there, loudly, first:
 6. A graph with no `context_schema` hands the `context=` object of a run to its nodes
    as it is (`get_runtime().context`), so fanfold's `RunContext` needs no schema that
    Studio and the server would try (and fail) to describe as JSON.
-7. Custom channels (`fanfold.state.channels`): LangGraph builds a channel from a
+7. Custom channels (`fanfold.graphs.channels`): LangGraph builds a channel from a
    `BaseChannel` instance in a field's `Annotated` metadata, passes node writes and
    `Overwrite` values to its `update()`, stores `checkpoint()` in checkpoints, and
    rebuilds it with `from_checkpoint()`.

@@ -16,7 +16,8 @@ STATE_TYPES = [
     ("fanfold.state.results", "SubtaskResult"),
     ("fanfold.state.results", "TokenUsage"),
     ("fanfold.state.results", "RunTotals"),
-    ("fanfold.state.schema", "PlanState"),
+    ("fanfold.graphs.schema", "PlanState"),
+    ("fanfold.state.schema", "PlanState"),  # where checkpoints before 0.1.1 name it
 ]
 
 

@@ -116,9 +116,10 @@ class _Shape:
 
 
 def _shape(source: TaskPlan | PlanRuntime | CompiledPlanGraph) -> _Shape:
-    runtime = getattr(source, "fanfold_runtime", None)
-    if isinstance(runtime, PlanRuntime):
-        source = runtime
+    from fanfold.graphs.compiled import CompiledPlanGraph
+
+    if isinstance(source, CompiledPlanGraph) and source.fanfold_runtime is not None:
+        source = source.fanfold_runtime
     if isinstance(source, PlanRuntime):
         plan = source.plan
         order = list(source.order)

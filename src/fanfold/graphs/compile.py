@@ -14,6 +14,13 @@ from langgraph.types import Checkpointer
 from fanfold._langgraph import adopt
 from fanfold.errors import InputInterface, UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
+from fanfold.graphs.schema import (
+    PlanOutput,
+    PlanState,
+    SubtaskNodeInput,
+    plan_input_schema,
+    plan_state_schema,
+)
 from fanfold.models.resolve import model_label, resolve_model
 from fanfold.models.simulated import SimulatedChatModel
 from fanfold.nodes.aggregate import AggregateNode
@@ -32,13 +39,6 @@ from fanfold.scheduling.priorities import expected_durations
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.scheduling.runtime import Aggregator, PlanRuntime
 from fanfold.scheduling.shared_limits import SharedRateLimiter
-from fanfold.state.schema import (
-    PlanOutput,
-    PlanState,
-    SubtaskNodeInput,
-    plan_input_schema,
-    plan_state_schema,
-)
 
 
 class _DefaultAggregator:

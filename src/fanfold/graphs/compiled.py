@@ -14,12 +14,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Overwrite, StateSnapshot
 
 from fanfold._langgraph import events_wanted
+from fanfold.graphs.schema import PlanState
 from fanfold.nodes.run_scope import RunContext, RunScope
 from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.models import TaskPlan
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
-from fanfold.state.schema import PlanState
 
 _REUSE_KWARG = "fanfold_reuse_items"
 """Private keyword from `retry_failed` to `stream`: a retried map's succeeded items."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.nodes.registry import NodeKindRegistry, node_kinds
 from fanfold.scheduling.estimate import estimate_plan as _estimate
 from fanfold.scheduling.estimate_models import PlanEstimate
@@ -21,4 +22,6 @@ def estimate_plan(
         kinds: the node-kind registry that says which kinds call a model (default: the
             process-wide `fanfold.node_kinds`).
     """
+    if isinstance(plan, CompiledPlanGraph) and plan.fanfold_runtime is not None:
+        plan = plan.fanfold_runtime  # its resolved models are then used
     return _estimate(plan, inputs, kinds=kinds or node_kinds, **options)

@@ -25,12 +25,12 @@ from typing_extensions import TypedDict
 
 from fanfold._langgraph import adopt
 from fanfold.errors import PlanValidationError
+from fanfold.graphs.channels import ModelValueChannel, ResultsChannel
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.models.resolve import resolve_model
 from fanfold.plan.models import TaskPlan
 from fanfold.planning.planner import amake_plan_with_usage, make_plan_with_usage
-from fanfold.state.channels import ModelValueChannel, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
 __all__ = ["CompiledGoalGraph", "GoalInput", "GoalOutput", "GoalState", "compile_goal"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
@@ -13,10 +14,19 @@ from fanfold._secrets import describe_error
 from fanfold.nodes.run_scope import background_loop, current_scope
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult, TokenUsage, summarize
-from fanfold.state.schema import PlanState
 
 
-class AggregateNode(Runnable[PlanState, dict[str, Any]]):
+class AggregateInput(Protocol):
+    """What the aggregate reads of the graph state (`fanfold.graphs.schema.PlanState`)."""
+
+    @property
+    def results(self) -> dict[str, SubtaskResult]: ...
+
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
+
+
+class AggregateNode(Runnable[Any, dict[str, Any]]):
     """Writes `output`, `totals` and `aggregate_error`; a failing aggregator is recorded,
     never raised, so the subtask results are never lost."""
 
@@ -26,7 +36,7 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
         self.runtime = runtime
 
     async def ainvoke(
-        self, input: PlanState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: AggregateInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         runtime = self.runtime
         config = ensure_config(config)
@@ -73,7 +83,7 @@ class AggregateNode(Runnable[PlanState, dict[str, Any]]):
         }
 
     def invoke(
-        self, input: PlanState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: AggregateInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         # The aggregator's async clients live on the dispatch loop, like the subtasks'.
         context = contextvars.copy_context()

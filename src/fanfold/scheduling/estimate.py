@@ -19,6 +19,7 @@ from fanfold.scheduling.estimate_models import CallEstimate, PlanEstimate, Secon
 from fanfold.scheduling.play_out import play_out as _play_out
 from fanfold.scheduling.prices import PriceTable, price_table
 from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, duration_sources
+from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import (
     CHARS_PER_TOKEN,
     DEFAULT_OUTPUT_TOKENS,
@@ -125,8 +126,8 @@ def estimate_plan(
     longest remaining path first (a map whose list is unknown counts as one item).
 
     Args:
-        plan: a TaskPlan, a mapping, a plan file's path, or a compiled graph (its
-            resolved models are then used).
+        plan: a TaskPlan, a mapping, a plan file's path, or a compiled plan's
+            `PlanRuntime` (its resolved models are then used).
         inputs: the run's inputs (missing ones are noted, not an error).
         model: the model for subtasks that name none (as in `compile_plan`).
         aggregator: True (default) counts the aggregate's call when the plan aggregates
@@ -142,9 +143,7 @@ def estimate_plan(
     Raises:
         PlanError: the plan is invalid, a kind unknown, or a price entry invalid.
     """
-    runtime = getattr(plan, "fanfold_runtime", None) or (
-        plan if hasattr(plan, "models") and hasattr(plan, "plan") else None
-    )
+    runtime = plan if isinstance(plan, PlanRuntime) else None
     task_plan = runtime.plan if runtime is not None else TaskPlan.coerce(plan)
     table = price_table(prices) if runtime is None or prices is not None else runtime.prices
     registry = kinds

@@ -1,7 +1,7 @@
-"""Typed graph state: per-subtask results, run totals, and the channels that store them.
+"""Typed run state: per-subtask results and run totals.
 
-`fanfold.state.results` needs no LangGraph (the scheduling layer uses it);
-`fanfold.state.schema` and `fanfold.state.channels` are the LangGraph side.
+Nothing here imports LangGraph (the scheduling layer builds on it); the graph state
+schema and the channels that store results are LangGraph's side, in `fanfold.graphs`.
 """
 
 from fanfold.state.results import RunTotals, Status, SubtaskResult, TokenUsage, summarize

@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypedDict
 from pydantic import BaseModel, Field, WithJsonSchema, create_model
 from pydantic.json_schema import SkipJsonSchema
 
-from fanfold.state.channels import ModelValueChannel, OutputTypes, ResultsChannel
+from fanfold.graphs.channels import ModelValueChannel, OutputTypes, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult
 
 
@@ -24,7 +24,7 @@ class PlanState(BaseModel):
 
     `inputs` come from the caller, each subtask node adds its entry to `results`, and the
     aggregate node writes `output`, `totals` and, if aggregation failed, `aggregate_error`.
-    Results and totals are kept as plain data in checkpoints (see `state.channels`).
+    Results and totals are kept as plain data in checkpoints (see `graphs.channels`).
     """
 
     inputs: dict[str, Any] = Field(default_factory=dict)
