@@ -13,6 +13,7 @@ from fanfold.cli import estimate, plan, resume, run, serve_sim, show  # noqa: F4
 from fanfold.cli._app import (
     EXIT_ERROR,
     EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STATUSES,
     CliError,
@@ -23,6 +24,7 @@ from fanfold.cli._app import (
 __all__ = [
     "EXIT_ERROR",
     "EXIT_INCOMPLETE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STATUSES",
     "CliError",

@@ -6,6 +6,7 @@ each command imports the library when it runs.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -22,12 +23,15 @@ EXIT_ERROR = 1
 """A usage, plan, input or checkpoint error: nothing ran (one `Error:` line on stderr)."""
 EXIT_INCOMPLETE = 3
 """The run finished, but a subtask failed or was skipped, or the aggregation failed."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT) stopped the command: 128 + SIGINT, as shells report it."""
 
 EXIT_STATUSES = f"""\b
 Exit status:
   {EXIT_OK}  every subtask and the aggregation succeeded
   {EXIT_ERROR}  usage, plan, input or checkpoint error; nothing ran
   {EXIT_INCOMPLETE}  the run finished with failed or skipped subtasks, or a failed aggregation
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a run with --checkpoint can be resumed
 """
 
 
@@ -91,15 +95,33 @@ def _main(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_resume_hint: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fanfold_resume_hint", default=None
+)
+
+
+def set_resume_hint(command: str) -> None:
+    """Name the command that resumes the running command's run (printed on Ctrl-C)."""
+    _resume_hint.set(command)
+
+
 def one_line_errors(command: F) -> F:
-    """Turn library and usage errors into one line on stderr and exit status 1."""
+    """Turn library and usage errors into one line on stderr and exit status 1, and
+    Ctrl-C into one line (how to resume, when the run has a checkpoint) and status 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _resume_hint.set(None)
         try:
             return command(*args, **kwargs)
         except (FanfoldError, CliError) as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=EXIT_ERROR) from exc
+        except KeyboardInterrupt as exc:
+            hint = _resume_hint.get()
+            typer.echo(f"interrupted; resume with: {hint}" if hint else "interrupted", err=True)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from exc
+        finally:
+            _resume_hint.reset(token)
 
     return wrapper  # type: ignore[return-value]

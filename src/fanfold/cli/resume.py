@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fanfold.cli._app import EXIT_STATUSES, app, one_line_errors
+from fanfold.cli._app import EXIT_STATUSES, app, one_line_errors, set_resume_hint
 from fanfold.cli._options import EventsOption, NoCacheOption, QuietOption, ReportOption
 
 
@@ -41,6 +41,7 @@ def resume(
     from fanfold.cli._output import exit_status, print_report, write_report
     from fanfold.runs.api import open_run
     from fanfold.runs.watch import Watch, progress_mode
+    from fanfold.scheduling.durations import shown_target
 
     prepared = open_run(
         run_id, checkpoint, cache=False if no_cache else None, input_interface="cli"
@@ -50,6 +51,7 @@ def resume(
         typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
         print_report(task_plan, prepared.values, as_json=as_json, task_text=prepared.task_text)
         raise typer.Exit(code=exit_status(prepared.values, task_plan))
+    set_resume_hint(f"fanfold resume {run_id} --checkpoint {shown_target(checkpoint)}")
     if prepared.mode == "continue":
         typer.echo(f"resuming run {run_id}: continuing where it stopped", err=True)
     else:

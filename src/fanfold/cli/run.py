@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fanfold.cli._app import EXIT_OK, EXIT_STATUSES, CliError, app, one_line_errors
+from fanfold.cli._app import (
+    EXIT_OK,
+    EXIT_STATUSES,
+    CliError,
+    app,
+    one_line_errors,
+    set_resume_hint,
+)
 from fanfold.cli._options import (
     BudgetOption,
     EventsOption,
@@ -197,11 +204,11 @@ def run(
     if show_plan:
         typer.echo(describe_critical_path(runtime), err=as_json)
     if prepared.run_id:
-        typer.echo(
-            f"run id: {prepared.run_id}  (resume with: fanfold resume {prepared.run_id} "
-            f"--checkpoint {shown_target(checkpoint or '')})",
-            err=True,
+        resume_command = (
+            f"fanfold resume {prepared.run_id} --checkpoint {shown_target(checkpoint or '')}"
         )
+        typer.echo(f"run id: {prepared.run_id}  (resume with: {resume_command})", err=True)
+        set_resume_hint(resume_command)
     watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
     watch.set_runtime(runtime, inputs=prepared.inputs)
     with watch:
