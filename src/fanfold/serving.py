@@ -15,8 +15,9 @@ Environment:
         `--model` takes it ("simulated", "openai:gpt-4o-mini", "anthropic:...");
         default "simulated", so the served graphs run offline out of the box. A real
         provider reads its own key and URL variables (OPENAI_API_KEY, OPENAI_BASE_URL).
-    FANFOLD_EXAMPLES_DIR: the folder of the example plans; default the repository's
-        `examples/` (the project is installed in editable mode, as `langgraph up` does).
+    FANFOLD_EXAMPLES_DIR: the folder of the example plans; default the copy that ships
+        inside the package (`fanfold/_examples`, the repository's `examples/`), so the
+        graphs load from a wheel as from a checkout.
 """
 
 from __future__ import annotations
@@ -43,9 +44,7 @@ __all__ = [
 MODEL = os.environ.get("FANFOLD_MODEL", "").strip() or SIMULATED
 """The model every served graph uses (env FANFOLD_MODEL, default "simulated")."""
 
-EXAMPLES = Path(
-    os.environ.get("FANFOLD_EXAMPLES_DIR") or Path(__file__).resolve().parents[2] / "examples"
-)
+EXAMPLES = Path(os.environ.get("FANFOLD_EXAMPLES_DIR") or Path(__file__).parent / "_examples")
 
 RECIPES = {
     "research": "research.yaml",
