@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import re
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
-from fanfold import CompiledPlanGraph
+from fanfold import CompiledPlanGraph, compile_plan, node_kinds
 from fanfold.report import run_report, write_run_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,28 @@ def test_the_anthropic_extra_the_readme_names_installs_its_langchain_package():
         "optional-dependencies"
     ]
     assert any(req.startswith("langchain-anthropic") for req in extras["anthropic"])
+
+
+def test_the_readme_shows_the_example_kind_as_it_is_in_the_file():
+    path = ROOT / "examples" / "custom_kind" / "web_api.py"
+    source = path.read_text(encoding="utf-8")
+    (function,) = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.AsyncFunctionDef) and node.name == "http_json"
+    ]
+    lines = source.splitlines(keepends=True)[function.lineno - 1 : function.end_lineno]
+    assert readme_block("async def http_json") == "".join(lines)
+
+
+def test_the_readme_shout_kind_runs_on_the_prompt(monkeypatch):
+    run_block(readme_block('@register_node_kind("shout"'), monkeypatch)
+    try:
+        plan = {"task": "t", "subtasks": [{"id": "a", "kind": "shout", "prompt": "hi {who}"}]}
+        state = compile_plan(plan, aggregator=None).invoke({"inputs": {"who": "there"}})
+    finally:
+        node_kinds.unregister("shout")
+    assert state["results"]["a"].output == "HI THERE"
 
 
 def test_write_run_report_takes_exactly_run_reports_options():

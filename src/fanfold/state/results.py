@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["succeeded", "failed", "skipped"]
 
 
 class TokenUsage(BaseModel):
-    """Token counts reported by the model (zero when it reports none)."""
+    """Token counts reported by the model (zero when it reports none).
+
+    `total_tokens` defaults to `input_tokens + output_tokens`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+
+    @model_validator(mode="after")
+    def _default_total(self) -> TokenUsage:
+        if not self.total_tokens and (self.input_tokens or self.output_tokens):
+            object.__setattr__(self, "total_tokens", self.input_tokens + self.output_tokens)
+        return self
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
