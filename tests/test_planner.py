@@ -173,6 +173,20 @@ def test_simulated_planner_stays_within_max_subtasks(limit: int, count: int) -> 
     assert plan.task.startswith(SIMULATED_MARK)
 
 
+@pytest.mark.parametrize("limit", [1, 5])
+def test_simulated_planner_declares_and_uses_every_offered_input(limit: int) -> None:
+    offered = {"product": "The product to brief on.", "audience": "Who reads it."}
+    model = SimulatedChatModel(latency=0)
+    plan = make_plan(GOAL, model=model, inputs=offered, max_subtasks=limit)
+    assert {name: spec.description for name, spec in plan.inputs.items()} == offered
+    assert set(plan.required_inputs()) == {"product", "audience"}
+    assert "audience" not in plan.ids  # an aspect id never shadows an offered input
+    state = compile_plan(plan, model=model).invoke(
+        {"inputs": {"product": "home batteries", "audience": "installers"}}
+    )
+    assert all(r.ok for r in state["results"].values())
+
+
 async def test_async_simulated_planner_gives_the_sync_plan() -> None:
     model = SimulatedChatModel(latency=0)
     assert await amake_plan(GOAL, model=model) == make_plan(GOAL, model=model)

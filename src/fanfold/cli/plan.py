@@ -47,8 +47,8 @@ def plan_goal(
     \b
     Examples:
       fanfold plan "Compare three note-taking apps for a small team" -m simulated
-      fanfold plan "Write a market brief on a product" -i product="the product" -o brief.yaml
-      fanfold run brief.yaml -i product="home batteries"
+      fanfold plan "Brief on a product" -i product="the product" -m simulated -o brief.yaml
+      fanfold run brief.yaml -i product="home batteries" -m simulated
     """
     from fanfold.cli._output import parse_descriptions
     from fanfold.planning import make_plan_with_usage, plan_to_yaml

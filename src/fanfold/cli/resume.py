@@ -35,8 +35,8 @@ def resume(
 
     \b
     Examples:
-      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db
-      fanfold resume 3f2a9c1b7d4e --checkpoint runs.db --quiet --events resumed.jsonl
+      fanfold resume RUN_ID --checkpoint runs.db   # the id `fanfold run --checkpoint` printed
+      fanfold resume RUN_ID --checkpoint runs.db --quiet --events resumed.jsonl
     """
     from fanfold.cli._output import exit_status, print_report, write_report
     from fanfold.runs.api import open_run

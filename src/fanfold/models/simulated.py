@@ -51,6 +51,8 @@ PLAN_PREFIX = "[simulated plan]"
 _PLAN_TOOL = "FanfoldPlan"
 _PLAN_GOAL = re.compile(r"<goal>\n(.*?)\n</goal>", re.DOTALL)
 _PLAN_LIMIT = re.compile(r"at most (\d+) subtasks")
+_PLAN_INPUTS = re.compile(r"Run inputs, given when the plan runs\.[^\n]*\n((?:- \{[^\n]*(?:\n|$))+)")
+_PLAN_INPUT_NAME = re.compile(r"^- \{([^{}\s]+)\}", re.MULTILINE)
 _PLAN_ASPECTS = (
     ("background", "Summarise the background and context that matter for"),
     ("approach", "Propose a practical approach, step by step, for"),
@@ -384,7 +386,9 @@ def _simulated_plan(seed: int, prompt: str, human: str) -> dict[str, Any]:
     """A valid fanfold plan for the goal in a planner request, marked as simulated.
 
     Three or four independent aspect subtasks (drawn from the seed and the goal) and a
-    final one that depends on them all, within the request's subtask limit.
+    final one that depends on them all, within the request's subtask limit. Every run
+    input the request offers is used by the first subtasks' prompts, so the plan
+    declares them all.
     """
     found = _PLAN_GOAL.search(prompt)
     goal = " ".join((found.group(1) if found else human).split()) or "the goal"
@@ -393,14 +397,19 @@ def _simulated_plan(seed: int, prompt: str, human: str) -> dict[str, Any]:
     # The goal is user text inside a prompt template: keep its braces literal.
     text = goal.replace("{", "{{").replace("}", "}}")
     task = f"{PLAN_PREFIX} {text}"
+    offered = _PLAN_INPUTS.search(prompt)
+    names = _PLAN_INPUT_NAME.findall(offered.group(1)) if offered else []
+    given = "".join(f"\n{name}: {{{name}}}" for name in names)
     if most == 1:
-        return {"task": task, "subtasks": [{"id": "answer", "prompt": f"{PLAN_PREFIX} {text}"}]}
+        answer = {"id": "answer", "prompt": f"{PLAN_PREFIX} {text}{given}"}
+        return {"task": task, "subtasks": [answer]}
     rng = _rng(seed, "plan", goal)
     count = min(rng.choice((3, 4)), most - 1)
-    picked = sorted(rng.sample(range(len(_PLAN_ASPECTS)), count))
-    aspects = [_PLAN_ASPECTS[i] for i in picked]
+    free = [aspect for aspect in _PLAN_ASPECTS if aspect[0] not in names]  # ids != inputs
+    picked = sorted(rng.sample(range(len(free)), min(count, len(free))))
+    aspects = [free[i] for i in picked]
     subtasks: list[dict[str, Any]] = [
-        {"id": sid, "prompt": f"{PLAN_PREFIX} {ask} this goal: {text}", "depends_on": []}
+        {"id": sid, "prompt": f"{PLAN_PREFIX} {ask} this goal: {text}{given}", "depends_on": []}
         for sid, ask in aspects
     ]
     sections = "\n\n".join(f"{sid.capitalize()}:\n{{{sid}}}" for sid, _ in aspects)
