@@ -166,3 +166,24 @@ def test_every_example_in_the_help_runs_offline(command: str, workdir: Path):
                 continue
             result = runner().invoke(app, args, env=env)
             assert result.exit_code == 0, f"{line}\n{result.output}"
+
+
+def show(plan: str, fmt: str) -> str:
+    result = runner().invoke(app, ["show", str(ROOT / "examples" / plan), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_show_help_promises_joins_maps_and_the_critical_path_only_where_they_are_drawn():
+    help_text = runner().invoke(app, ["show", "--help"]).output
+    formats = help_text.split("Formats:", 1)[1].split("Examples:", 1)[0]
+    plain, drawn = formats.split("dot ", 1)
+    assert "critical path" not in plain and "plain" in plain
+    assert all(word in drawn for word in ("left to right", "join", "critical path", "stacked"))
+
+    dot = show("research.yaml", "dot")
+    assert 'rankdir="LR"' in dot and '"__join__' in dot and 'class="critical"' in dot
+    assert 'shape="box3d"' in show("document_analysis/plan.yaml", "dot")  # a map: stacked
+    for fmt in ("mermaid", "ascii"):
+        text = show("research.yaml", fmt) + show("document_analysis/plan.yaml", fmt)
+        assert not any(mark in text for mark in ("critical", "__join__", "box3d", "stacked"))

@@ -20,8 +20,8 @@ def show(
             "--format",
             "-f",
             metavar="FORMAT",
-            help="mermaid, ascii, dot, svg, png, pdf or html (svg, png, pdf and html need "
-            "Graphviz).",
+            help="mermaid or ascii (plain), dot, svg, png, pdf or html (with the critical "
+            "path, joins and maps; svg, png, pdf and html need Graphviz).",
         ),
     ] = "mermaid",
     output: Annotated[
@@ -33,13 +33,23 @@ def show(
 ) -> None:
     """Draw a plan's graph offline, without running it.
 
-    Laid out left to right, with join points, the critical path in bold and map subtasks
-    as stacked boxes. ASCII turns into a layered listing once a plan is past what fits.
+    \b
+    Formats:
+      mermaid  (default) LangGraph's plain Mermaid flowchart, top to bottom: one box
+               per subtask and an arrow per dependency, nothing more.
+      ascii    LangGraph's plain ASCII boxes while the plan fits the terminal; past
+               that, a layered listing (each subtask with its dependencies).
+      dot      fanfold's own drawing as Graphviz DOT text (needs nothing installed):
+               left to right, join points where branches wait for each other, the
+               critical path in bold, map subtasks as stacked boxes.
+      svg, png, pdf, html
+               that drawing rendered by Graphviz (`dot` must be installed).
 
     \b
     Examples:
       fanfold show examples/research.yaml
       fanfold show examples/research.yaml --format ascii
+      fanfold show examples/research.yaml --format dot
       fanfold show examples/research.yaml --format svg -o research.svg
     """
     from fanfold.drawing import plan_ascii, plan_dot, render

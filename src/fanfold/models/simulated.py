@@ -51,7 +51,9 @@ PLAN_PREFIX = "[simulated plan]"
 _PLAN_TOOL = "FanfoldPlan"
 _PLAN_GOAL = re.compile(r"<goal>\n(.*?)\n</goal>", re.DOTALL)
 _PLAN_LIMIT = re.compile(r"at most (\d+) subtasks")
-_PLAN_INPUTS = re.compile(r"Run inputs, given when the plan runs\.[^\n]*\n((?:- \{[^\n]*(?:\n|$))+)")
+_PLAN_INPUTS = re.compile(
+    r"Run inputs, given when the plan runs\.[^\n]*\n((?:- \{[^\n]*(?:\n|$))+)"
+)
 _PLAN_INPUT_NAME = re.compile(r"^- \{([^{}\s]+)\}", re.MULTILINE)
 _PLAN_ASPECTS = (
     ("background", "Summarise the background and context that matter for"),
