@@ -147,7 +147,14 @@ def test_every_command_has_examples_in_its_help():
     assert all(help_examples(command) for command in COMMANDS)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        # serve-sim's examples start a server process
+        pytest.param(c, marks=pytest.mark.slow) if c == "serve-sim" else c
+        for c in COMMANDS
+    ],
+)
 def test_every_example_in_the_help_runs_offline(command: str, workdir: Path):
     lines = help_examples(command)
     if any("RUN_ID" in line for line in lines):
