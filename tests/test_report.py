@@ -10,6 +10,7 @@ lower bound. The browser tests need `chromium` on PATH (CI installs it).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import struct
@@ -23,6 +24,7 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from fanfold import RetryPolicy, SimulatedChatModel, SubtaskResult, TokenUsage, compile_plan
+from fanfold.record import build_record
 from fanfold.report import run_report, write_run_report
 
 SCRIPT = "<script>alert(1)</script>"
@@ -224,9 +226,19 @@ def test_totals_show_counts_tokens_wall_time_and_speedup(real_run: dict[str, Any
         assert f"<tr><th>{label}</th><td class='num'>{value}</td></tr>" in counts
     assert f"{totals.total_tokens:,}" in doc.split('id="totals-tokens"', 1)[1]
     assert totals.total_tokens > 0
-    assert time_value(doc, "wall-time") == pytest.approx(totals.wall_time, abs=1e-6)
-    assert time_value(doc, "speedup") == pytest.approx(totals.call_time / totals.wall_time)
-    assert f"{totals.call_time / totals.wall_time:.2f}×" in doc.split('id="card-speedup"')[1]
+    record = build_record(
+        real_run["state"],
+        events=real_run["events"],
+        runtime=real_run["graph"].fanfold_runtime,
+        max_concurrency=2,
+    )
+    assert time_value(doc, "wall-time") == pytest.approx(totals.wall_time, abs=1e-5)
+    assert record.totals.wall_time == pytest.approx(totals.wall_time, abs=1e-5)
+    # Call time is time at the provider: less than the calls' spans, which hold the backoff.
+    assert 0 < record.totals.call_time < totals.call_time
+    speedup = record.totals.call_time / record.totals.wall_time
+    assert time_value(doc, "speedup") == pytest.approx(speedup, rel=1e-4)
+    assert f"{record.totals.speedup:.2f}×" in doc.split('id="card-speedup"')[1]
     # The aggregate's output is shown too.
     assert "6 results" in doc.split('id="output"', 1)[1]
 
@@ -238,7 +250,8 @@ def test_user_data_is_escaped_everywhere(real_run: dict[str, Any]):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in doc
     assert SCRIPT not in doc
     assert "alert(1)</script>" not in doc
-    assert doc.count("<script") == 1  # the report's own filter script
+    # The report's own script, and the run's record as data (its "<" escaped).
+    assert doc.count("<script") == 2 and doc.count('<script type="application/json"') == 1
     assert "<img" not in doc and "&lt;img src=x onerror=alert(2)&gt;" in doc
     assert "<b>things</b>" not in doc and "&lt;b&gt;things&lt;/b&gt;" in doc
     own_script = doc.split("<script>", 1)[1].split("</script>", 1)[0]
@@ -270,7 +283,7 @@ def test_timeline_shows_retry_backoff_waits_and_the_critical_path(real_run: dict
     assert "wait" in item_rects
     assert {call for _cls, sid, call in rects if sid == "each"} >= {"each[0]", "each[1]", "each[2]"}
     # The critical path ends in `summary` (everything else feeds it or is cut off).
-    assert re.search(r"Critical path \([^)]*\): [^<]*→ summary\.", timeline)
+    assert re.search(r"Critical path \([^)]*\): [^<]*→ summary → aggregate\.", timeline)
     assert re.search(r'<div class="g-row crit" data-id="summary"', timeline)
     # A small map is shown expanded.
     assert re.search(r'<details class="g-group" data-id="each" data-status="succeeded" open>', doc)
@@ -311,7 +324,7 @@ def test_given_graph_svg_is_embedded_without_scripts_or_prolog(real_run: dict[st
     assert 'class="graph-svg"' not in graph  # the built-in drawing is not used
     assert "<?xml" not in doc and "<!DOCTYPE svg" not in doc and "graphviz" not in doc
     assert "onclick" not in doc and "alert(3)" not in doc and "alert(4)" not in doc
-    assert doc.count("<script") == 1
+    assert doc.count("<script") == 2  # the report's script and its record, as data
 
 
 # -- made-up runs: exact figures -------------------------------------------------------------
@@ -413,18 +426,17 @@ def test_critical_path_and_lower_bound_use_the_actual_durations():
     runtime = chain_runtime()
 
     unlimited = run_report(state, events=events, runtime=runtime)
-    # a (1 s) + b (attempts 0.5 + 0.75 s, backoff 0.5 s) = 2.75 s beats c (2 s).
+    # a (1 s) + b (attempts 0.5 + 0.75 s, backoff 0.5 s) = 2.75 s beats c (a cache hit).
     assert "Critical path (2.75 s): a → b." in unlimited
     assert time_value(unlimited, "bound-ratio") == pytest.approx(4.0 / 2.75)
-    assert time_value(unlimited, "speedup") == pytest.approx(5.0 / 4.0)
+    # Call time is time at the provider: a 1 s, b 0.5 + 0.75 s; c came from the cache.
+    assert time_value(unlimited, "call-time") == pytest.approx(2.25)
+    assert time_value(unlimited, "speedup") == pytest.approx(2.25 / 4.0)
 
-    # One slot: the bound is the work, the time calls held a slot (1 + 1.25 + 2 s).
+    # One slot: the calls one after another (2.25 s) are still shorter than the path.
     one_slot = run_report(state, events=events, runtime=runtime, max_concurrency=1)
-    assert time_value(one_slot, "bound-ratio") == pytest.approx(4.0 / 4.25)
-    assert "max(critical path 2.75 s, work 4.25 s / 1 slots)" in one_slot
-    # Two slots: work / 2 = 2.125 s, so the critical path is the bound again.
-    two_slots = run_report(state, events=events, runtime=runtime, max_concurrency=2)
-    assert time_value(two_slots, "bound-ratio") == pytest.approx(4.0 / 2.75)
+    assert time_value(one_slot, "bound-ratio") == pytest.approx(4.0 / 2.75)
+    assert "max(critical path 2.75 s, work 2.25 s / 1 slots)" in one_slot
 
 
 def test_cache_hits_are_counted_and_cost_nothing():
@@ -448,7 +460,8 @@ def test_without_runtime_the_plan_kept_in_state_gives_the_edges():
     with_plan = {**state, "run": {"plan": CHAIN_PLAN}}
     doc = run_report(with_plan, events=events)
     assert '<path class="edge crit"' in doc  # a -> b, on the critical path
-    assert "Critical path (2.75 s): a → b." in doc
+    # The plan aggregates: its step ran last, after b (3.5 s) until the run's end (4 s).
+    assert "Critical path (3.25 s): a → b → aggregate." in doc
 
     # No plan at all: still a box and a bar per subtask, no edges, no invented waits.
     bare = run_report({"results": state["results"]})
@@ -592,8 +605,12 @@ def test_browser_renders_the_gantt_bars_graph_and_totals(real_run: dict[str, Any
     assert len(re.findall(r'<g class="node st-', graph)) == 6
     assert re.search(r'<g class="node st-failed[^"]*" data-subtask="broken"', graph)
     assert re.search(r'<g class="node st-skipped[^"]*" data-subtask="after_broken"', graph)
-    wall = real_run["state"]["totals"].wall_time
+    record = json.loads(dom.split('id="fanfold-run">', 1)[1].split("</script>", 1)[0])
+    wall = record["totals"]["wall_time"]
+    assert wall == pytest.approx(real_run["state"]["totals"].wall_time, abs=1e-5)
     assert re.search(rf'<tr id="total-wall-time" data-value="{wall:.6f}">', dom)
+    # The aggregate step is drawn last, coloured by how it went.
+    assert re.search(r'<g class="node aggregate-node st-succeeded" data-subtask="aggregate"', graph)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and SCRIPT not in dom
 
 

@@ -46,7 +46,8 @@ from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import SubtaskCall
-from fanfold.scheduling.retry import classify
+from fanfold.scheduling.events import EVENT_TYPE
+from fanfold.scheduling.retry import Failure, classify
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import (
     DEFAULT_OUTPUT_TOKENS,
@@ -55,8 +56,6 @@ from fanfold.scheduling.tokens import (
     output_tokens,
 )
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
-
-EVENT_TYPE = "fanfold.subtask"
 
 CallConfigFactory = Callable[[str, int | None], RunnableConfig]
 """(subtask id, item index or None) -> the config of that call."""
@@ -591,6 +590,7 @@ class Dispatcher:
                         index,
                         attempt=attempt,
                         error=error,
+                        reason=_retry_reason(failure, exc),
                         delay=delay,
                         priority=priority,
                     )
@@ -692,6 +692,14 @@ def _outcome(result: SubtaskResult) -> dict[str, Any]:
     if result.cached:
         outcome["cached"] = True
     return outcome
+
+
+def _retry_reason(failure: Failure, exc: BaseException) -> str:
+    """Why a call is retried, in a few words: "429 from the provider", "timeout"."""
+    if failure.status is not None:
+        return f"{failure.status} from the provider"
+    name = type(exc).__name__
+    return "timeout" if "timeout" in name.lower() else name
 
 
 def _for_budget(result: SubtaskResult) -> bool:

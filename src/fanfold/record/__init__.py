@@ -1,0 +1,50 @@
+"""The run record: one account of a run that `--json`, the report and the CLI render.
+
+`build_record(state, events=..., runtime=...)` computes it once; `record_json` writes it
+(the same text `fanfold run --json` prints and the report embeds); `load_record` reads
+it back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fanfold.record.build import build_record
+from fanfold.record.model import (
+    AggregateRecord,
+    CallRecord,
+    RecordTotals,
+    RunRecord,
+    Segment,
+    SubtaskRecord,
+)
+
+__all__ = [
+    "AggregateRecord",
+    "CallRecord",
+    "RecordTotals",
+    "RunRecord",
+    "Segment",
+    "SubtaskRecord",
+    "build_record",
+    "load_record",
+    "record_json",
+]
+
+
+def record_json(record: RunRecord) -> str:
+    """The record as JSON text; `<` is escaped so the text can sit in an HTML script."""
+    data = record.model_dump(mode="json")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    return text.replace("<", "\\u003c")
+
+
+def load_record(source: str | Path | dict[str, Any]) -> RunRecord:
+    """A record from its JSON text, a file holding it, or its data."""
+    if isinstance(source, dict):
+        return RunRecord.model_validate(source)
+    if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
+        source = Path(source).read_text(encoding="utf-8")
+    return RunRecord.model_validate_json(source)

@@ -1,0 +1,614 @@
+"""Build a RunRecord from a run's final state and its lifecycle events.
+
+How the segments are read off the events:
+
+- each `started` event of a call is one attempt; an attempt that a `retrying` event
+  follows ended at that event, and the event's `delay` is the backoff that came next;
+- a call becomes ready when its last dependency finished (the run's start for a
+  subtask without dependencies, its map's `started` event for a map item, the upstream
+  item's finish for a map over another map's items); from ready, or from the end of a
+  backoff, to the next `started` it is queued for a slot or a rate limit.
+
+Without events each call is one segment from its `started_at` to its `finished_at`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from fanfold.models.resolve import model_label
+from fanfold.plan.graph import critical_path, remaining_paths
+from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.plan.prompts import as_text
+from fanfold.plan.template import render
+from fanfold.record.model import (
+    AggregateRecord,
+    CallRecord,
+    RecordTotals,
+    RunRecord,
+    Segment,
+    SubtaskRecord,
+)
+from fanfold.scheduling.events import AGGREGATE, LifecycleEvent, parse_events
+from fanfold.scheduling.prices import PriceTable
+from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage, summarize
+
+__all__ = ["build_record"]
+
+_EPS = 1e-3
+"""Slack (seconds) when matching events to a result's time window."""
+_MIN_GAP = 5e-4
+"""Queued stretches shorter than this are not kept."""
+_DIGITS = 6
+
+
+def build_record(
+    state: Mapping[str, Any] | BaseModel,
+    *,
+    events: Sequence[Any] = (),
+    runtime: PlanRuntime | None = None,
+    max_concurrency: int | None = None,
+    prices: Any = None,
+) -> RunRecord:
+    """The record of a run, from its final (or last saved) state and its events.
+
+    Args:
+        state: the run's state values (`results`, `totals`, `inputs`, `output`, ...).
+        events: the run's lifecycle events (dicts, `("custom", dict)` pairs or models).
+        runtime: the compiled plan, for dependencies, models and the task's text;
+            without it the plan in `state["run"]["plan"]` (or `state["plan"]`) is used.
+        max_concurrency: the run's concurrency limit, for the lower bound.
+        prices: extra prices, only for results that carry no cost of their own.
+    """
+    return _Builder(state, events, runtime, max_concurrency, prices).record()
+
+
+def _r(value: float) -> float:
+    return round(value, _DIGITS)
+
+
+class _Builder:
+    def __init__(
+        self,
+        state: Mapping[str, Any] | BaseModel,
+        events: Sequence[Any],
+        runtime: PlanRuntime | None,
+        max_concurrency: int | None,
+        prices: Any,
+    ) -> None:
+        if isinstance(state, BaseModel):
+            state = {name: getattr(state, name) for name in type(state).model_fields}
+        self.state = state
+        self.runtime = runtime
+        self.max_concurrency = max_concurrency
+        table = runtime.prices if runtime is not None else PriceTable()
+        self.prices = table.merged(prices) if prices else table
+        self.results = {
+            str(sid): v if isinstance(v, SubtaskResult) else SubtaskResult.model_validate(v)
+            for sid, v in (state.get("results") or {}).items()
+        }
+        self.plan = runtime.plan if runtime is not None else _plan_from_state(state)
+        plan = self.plan
+        self.order = list(plan.topological_order()) if plan is not None else []
+        self.deps = {s: tuple(d) for s, d in plan.dependencies().items()} if plan else {}
+        self.subtasks: dict[str, SubTask] = {s.id: s for s in plan.subtasks} if plan else {}
+        for sid in self.results:
+            if sid not in self.deps:
+                self.order.append(sid)
+                self.deps[sid] = ()
+        self.maps = {
+            sid
+            for sid in self.order
+            if (sid in self.subtasks and self.subtasks[sid].map is not None)
+            or (sid in self.results and self.results[sid].items is not None)
+        }
+        parsed = parse_events(events)
+        self.aggregate_events = [
+            e for e in parsed if e.subtask == AGGREGATE and AGGREGATE not in self.deps
+        ]
+        self.events = [e for e in parsed if e not in self.aggregate_events]
+        self.by_call: dict[tuple[str, int | None], list[LifecycleEvent]] = {}
+        for e in self.events:
+            self.by_call.setdefault((e.subtask, e.item), []).append(e)
+        self.totals_in = _totals(state.get("totals"))
+        self._clock()
+
+    # -- time -------------------------------------------------------------------------------
+
+    def _clock(self) -> None:
+        times: list[float] = []
+        finishes: list[float] = []
+        for res in self.results.values():
+            for r in [res, *(res.items or [])]:
+                times += [t for t in (r.started_at, r.finished_at) if t is not None]
+                if r.finished_at is not None:
+                    finishes.append(r.finished_at)
+        event_times = [e.time for e in self.events] + [e.time for e in self.aggregate_events]
+        self.t0 = min(times + event_times, default=0.0)
+        self.t_last = max(times + event_times, default=self.t0)
+        wall = self.totals_in.wall_time if self.totals_in is not None else 0.0
+        # This process's share: from its first event, else from the end less its wall time.
+        ends = max(finishes, default=self.t_last)
+        if self.events:
+            current = min(e.time for e in self.events)
+        elif wall > 0:
+            current = ends - wall
+        else:
+            current = self.t0
+        current = max(self.t0, current)
+        earlier = [
+            (r.started_at or r.finished_at, r.finished_at)
+            for res in self.results.values()
+            for r in [res, *(res.items or [])]
+            if r.finished_at is not None and r.finished_at < current - _EPS
+        ]
+        self.end = max(self.t_last, current + wall)
+        self.sessions: list[tuple[float, float]] = []
+        if earlier:
+            first = min(s for s, _ in earlier if s is not None)
+            last = max(e for _, e in earlier if e is not None)
+            self.sessions.append((first, last))
+            self.sessions.append((current, self.end))
+        else:
+            self.sessions.append((self.t0, self.end))
+        self.gaps = [
+            (a[1], b[0])
+            for a, b in zip(self.sessions, self.sessions[1:], strict=False)
+            if b[0] > a[1]
+        ]
+
+    def _running(self, start: float, end: float) -> float:
+        """Seconds of [start, end] during which a process was running."""
+        total = max(0.0, end - start)
+        for lo, hi in self.gaps:
+            total -= max(0.0, min(end, hi) - max(start, lo))
+        return max(0.0, total)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _finish_time(self, sid: str) -> float | None:
+        res = self.results.get(sid)
+        if res is None:
+            return None
+        if res.finished_at is not None:
+            return res.finished_at
+        done = [e.time for e in self.by_call.get((sid, None), []) if e.status == res.status]
+        return max(done, default=None)
+
+    def _ready(self, sid: str) -> float | None:
+        if sid not in self.subtasks:
+            return None
+        deps = self.deps.get(sid, ())
+        if not deps:
+            return self.t0
+        finished = [self._finish_time(dep) for dep in deps]
+        if any(t is None for t in finished):
+            return None
+        return max(t for t in finished if t is not None)
+
+    def _model(self, sid: str, res: SubtaskResult | None) -> str | None:
+        if res is not None and res.model is not None:
+            return res.model
+        if self.runtime is not None and sid in self.runtime.models:
+            model = self.runtime.models.get(sid)
+            return model_label(model) if model is not None else None
+        return None
+
+    def _call(
+        self, rid: str, sid: str, index: int | None, res: SubtaskResult | None, ready: float | None
+    ) -> CallRecord:
+        evs = self.by_call.get((sid, index), [])
+        status = res.status if res is not None else ("unfinished" if evs else "not run")
+        call = CallRecord(
+            id=rid,
+            subtask=sid,
+            item=index,
+            status=status,
+            model=self._model(sid, res),
+            ready=ready,
+            cached=bool(res is not None and res.cached),
+            error=res.error if res is not None else None,
+        )
+        if res is not None:
+            call.usage = res.usage
+            call.cost = self._cost(res)
+            call.cost_source = getattr(res, "cost_source", None)
+            if call.cost is not None and call.cost_source is None and not res.cached:
+                call.cost_source = "price table" if res.attempts else None
+        if status == "skipped" or (res is not None and res.started_at is None):
+            when = [e.time for e in evs if e.status == status]
+            at = max(when, default=None) or (res.finished_at if res else None) or ready
+            if at is not None:
+                call.segments.append(Segment(kind="skip", start=at, end=at, note=call.error or ""))
+                call.start = call.end = at
+            call.attempts = res.attempts if res is not None else 0
+            return call
+        self._attempts(call, evs, res)
+        return call
+
+    def _attempts(
+        self, call: CallRecord, evs: list[LifecycleEvent], res: SubtaskResult | None
+    ) -> None:
+        lo = res.started_at if res is not None else None
+        hi = res.finished_at if res is not None else None
+
+        def inside(t: float) -> bool:
+            return not ((lo is not None and t < lo - _EPS) or (hi is not None and t > hi + _EPS))
+
+        starts = sorted(
+            (e for e in evs if e.status == "started" and inside(e.begin)), key=lambda e: e.begin
+        )
+        retries = [e for e in evs if e.status == "retrying" and inside(e.time)]
+        begins = [e.begin for e in starts]
+        numbers = [e.attempt or i + 1 for i, e in enumerate(starts)]
+        if not starts and lo is not None:  # no events: one segment for the whole call
+            begins, numbers, retries = [lo], [res.attempts if res else 1], []
+        end_of_run = hi if hi is not None else self.end
+        call.start = begins[0] if begins else lo
+        call.end = hi
+        segments = call.segments
+        if call.start is not None and call.ready is not None and call.start - call.ready > _MIN_GAP:
+            segments.append(Segment(kind="queued", start=call.ready, end=call.start))
+        for position, begin in enumerate(begins):
+            number = numbers[position]
+            following = begins[position + 1] if position + 1 < len(begins) else None
+            retry = next(
+                (
+                    r
+                    for r in retries
+                    if r.time >= begin - _EPS
+                    and (following is None or r.time <= following + _EPS)
+                    and (r.attempt or number) == number
+                ),
+                None,
+            )
+            if retry is None:
+                stop = following if following is not None else end_of_run
+                segments.append(
+                    Segment(kind="call", start=begin, end=stop, note=f"attempt {number}")
+                )
+                continue
+            call.retries += 1
+            reason = retry.reason or retry.error or "error"
+            segments.append(
+                Segment(
+                    kind="retry", start=begin, end=retry.time, note=f"attempt {number}: {reason}"
+                )
+            )
+            stop = following if following is not None else end_of_run
+            waited = min(retry.time + max(0.0, retry.delay or 0.0), max(stop, retry.time))
+            if waited > retry.time:
+                segments.append(Segment(kind="backoff", start=retry.time, end=waited))
+            if following is not None and following - waited > _MIN_GAP:
+                segments.append(Segment(kind="queued", start=waited, end=following))
+        call.attempts = max(len(begins), res.attempts if res is not None else 0)
+        for seg in segments:
+            length = self._running(seg.start, seg.end)
+            if seg.kind == "queued":
+                call.queued += length
+            elif seg.kind == "backoff":
+                call.backoff += length
+            elif seg.kind in ("call", "retry") and not call.cached:
+                call.call_time += length  # a cache hit reached no provider
+
+    def _cost(self, res: SubtaskResult) -> float | None:
+        """The cost the run computed; a price given afterwards fills in an unknown one."""
+        if res.cached:
+            return 0.0
+        if res.cost is not None:
+            return res.cost
+        if not res.attempts or res.model is None:
+            return 0.0
+        return self.prices.cost(res.model, res.usage)
+
+    # -- subtasks ---------------------------------------------------------------------------
+
+    def _subtask(self, sid: str) -> SubtaskRecord:
+        res = self.results.get(sid)
+        sub = self.subtasks.get(sid)
+        ready = self._ready(sid)
+        record = SubtaskRecord(
+            id=sid,
+            kind=(res.kind if res is not None and res.kind else None)
+            or (sub.kind if sub else "llm"),
+            model=self._model(sid, res),
+            depends_on=list(self.deps.get(sid, ())),
+            map=sub.map if sub is not None else None,
+            status=res.status if res is not None else "not run",
+            error=res.error if res is not None else None,
+        )
+        if sid not in self.maps:
+            call = self._call(sid, sid, None, res, ready)
+            record.calls = [call]
+            record.status = call.status
+        else:
+            record.calls = self._items(sid, res, ready)
+            if res is None and any(c.status != "not run" for c in record.calls):
+                record.status = "unfinished"
+            elif res is None and self.by_call.get((sid, None)):
+                record.status = "unfinished"
+        calls = record.calls
+        record.usage = sum((c.usage for c in calls), TokenUsage())
+        costs = [c.cost for c in calls if c.status != "not run"]
+        record.cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+        if res is not None and res.cost is not None:
+            record.cost = res.cost
+        sources = {c.cost_source for c in calls if c.cost_source}
+        record.cost_source = sources.pop() if len(sources) == 1 else ("mixed" if sources else None)
+        record.cached = sum(c.cached for c in calls)
+        record.attempts = sum(c.attempts for c in calls)
+        record.retries = sum(c.retries for c in calls)
+        record.queued = sum(c.queued for c in calls)
+        record.backoff = sum(c.backoff for c in calls)
+        record.call_time = sum(c.call_time for c in calls)
+        starts = [c.start for c in calls if c.start is not None]
+        ends = [c.end for c in calls if c.end is not None]
+        record.start = (
+            res.started_at if res is not None and res.started_at else min(starts, default=None)
+        )
+        record.end = (
+            res.finished_at if res is not None and res.finished_at else max(ends, default=None)
+        )
+        return record
+
+    def _items(self, sid: str, res: SubtaskResult | None, ready: float | None) -> list[CallRecord]:
+        starts = [e.time for e in self.by_call.get((sid, None), []) if e.status == "started"]
+        if res is not None and res.started_at is not None:
+            starts = [t for t in starts if t <= res.started_at + _EPS]
+        map_start = max(starts, default=ready)
+        sub = self.subtasks.get(sid)
+        source = None
+        if sub is not None and sub.map in self.maps and sub.map not in sub.placeholders:
+            source = sub.map
+        upstream = self.results.get(source) if source is not None else None
+        out: list[CallRecord] = []
+        for item in res.items or [] if res is not None else []:
+            index = item.index if item.index is not None else len(out)
+            item_ready = map_start
+            if upstream is not None and upstream.items is not None and index < len(upstream.items):
+                before = upstream.items[index].finished_at
+                if before is not None:
+                    item_ready = max(item_ready or before, before)
+            out.append(self._call(item.id, sid, index, item, item_ready))
+        if res is None:  # an unfinished map: its items from their events
+            indexes = sorted({i for (s, i) in self.by_call if s == sid and i is not None})
+            out += [self._call(f"{sid}[{i}]", sid, i, None, map_start) for i in indexes]
+        return out
+
+    # -- the whole run ----------------------------------------------------------------------
+
+    def record(self) -> RunRecord:
+        subtasks = [self._subtask(sid) for sid in self.order]
+        by_id = {s.id: s for s in subtasks}
+        weights = {
+            s.id: max(((c.call_time + c.backoff) for c in s.calls), default=0.0) for s in subtasks
+        }
+        path: list[str] = []
+        if self.order:
+            remaining = remaining_paths(self.order, self.deps, weights)
+            path = critical_path(self.order, self.deps, remaining)
+            if not path or remaining[path[0]] <= 0:
+                path = []
+        for sid in path:
+            by_id[sid].critical = True
+        length = sum(weights[s] for s in path)
+        aggregate = self._aggregate(subtasks)
+        if aggregate is not None and aggregate.call_time > 0:
+            path, length = [*path, AGGREGATE], length + aggregate.call_time  # it runs last
+        totals = self._totals(subtasks, aggregate, length)
+        record = RunRecord(
+            title=self._title(),
+            started_at=self.t0 if self.t0 else None,
+            inputs=_plain(self.state.get("inputs") or {}),
+            sessions=self.sessions,
+            critical_path=path,
+            subtasks=subtasks,
+            aggregate=aggregate,
+            totals=totals,
+            results={
+                sid: _result_data(self.results[sid]) for sid in self.order if sid in self.results
+            },
+            output=_plain(self.state.get("output")),
+            aggregate_error=self.state.get("aggregate_error"),
+        )
+        return _relative(record, self.t0)
+
+    def _title(self) -> str:
+        if self.plan is None:
+            return ""
+        inputs = dict(self.state.get("inputs") or {})
+        if self.runtime is not None:
+            try:
+                return self.runtime.task_text(self.runtime.run_inputs(inputs))
+            except Exception:  # noqa: BLE001 - a missing input: fill in what there is
+                pass
+        values = {n: s.default for n, s in self.plan.inputs.items() if s.default is not None}
+        values.update(inputs)
+        return render(self.plan.task, _Lenient(values), to_text=as_text)
+
+    def _aggregates(self) -> bool:
+        if self.runtime is not None:
+            return self.runtime.aggregates
+        return self.plan is not None and self.plan.aggregation.enabled
+
+    def _aggregate(self, subtasks: list[SubtaskRecord]) -> AggregateRecord | None:
+        if not self._aggregates():
+            return None
+        t = self.totals_in
+        label = self.runtime.aggregate_label if self.runtime is not None else None
+        record = AggregateRecord(status="not run", model=label)
+        if t is not None:
+            record.usage = t.aggregate_usage
+            record.cost = t.aggregate_cost
+        error = self.state.get("aggregate_error")
+        evs = self.aggregate_events
+        if evs:
+            starts = [e.begin for e in evs if e.status == "started"]
+            record.start = min(starts, default=None)
+            ends = [e for e in evs if e.finished]
+            final = ends[-1].status if ends else "running"
+            record.status = "running" if final in ("started", "retrying") else final  # type: ignore[assignment]
+            record.end = ends[-1].time if ends else None
+            record.cached = any(e.cached for e in ends)
+        elif t is not None:
+            last = max((s.end or s.start or self.t0 for s in subtasks), default=self.t0)
+            record.start, record.end, record.estimated = last, self.end, True
+            record.status = "failed" if error else "succeeded"
+            record.cached = bool(t.cached_usage.total_tokens) and not t.aggregate_usage.total_tokens
+        if error:
+            record.status, record.error = "failed", str(error)
+        if record.start is not None and record.end is not None and not record.cached:
+            record.call_time = self._running(record.start, record.end)
+        return record
+
+    def _totals(
+        self, subtasks: list[SubtaskRecord], aggregate: AggregateRecord | None, path: float
+    ) -> RecordTotals:
+        t = self.totals_in or summarize(
+            {sid: r for sid, r in self.results.items()},
+            planned=len(self.order),
+            aggregate_usage=TokenUsage(),
+            wall_time=max(0.0, self.end - self.t0),
+        )
+        calls = [c for s in subtasks for c in s.calls]
+        made = [c for c in calls if c.call_time > 0 or (c.attempts and not c.cached)]
+        call_time = sum(c.call_time for c in calls)
+        if aggregate is not None and not aggregate.cached:
+            call_time += aggregate.call_time
+        by_model: dict[str, float | None] = {}
+        for c in calls:
+            if c.model is not None and (c.attempts or c.cached):
+                _spend(by_model, c.model, c.cost)
+        aggregate_cost = t.aggregate_cost
+        if aggregate is not None:
+            used = aggregate.usage.total_tokens or aggregate.usage.input_tokens
+            if aggregate_cost is None and aggregate.model is not None:
+                aggregate_cost = self.prices.cost(aggregate.model, aggregate.usage)
+            aggregate.cost = aggregate_cost
+            if used or aggregate.model is not None:
+                _spend(by_model, aggregate.model or "(aggregate's model)", aggregate_cost)
+        unknown = sorted(m for m, c in by_model.items() if c is None)
+        known = sum(c for c in by_model.values() if c is not None)
+        wall = sum(b - a for a, b in self.sessions)
+        bound = max(path, call_time / self.max_concurrency) if self.max_concurrency else path
+        speedup = call_time / wall if made and wall > 0 else None
+        return RecordTotals(
+            tasks=t.tasks or len(self.order),
+            succeeded=sum(s.status == "succeeded" for s in subtasks),
+            failed=sum(s.status == "failed" for s in subtasks),
+            skipped=sum(s.status == "skipped" for s in subtasks),
+            not_run=sum(s.status in ("not run", "unfinished") for s in subtasks),
+            items=t.items,
+            calls=len(calls),
+            attempts=sum(c.attempts for c in calls),
+            retries=sum(c.retries for c in calls),
+            cached=sum(c.cached for c in calls) + int(aggregate is not None and aggregate.cached),
+            usage=t.usage,
+            aggregate_usage=t.aggregate_usage,
+            cached_usage=t.cached_usage,
+            total_tokens=t.total_tokens,
+            cost=None if unknown else known,
+            known_cost=known,
+            cost_by_model=by_model,
+            unknown_cost_models=unknown,
+            aggregate_cost=aggregate_cost,
+            wall_time=wall,
+            not_running=sum(b - a for a, b in self.gaps),
+            call_time=call_time,
+            queued=sum(c.queued for c in calls),
+            backoff=sum(c.backoff for c in calls),
+            speedup=speedup,
+            critical_path_seconds=path,
+            lower_bound=bound,
+            bound_ratio=wall / bound if bound > 0 else None,
+            max_concurrency=self.max_concurrency,
+        )
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _spend(by_model: dict[str, float | None], model: str, cost: float | None) -> None:
+    if model in by_model and by_model[model] is None:
+        return
+    by_model[model] = None if cost is None else (by_model.get(model) or 0.0) + cost
+
+
+class _Lenient(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _totals(raw: Any) -> RunTotals | None:
+    if isinstance(raw, RunTotals):
+        return raw
+    if isinstance(raw, Mapping):
+        return RunTotals.model_validate(dict(raw))
+    return None
+
+
+def _plan_from_state(state: Mapping[str, Any]) -> TaskPlan | None:
+    run = state.get("run")
+    plan = run.get("plan") if isinstance(run, Mapping) else None
+    if plan is None:
+        plan = state.get("plan")
+    if isinstance(plan, TaskPlan):
+        return plan
+    if not isinstance(plan, Mapping):
+        return None
+    try:
+        return TaskPlan.model_validate(dict(plan))
+    except Exception:  # noqa: BLE001 - a record without edges beats no record
+        return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _result_data(result: SubtaskResult) -> dict[str, Any]:
+    data: dict[str, Any] = result.model_dump(mode="json")
+    return data
+
+
+def _relative(record: RunRecord, t0: float) -> RunRecord:
+    """Times made relative to `t0` and rounded, so the record reads and compares well."""
+
+    def rel(t: float | None) -> float | None:
+        return None if t is None else _r(t - t0)
+
+    for sub in record.subtasks:
+        sub.start, sub.end = rel(sub.start), rel(sub.end)
+        sub.queued, sub.backoff, sub.call_time = _r(sub.queued), _r(sub.backoff), _r(sub.call_time)
+        for call in sub.calls:
+            call.ready, call.start, call.end = rel(call.ready), rel(call.start), rel(call.end)
+            call.queued, call.backoff = _r(call.queued), _r(call.backoff)
+            call.call_time = _r(call.call_time)
+            for seg in call.segments:
+                seg.start, seg.end = _r(seg.start - t0), _r(seg.end - t0)
+    if record.aggregate is not None:
+        agg = record.aggregate
+        agg.start, agg.end, agg.call_time = rel(agg.start), rel(agg.end), _r(agg.call_time)
+    record.sessions = [(_r(a - t0), _r(b - t0)) for a, b in record.sessions]
+    t = record.totals
+    for name in ("wall_time", "not_running", "call_time", "queued", "backoff"):
+        setattr(t, name, _r(getattr(t, name)))
+    t.critical_path_seconds, t.lower_bound = _r(t.critical_path_seconds), _r(t.lower_bound)
+    if t.speedup is not None:
+        t.speedup = _r(t.speedup)
+    if t.bound_ratio is not None:
+        t.bound_ratio = _r(t.bound_ratio)
+    return record
