@@ -118,9 +118,12 @@ def test_a_repeated_cli_run_makes_no_request_and_bills_no_tokens(server: SimServ
         first["totals"]["usage"]["total_tokens"]
         + first["totals"]["aggregate_usage"]["total_tokens"]
     )
+    # No call reached the provider: no speedup to speak of (issue 15: it said 0.21x).
+    assert totals["speedup"] is None and first["totals"]["speedup"] > 0
     human = cli_run(server, plan)
     assert human.stdout.count(" cached  ") == 3
     assert "cache: 4 calls served from the cache" in human.stdout
+    assert "speedup: n/a (no call reached the provider" in human.stdout
 
 
 def test_no_cache_requests_every_call_again(server: SimServer, tmp_path: Path):

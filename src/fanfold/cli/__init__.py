@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from fanfold.cli import estimate, plan, resume, run, serve_sim, show  # noqa: F401 (commands)
+from fanfold.cli import estimate, plan, report, resume, run, serve_sim, show  # noqa: F401
 from fanfold.cli._app import (
     EXIT_ERROR,
     EXIT_INCOMPLETE,

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fanfold.cli._app import EXIT_INCOMPLETE, EXIT_OK, CliError
-from fanfold.drawing import plan_dot, render
-from fanfold.errors import DrawingError
-from fanfold.formatting import money
+from fanfold.formatting import money, seconds
 from fanfold.plan.graph import critical_path
 from fanfold.plan.models import TaskPlan
-from fanfold.report import write_run_report
 from fanfold.runs.api import is_complete
 from fanfold.runs.watch import Watch
 from fanfold.scheduling.estimate_models import PlanEstimate
-from fanfold.state.results import RunTotals, SubtaskResult
+from fanfold.state.results import SubtaskResult
+
+if TYPE_CHECKING:
+    from fanfold.record import RecordTotals, RunRecord
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
@@ -87,18 +88,7 @@ def _status_line(result: SubtaskResult) -> str:
     return f"  {result.status:<9} {took} {tokens} {cost:>12}  {result.id}{note}"
 
 
-def _json_result(result: SubtaskResult) -> Any:
-    """A result as --json prints it: `cached` on every result and item, true or false."""
-    data = to_jsonable(result)
-    if isinstance(data, dict):
-        data.setdefault("cached", False)
-        for item in data.get("items") or []:
-            if isinstance(item, dict):
-                item.setdefault("cached", False)
-    return data
-
-
-def _cost_lines(totals: RunTotals) -> list[str]:
+def _cost_lines(totals: RecordTotals) -> list[str]:
     """The run's cost (per model when there are several) and its cache hits."""
     if totals.cost is not None:
         cost = f"cost: {money(totals.cost)}"
@@ -127,72 +117,66 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def print_report(
-    task_plan: TaskPlan,
+def run_record(
     state: dict[str, Any],
+    watch: Watch,
     *,
-    as_json: bool,
-    task_text: str,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Print a run's results, totals and output (or all of it as JSON)."""
-    results: dict[str, SubtaskResult] = state.get("results", {})
+    runtime: Any = None,
+    max_concurrency: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """The run's record, from its final state and the events the watch kept."""
+    from fanfold.record import build_record
+
+    return build_record(
+        state,
+        events=watch.kept or (),
+        runtime=runtime,
+        max_concurrency=max_concurrency,
+        inputs=inputs,
+    )
+
+
+def print_record(task_plan: TaskPlan, record: RunRecord, *, as_json: bool) -> None:
+    """Print the run: its record as JSON (--json), or a summary of it."""
+    from fanfold.record import record_json
+
     if as_json:
-        payload = {
-            "results": {sid: _json_result(results[sid]) for sid in task_plan.ids if sid in results},
-            "output": to_jsonable(state.get("output")),
-            "aggregate_error": state.get("aggregate_error"),
-            "totals": to_jsonable(state.get("totals")),
-            **to_jsonable(extra or {}),
-        }
-        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        typer.echo(record_json(record))
         return
-    typer.echo(f"Task: {task_text}")
+    typer.echo(f"Task: {record.title}")
+    results = {sid: SubtaskResult.model_validate(data) for sid, data in record.results.items()}
     for sid in task_plan.ids:
         if sid in results:
             typer.echo(_status_line(results[sid]))
-    totals = state.get("totals")
-    if totals is not None:
-        items = f" ({totals.items} map items)" if totals.items else ""
+    totals = record.totals
+    items = f" ({totals.items} map items)" if totals.items else ""
+    typer.echo(
+        f"{totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped"
+        f"{items} in {seconds(totals.wall_time) or '0 s'}, {totals.total_tokens} tokens"
+    )
+    if totals.speedup is not None:
         typer.echo(
-            f"{totals.succeeded} succeeded, {totals.failed} failed, {totals.skipped} skipped"
-            f"{items} in {totals.wall_time:.2f}s, {totals.total_tokens} tokens"
+            f"speedup: {totals.speedup:.2f}x ({seconds(totals.call_time)} at the provider "
+            f"over {seconds(totals.wall_time)} of wall time)"
         )
-        if totals.speedup is not None and totals.call_time > 0:
-            typer.echo(
-                f"speedup: {totals.speedup:.2f}x over running the calls one after another "
-                f"({totals.call_time:.2f}s)"
-            )
-        for line in _cost_lines(totals):
-            typer.echo(line)
-    if state.get("aggregate_error"):
-        typer.echo(f"aggregation failed: {state['aggregate_error']}")
-    output = state.get("output")
+    elif totals.calls:
+        typer.echo("speedup: n/a (no call reached the provider: every call was cached)")
+    for line in _cost_lines(totals):
+        typer.echo(line)
+    if record.aggregate_error:
+        typer.echo(f"aggregation failed: {record.aggregate_error}")
+    output = record.output
     if output is not None:
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(to_jsonable(output))))
 
 
-def write_report(
-    path: Path, state: dict[str, Any], runtime: Any, watch: Watch, *, max_concurrency: int | None
-) -> None:
-    """Write the HTML run report, with Graphviz's picture of the graph when it is installed."""
-    results = state.get("results") or {}
-    graph_svg: str | None = None
+def write_report(path: Path, record: RunRecord) -> None:
+    """Write the HTML run report of `record` (the record --json prints)."""
+    from fanfold.report import render_record, write_html
+
     try:
-        statuses = {sid: r.status for sid, r in results.items()}
-        graph_svg = render(plan_dot(runtime, statuses=statuses, title=""), "svg").decode()
-    except DrawingError:
-        graph_svg = None  # the report draws its own simpler picture
-    try:
-        written = write_run_report(
-            path,
-            state,
-            events=watch.kept or (),
-            runtime=runtime,
-            graph_svg=graph_svg,
-            max_concurrency=max_concurrency,
-            prices=runtime.prices.as_dict(),
-        )
+        written = write_html(path, render_record(record))
     except OSError as exc:
         raise CliError(f"cannot write the report to {str(path)!r}: {exc.strerror}") from exc
     typer.echo(f"report: {written}", err=True)

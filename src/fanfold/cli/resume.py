@@ -38,7 +38,7 @@ def resume(
       fanfold resume RUN_ID --checkpoint runs.db   # the id `fanfold run --checkpoint` printed
       fanfold resume RUN_ID --checkpoint runs.db --quiet --events resumed.jsonl
     """
-    from fanfold.cli._output import exit_status, print_report, write_report
+    from fanfold.cli._output import exit_status, print_record, run_record, write_report
     from fanfold.runs.api import open_run
     from fanfold.runs.watch import Watch, progress_mode
     from fanfold.scheduling.durations import shown_target
@@ -49,7 +49,17 @@ def resume(
     task_plan = prepared.plan
     if prepared.mode == "finished":
         typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
-        print_report(task_plan, prepared.values, as_json=as_json, task_text=prepared.task_text)
+        concurrency = prepared.options.get("max_concurrency")
+        done = run_record(
+            prepared.values,
+            Watch("none"),
+            runtime=prepared.runtime,
+            max_concurrency=concurrency,
+            inputs=prepared.inputs,
+        )
+        print_record(task_plan, done, as_json=as_json)
+        if report is not None:
+            write_report(report, done)
         raise typer.Exit(code=exit_status(prepared.values, task_plan))
     set_resume_hint(f"fanfold resume {run_id} --checkpoint {shown_target(checkpoint)}")
     if prepared.mode == "continue":
@@ -57,13 +67,21 @@ def resume(
     else:
         failed = len(task_plan.ids) - len([s for s in task_plan.ids if s in prepared.kept])
         typer.echo(f"resuming run {run_id}: retrying {failed} subtasks", err=True)
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
+    keep = report is not None or as_json
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep)
     watch.set_runtime(prepared.runtime, inputs=prepared.inputs)
     watch.preload(prepared.kept, reused_items=prepared.reused_items)
     with watch:
         final = prepared.run(on_event=watch.feed)
-    print_report(task_plan, final, as_json=as_json, task_text=prepared.task_text)
+    concurrency = prepared.options.get("max_concurrency")
+    record = run_record(
+        final,
+        watch,
+        runtime=prepared.runtime,
+        max_concurrency=concurrency,
+        inputs=prepared.inputs,
+    )
+    print_record(task_plan, record, as_json=as_json)
     if report is not None:
-        concurrency = prepared.options.get("max_concurrency")
-        write_report(report, final, prepared.runtime, watch, max_concurrency=concurrency)
+        write_report(report, record)
     raise typer.Exit(code=exit_status(final, task_plan))

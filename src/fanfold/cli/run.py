@@ -134,7 +134,8 @@ def run(
         describe_critical_path,
         exit_status,
         parse_inputs,
-        print_report,
+        print_record,
+        run_record,
         write_report,
     )
     from fanfold.cli.estimate import print_estimate
@@ -185,7 +186,13 @@ def run(
             inputs=parse_inputs(input or []),
             show_plan=show_plan,
             as_json=as_json,
-            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events),
+            watch=Watch(
+                progress_mode(quiet=quiet, as_json=as_json),
+                events,
+                keep=report is not None or as_json,
+            ),
+            report=report,
+            max_concurrency=max_concurrency,
         )
     if max_subtasks is not None or plan_attempts is not None:
         flag = "--max-subtasks" if max_subtasks is not None else "--plan-attempts"
@@ -209,13 +216,17 @@ def run(
         )
         typer.echo(f"run id: {prepared.run_id}  (resume with: {resume_command})", err=True)
         set_resume_hint(resume_command)
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=report is not None)
+    keep = report is not None or as_json
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep)
     watch.set_runtime(runtime, inputs=prepared.inputs)
     with watch:
         state = prepared.run(on_event=watch.feed)
-    print_report(task_plan, state, as_json=as_json, task_text=prepared.task_text)
+    record = run_record(
+        state, watch, runtime=runtime, max_concurrency=max_concurrency, inputs=prepared.inputs
+    )
+    print_record(task_plan, record, as_json=as_json)
     if report is not None:
-        write_report(report, state, runtime, watch, max_concurrency=max_concurrency)
+        write_report(report, record)
     raise typer.Exit(code=exit_status(state, task_plan))
 
 
@@ -228,16 +239,24 @@ def _run_goal(
     show_plan: bool,
     as_json: bool,
     watch: Watch,
+    report: Path | None = None,
+    max_concurrency: int | None = None,
 ) -> NoReturn:
     """`fanfold run --goal`: plan and run in one goal graph, then report like `run PLAN`."""
     import asyncio
 
-    from fanfold.cli._output import describe_critical_path, exit_status, print_report
+    from fanfold.cli._output import (
+        describe_critical_path,
+        exit_status,
+        print_record,
+        run_record,
+        to_jsonable,
+        write_report,
+    )
     from fanfold.errors import PlanError
     from fanfold.graphs.compile import compile_plan
     from fanfold.graphs.goal import compile_goal
     from fanfold.plan.models import TaskPlan
-    from fanfold.runs.api import task_text
     from fanfold.runs.config import compile_options
     from fanfold.runs.stream import stream_run
 
@@ -270,7 +289,12 @@ def _run_goal(
             stream_run(graph, payload, {}, on_event=watch.feed, nested=True, on_values=announce)
         )
     task_plan = TaskPlan.model_validate(state["plan"])
-    extra = {"goal": goal, "plan": state["plan"], "planner_usage": state.get("planner_usage")}
-    text = task_text(task_plan, inputs, input_interface="cli")
-    print_report(task_plan, state, as_json=as_json, task_text=text, extra=extra)
+    # No runtime: the record reads the plan (and its aggregation) from state["plan"].
+    record = run_record(state, watch, max_concurrency=max_concurrency, inputs=inputs)
+    record.goal = goal
+    record.plan = to_jsonable(state["plan"])
+    record.planner_usage = state.get("planner_usage")
+    print_record(task_plan, record, as_json=as_json)
+    if report is not None:
+        write_report(report, record)
     raise typer.Exit(code=exit_status(state, task_plan))

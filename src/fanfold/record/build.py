@@ -54,6 +54,7 @@ def build_record(
     runtime: PlanRuntime | None = None,
     max_concurrency: int | None = None,
     prices: Any = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """The record of a run, from its final (or last saved) state and its events.
 
@@ -64,7 +65,12 @@ def build_record(
             without it the plan in `state["run"]["plan"]` (or `state["plan"]`) is used.
         max_concurrency: the run's concurrency limit, for the lower bound.
         prices: extra prices, only for results that carry no cost of their own.
+        inputs: the run's inputs, when the state does not hold them (`invoke`'s result).
     """
+    if isinstance(state, BaseModel):
+        state = {name: getattr(state, name) for name in type(state).model_fields}
+    if inputs is not None and not state.get("inputs"):
+        state = {**state, "inputs": dict(inputs)}
     return _Builder(state, events, runtime, max_concurrency, prices).record()
 
 

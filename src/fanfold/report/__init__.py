@@ -23,10 +23,10 @@ from typing import Any
 
 import jinja2
 
+from fanfold._svg import clean_svg
 from fanfold.record import RunRecord, build_record, record_json
 from fanfold.report import graph, tables, timeline
 from fanfold.report._html import STATUSES, e, short, slug
-from fanfold._svg import clean_svg
 from fanfold.scheduling.runtime import PlanRuntime
 
 __all__ = ["render_record", "run_report", "write_run_report"]
@@ -41,6 +41,7 @@ def run_report(
     prices: Mapping[str, Any] | None = None,
     title: str | None = None,
     max_concurrency: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> str:
     """One self-contained HTML document about a run.
 
@@ -54,9 +55,15 @@ def run_report(
         prices: extra prices, used only for calls whose run did not know their cost.
         title: the page title (default: the task with its inputs filled in).
         max_concurrency: the run's concurrency limit, for the lower bound.
+        inputs: the run's inputs, when `state` does not hold them (`invoke`'s result).
     """
     record = build_record(
-        state, events=events, runtime=runtime, max_concurrency=max_concurrency, prices=prices
+        state,
+        events=events,
+        runtime=runtime,
+        max_concurrency=max_concurrency,
+        prices=prices,
+        inputs=inputs,
     )
     return render_record(record, graph_svg=graph_svg, title=title)
 
@@ -71,11 +78,13 @@ def write_run_report(
     prices: Mapping[str, Any] | None = None,
     title: str | None = None,
     max_concurrency: int | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `run_report(state, ...)` to `path` (UTF-8) and return the path.
 
     The options are `run_report`'s: `events` (the run's lifecycle events), `runtime`
-    (`graph.fanfold_runtime`), `graph_svg`, `prices`, `title` and `max_concurrency`.
+    (`graph.fanfold_runtime`), `graph_svg`, `prices`, `title`, `max_concurrency` and
+    `inputs`.
     """
     report = run_report(
         state,
@@ -85,6 +94,7 @@ def write_run_report(
         prices=prices,
         title=title,
         max_concurrency=max_concurrency,
+        inputs=inputs,
     )
     return write_html(path, report)
 
