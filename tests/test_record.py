@@ -63,6 +63,7 @@ def test_a_saved_record_renders_the_same_report(tmp_path: Path):
     html = out.read_text(encoding="utf-8")
     assert embedded_record(html) == result.stdout.rstrip("\n")
     assert html == render_record(load_record(saved))
+    assert load_record(out) == load_record(saved)  # a report gives back its record
 
     (tmp_path / "bad.json").write_text('{"subtasks": 3}', encoding="utf-8")
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "bad.json")])

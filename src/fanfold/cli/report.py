@@ -14,7 +14,11 @@ from fanfold.cli._app import CliError, app, one_line_errors
 @one_line_errors
 def report(
     record: Annotated[
-        Path, typer.Argument(metavar="RUN.json", help="A run record, as `run --json` prints it.")
+        Path,
+        typer.Argument(
+            metavar="RUN.json",
+            help="A run record, as `run --json` prints it (or a report, which embeds one).",
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="FILE", help="The HTML file to write.")
@@ -22,10 +26,13 @@ def report(
 ) -> None:
     """Render a saved run record as the HTML run report.
 
+    The record is what `fanfold run --json` prints (save it with `> run.json`), or the
+    one an earlier report embeds.
+
     \b
     Examples:
-      fanfold run plan.yaml --json > run.json
-      fanfold report run.json -o report.html
+      fanfold run plan.yaml --quiet --report first.html
+      fanfold report first.html -o report.html
     """
     from fanfold.cli._output import write_report
     from fanfold.record import load_record

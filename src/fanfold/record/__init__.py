@@ -42,9 +42,18 @@ def record_json(record: RunRecord) -> str:
 
 
 def load_record(source: str | Path | dict[str, Any]) -> RunRecord:
-    """A record from its JSON text, a file holding it, or its data."""
+    """A record from its JSON text, a file holding it, a report that embeds it, or its data.
+
+    Raises:
+        ValueError: the text is not a run record (pydantic's ValidationError).
+        OSError: the file cannot be read.
+    """
     if isinstance(source, dict):
         return RunRecord.model_validate(source)
-    if isinstance(source, Path) or not str(source).lstrip().startswith("{"):
-        source = Path(source).read_text(encoding="utf-8")
-    return RunRecord.model_validate_json(source)
+    text = str(source)
+    if isinstance(source, Path) or not text.lstrip().startswith(("{", "<")):
+        text = Path(source).read_text(encoding="utf-8")
+    marker = 'id="fanfold-run">'
+    if text.lstrip().startswith("<") and marker in text:  # a report: its embedded record
+        text = text.split(marker, 1)[1].split("</script>", 1)[0]
+    return RunRecord.model_validate_json(text)
