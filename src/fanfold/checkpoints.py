@@ -11,6 +11,12 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from fanfold._secrets import redact
 from fanfold.errors import StoreError
+from fanfold.scheduling.storage import (
+    CORRUPT_SQLITE,
+    is_postgres_url,
+    one_line,
+    schema_probes,
+)
 
 STATE_TYPES = [
     ("fanfold.state.results", "SubtaskResult"),
@@ -30,9 +36,31 @@ def serializer() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
 
 
-def is_postgres(target: str) -> bool:
-    """True for a PostgreSQL connection URL."""
-    return target.startswith(("postgres://", "postgresql://"))
+is_postgres = is_postgres_url
+"""True for a PostgreSQL connection URL (the one test, in `fanfold.scheduling.storage`)."""
+
+_TABLES = {
+    "checkpoints": ("thread_id", "checkpoint_ns", "checkpoint_id", "type", "checkpoint"),
+    "writes": ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel"),
+}
+"""The columns fanfold's reads need, checked when a checkpoint file is opened."""
+
+
+def _unusable(target: str, exc: BaseException) -> CheckpointStoreError:
+    return CheckpointStoreError(
+        f"checkpoint file {target!r} cannot be used: {one_line(exc)}; it is damaged or not "
+        "a fanfold checkpoint: pass the file the run used, or a new file",
+        setting="checkpoint",
+        target=target,
+    )
+
+
+async def _check_sqlite(conn: Any) -> None:
+    # No full read of the file (a checkpoint can be large): damage in a page shows when
+    # the page is read, and `open_checkpointer` reports it then.
+    for probe in schema_probes(_TABLES):
+        async with conn.execute(probe):
+            pass
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +100,14 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
         ) from exc
     try:
         sqlite_saver = AsyncSqliteSaver(conn, serde=serializer())
-        await sqlite_saver.setup()
-        yield sqlite_saver
+        try:
+            await sqlite_saver.setup()
+            await _check_sqlite(conn)
+        except CORRUPT_SQLITE as exc:
+            raise _unusable(target, exc) from exc
+        try:
+            yield sqlite_saver
+        except CORRUPT_SQLITE as exc:  # damage found only when a page is read
+            raise _unusable(target, exc) from exc
     finally:
         await conn.close()

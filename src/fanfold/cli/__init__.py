@@ -41,7 +41,7 @@ _MOVED = {
     "fanfold_home": "fanfold.runs.config",
     "default_store_path": "fanfold.runs.config",
     "home_prices_path": "fanfold.runs.config",
-    "shown_target": "fanfold.scheduling.durations",
+    "shown_target": "fanfold.scheduling.storage",
     "parse_inputs": "fanfold.cli._output",
     "parse_descriptions": "fanfold.cli._output",
     "exit_status": "fanfold.cli._output",

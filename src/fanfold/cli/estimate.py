@@ -19,14 +19,13 @@ def plan_estimate(plan: Path, options: dict[str, Any], *, inputs: dict[str, str]
     from fanfold.graphs.estimate import estimate_plan
     from fanfold.nodes.registry import node_kinds
     from fanfold.plan.models import TaskPlan
-    from fanfold.runs.config import default_store_path, run_prices
-    from fanfold.scheduling.durations import DurationStore
+    from fanfold.runs.config import default_store_path, open_durations, run_prices
     from fanfold.scheduling.runtime import PlanRuntime
 
     task_plan = TaskPlan.from_file(plan)
     PlanRuntime(plan=task_plan, kinds={}, models={}).check_input_names(inputs)
     store = Path(options.get("store") or default_store_path())
-    durations = DurationStore(store) if store.is_file() else None
+    durations = open_durations(store) if store.is_file() else None
     return estimate_plan(
         task_plan,
         inputs,

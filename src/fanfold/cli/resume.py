@@ -41,7 +41,7 @@ def resume(
     from fanfold.cli._output import exit_status, print_record, run_record, write_report
     from fanfold.runs.api import open_run
     from fanfold.runs.watch import Watch, progress_mode
-    from fanfold.scheduling.durations import shown_target
+    from fanfold.scheduling.storage import shown_target
 
     prepared = open_run(
         run_id, checkpoint, cache=False if no_cache else None, input_interface="cli"

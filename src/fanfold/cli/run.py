@@ -143,7 +143,7 @@ def run(
     from fanfold.runs.api import start_run
     from fanfold.runs.watch import Watch, progress_mode
     from fanfold.scheduling.budget import check_budget
-    from fanfold.scheduling.durations import shown_target
+    from fanfold.scheduling.storage import shown_target
 
     if plan is not None and goal is not None:
         raise CliError("give a PLAN file or --goal, not both")

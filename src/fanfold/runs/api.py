@@ -28,8 +28,8 @@ from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.plan.models import TaskPlan
 from fanfold.runs.config import compile_options, kept_options
 from fanfold.runs.stream import EventHandler, execute
-from fanfold.scheduling.durations import is_postgres_url, shown_target
 from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.scheduling.storage import is_postgres_url, shown_target
 from fanfold.state.results import SubtaskResult
 
 __all__ = [

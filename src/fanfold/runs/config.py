@@ -14,6 +14,7 @@ same graph: `model`, `max_concurrency`, `requests_per_second`, `max_attempts`, `
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 from fanfold._secrets import strip_password
 from fanfold.errors import InputInterface
-from fanfold.scheduling.durations import DurationStore
+from fanfold.scheduling.durations import DurationStore, DurationStoreError
 from fanfold.scheduling.prices import PriceTable, load_prices
 from fanfold.scheduling.retry import RetryPolicy
+from fanfold.scheduling.storage import is_postgres_url
 
 __all__ = [
     "RUN_OPTIONS",
@@ -33,6 +35,7 @@ __all__ = [
     "fanfold_home",
     "home_prices_path",
     "kept_options",
+    "open_durations",
     "run_prices",
     "shared_limits_target",
 ]
@@ -105,6 +108,22 @@ def kept_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {**options, "shared_limits": strip_password(target)} if target else dict(options)
 
 
+def open_durations(target: str | Path) -> DurationStore | None:
+    """The durations store at `target`; None, with one warning, when a SQLite file is
+    damaged or unusable: learned durations only order calls, so a run never stops for them.
+
+    Raises:
+        DurationStoreError: a PostgreSQL store cannot be used (a setting to fix).
+    """
+    try:
+        return DurationStore.open(target)
+    except DurationStoreError as exc:
+        if isinstance(target, str) and is_postgres_url(target):
+            raise
+        logging.getLogger("fanfold").warning(f"warning: {exc}; running without learned durations")
+        return None
+
+
 def compile_options(
     options: Mapping[str, Any], *, input_interface: InputInterface = "python"
 ) -> dict[str, Any]:
@@ -124,7 +143,7 @@ def compile_options(
         "retry": RetryPolicy(
             max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts
         ),
-        "durations": DurationStore.open(durations_target(options.get("store"))),
+        "durations": open_durations(durations_target(options.get("store"))),
         "shared_limits": shared_limits_target(options.get("shared_limits")),
         "prices": run_prices(options.get("prices")),
         "budget": options.get("budget"),

@@ -38,6 +38,7 @@ from pydantic import BaseModel, SecretStr
 from fanfold._secrets import redact
 from fanfold.errors import StoreError
 from fanfold.plan.model_spec import SECRET_NAME
+from fanfold.scheduling.storage import schema_probes
 from fanfold.state.results import TokenUsage
 
 __all__ = [
@@ -137,6 +138,8 @@ class ResultCache:
                     self._conn.execute("PRAGMA synchronous=NORMAL")
                 with self._conn:
                     self._conn.execute(SCHEMA)
+                for probe in schema_probes({"fanfold_cache": ("key", "output", "created")}):
+                    self._conn.execute(probe)
         except (OSError, sqlite3.Error) as exc:
             raise CacheError(
                 f"cannot use the cache file {self.path!r}: {redact(str(exc))}; set {CACHE_ENV} "

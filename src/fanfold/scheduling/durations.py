@@ -11,6 +11,7 @@ are shared with `fanfold.scheduling.shared_limits`.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -18,8 +19,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fanfold._secrets import mask_url, redact
 from fanfold.errors import StoreError
+from fanfold.scheduling.storage import (
+    CORRUPT_SQLITE,
+    QUICK_CHECK,
+    is_postgres_url,
+    one_line,
+    schema_probes,
+    shown_target,
+    sqlite_problem,
+)
 from fanfold.state.results import SubtaskResult
 
 if TYPE_CHECKING:
@@ -52,6 +61,9 @@ ON CONFLICT (plan, model, subtask) DO UPDATE SET
     updated = excluded.updated
 """
 
+_COLUMNS = ("plan", "model", "subtask", "runs", "seconds", "updated")
+_log = logging.getLogger("fanfold")
+
 _LOAD = "SELECT subtask, seconds FROM fanfold_durations WHERE plan = ? AND model = ?"
 
 
@@ -78,6 +90,12 @@ class DurationStore:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             with self._lock, self._conn:
                 self._conn.execute(SCHEMA)
+                # A small file: read it all, so that damage shows now, not mid-run.
+                problem = sqlite_problem(self._conn.execute(QUICK_CHECK).fetchall())
+                if problem is not None:
+                    raise sqlite3.DatabaseError(problem)
+                for probe in schema_probes({"fanfold_durations": _COLUMNS}):
+                    self._conn.execute(probe)
         except (OSError, sqlite3.Error) as exc:
             raise DurationStoreError(
                 f"durations store target {self.path!r}: cannot use it as a SQLite file: "
@@ -99,17 +117,35 @@ class DurationStore:
         return cls(target)
 
     def load(self, plan: str, model: str) -> dict[str, float]:
-        """Recorded mean seconds per subtask for this plan fingerprint and model."""
-        with self._lock:
-            rows = self._conn.execute(_LOAD, (plan, model)).fetchall()
+        """Recorded mean seconds per subtask for this plan fingerprint and model.
+
+        A file found damaged now gives none (with one warning): a run never stops for it.
+        """
+        try:
+            with self._lock:
+                rows = self._conn.execute(_LOAD, (plan, model)).fetchall()
+        except CORRUPT_SQLITE as exc:
+            self._damaged(exc)
+            return {}
         return {subtask: seconds for subtask, seconds in rows}
 
     def record(self, plan: str, model: str, durations: Mapping[str, float]) -> None:
-        """Fold new observations into the running means."""
+        """Fold new observations into the running means (not into a damaged file)."""
         now = time.time()
         rows = [(plan, model, subtask, seconds, now) for subtask, seconds in durations.items()]
-        with self._lock, self._conn:
-            self._conn.executemany(_UPSERT, rows)
+        try:
+            with self._lock, self._conn:
+                self._conn.executemany(_UPSERT, rows)
+        except CORRUPT_SQLITE as exc:
+            self._damaged(exc)
+
+    def _damaged(self, exc: BaseException) -> None:
+        if not getattr(self, "_warned", False):
+            self._warned = True
+            _log.warning(
+                f"warning: durations store {str(self.path)!r} cannot be used "
+                f"({one_line(exc)}); running without learned durations"
+            )
 
     def record_results(self, plan: str, model: str, results: Iterable[SubtaskResult]) -> None:
         """Record the durations of succeeded, single-attempt results."""
@@ -195,24 +231,6 @@ class PostgresDurationStore(DurationStore):
 
 
 # -- store helpers (also used by shared_limits) ---------------------------------------------
-
-
-def is_postgres_url(target: str) -> bool:
-    """True for a PostgreSQL connection URL."""
-    return target.startswith(("postgres://", "postgresql://"))
-
-
-def shown_target(target: str) -> str:
-    """A path or URL fit to print: a database URL's password is masked."""
-    return mask_url(target) if is_postgres_url(target) else target
-
-
-def one_line(exc: BaseException, target: str | None = None) -> str:
-    """An exception's message on one line, secrets and the target's password removed."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if target and is_postgres_url(target):
-        text = text.replace(target, shown_target(target))
-    return redact(text)
 
 
 def postgres_sql(sql: str) -> str:
