@@ -293,7 +293,7 @@ def test_live_view_shows_the_counts_the_running_ids_and_the_eta_source(progress)
     assert "done 1 · failed 0 · skipped 0 · running 2 · waiting 1" in text
     assert "tokens 1,234" in text
     assert re.search(r"^\s+check\s+3\.0s", text, re.M), text
-    assert re.search(r"^\s+each\s+2\.0s\s+1/3 items done · 0 running · 2 waiting", text, re.M)
+    assert re.search(r"^\s+each\s+2\.0s\s+1/3 items done · 0 in flight · 2 queued", text, re.M)
     assert "ETA ~" in text and "(observed throughput)" in text
     assert "cost" not in text  # no event carried one
 
@@ -587,3 +587,57 @@ def test_each_event_is_on_disk_as_soon_as_it_is_fed_so_a_crash_keeps_it(tmp_path
         assert read_events(events_path) == [event("a", "started", T0, attempt=1)]
         watch.feed(event("a", "succeeded", T0 + 1))
         assert [e["status"] for e in read_events(events_path)] == ["started", "succeeded"]
+
+
+def _event(sid: str, status: str, at: float, **fields: Any) -> dict[str, Any]:
+    return {"type": EVENT_TYPE, "subtask": sid, "status": status, "time": at, **fields}
+
+
+def test_items_in_backoff_are_not_in_flight_and_the_bar_moves_per_item():
+    """Issue 15 (7): "226 running" under --max-concurrency 128 (items in backoff counted
+    as running), and the bar sat at 0/2 subtasks through a 5,000-item map."""
+    progress = Progress(started_at=0.0)
+    progress.feed(_event("each", "started", 0.0, items=4))
+    for i in range(3):
+        progress.feed(_event("each", "started", 0.1, item=i, id=f"each[{i}]"))
+    progress.feed(_event("each", "retrying", 0.2, item=1, id="each[1]", delay=0.4,
+                         reason="429 from the provider"))  # fmt: skip
+    progress.feed(_event("each", "succeeded", 0.3, item=0, id="each[0]", total_tokens=5))
+    snap = progress.snapshot(now=1.0)
+    items = snap.items
+    assert items is not None
+    assert (items.running, items.backoff, items.waiting, items.done) == (1, 1, 1, 1)
+    assert (snap.calls_finished, snap.calls_total) == (1, 4)
+    assert snap.rate_limited == 1 and snap.pace is not None and snap.pace > 0
+    text = render_text(snap)
+    assert "1 in flight · 1 in backoff · 1 queued" in text and "429s 1" in text
+
+
+def test_plain_lines_say_why_a_call_is_retried():
+    """Issue 23: `retrying s7` gave no reason."""
+    lines: list[str] = []
+    plain = PlainProgress(lines.append)
+    reason, error = "429 from the provider", "RateLimitError: slow down"
+    plain.feed(_event("s7", "retrying", 1.0, attempt=1, delay=0.4, reason=reason, error=error))
+    assert lines == ["  retrying  s7: 429 from the provider, retrying in 0.4 s"]
+
+
+def test_the_aggregate_shows_as_a_running_step():
+    """Issue 15 (6): "6/6 finished, running 0" while the aggregate call ran."""
+    progress = Progress(started_at=0.0)
+    progress.feed(_event("a", "started", 0.0))
+    progress.feed(_event("a", "succeeded", 0.5, total_tokens=3))
+    progress.feed(_event("aggregate", "started", 0.6))
+    snap = progress.snapshot(now=1.0)
+    assert snap.aggregating and "aggregating" in render_text(snap)
+    assert "  aggregate" in render_text(snap)
+    progress.feed(_event("aggregate", "succeeded", 0.9))
+    assert not progress.snapshot(now=1.0).aggregating
+
+
+def render_text(snapshot: ProgressSnapshot) -> str:
+    console = Console(file=io.StringIO(), force_terminal=False, width=160)
+    console.print(render_progress(snapshot))
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()

@@ -34,8 +34,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from fanfold.scheduling.dispatcher import EVENT_TYPE
-from fanfold.scheduling.priorities import remaining_paths
+from fanfold.formatting import money
+from fanfold.plan.graph import remaining_paths
+from fanfold.scheduling.events import AGGREGATE, LifecycleEvent
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
 
@@ -52,7 +53,7 @@ __all__ = [
     "render_progress",
 ]
 
-State = Literal["waiting", "running", "done", "failed", "skipped"]
+State = Literal["waiting", "running", "backoff", "done", "failed", "skipped"]
 EtaSource = Literal["learned durations", "observed throughput"]
 
 LEARNED_SOURCES = frozenset({"learned", "mixed", "hints"})
@@ -60,6 +61,8 @@ LEARNED_SOURCES = frozenset({"learned", "mixed", "hints"})
 
 _FINISHED: dict[str, State] = {"succeeded": "done", "failed": "failed", "skipped": "skipped"}
 _ENDED = frozenset({"done", "failed", "skipped"})
+PACE_WINDOW = 10.0
+"""Seconds over which the live view measures the current pace (calls finished a second)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class ItemCounts:
     failed: int = 0
     skipped: int = 0
     running: int = 0
+    """Items with a call in flight at the provider."""
+    backoff: int = 0
+    """Items waiting out a retry's backoff (not in flight)."""
 
     @property
     def finished(self) -> int:
@@ -79,10 +85,10 @@ class ItemCounts:
 
     @property
     def waiting(self) -> int | None:
-        """Items not started yet (waiting for a slot or an upstream item), when `total` is known."""
+        """Items queued: not started yet, or waiting for a slot, a limit or an upstream item."""
         if self.total is None:
             return None
-        return max(self.total - self.finished - self.running, 0)
+        return max(self.total - self.finished - self.running - self.backoff, 0)
 
 
 @dataclass
@@ -123,6 +129,7 @@ class SubtaskProgress:
             failed=states.count("failed"),
             skipped=states.count("skipped"),
             running=states.count("running"),
+            backoff=states.count("backoff"),
         )
 
     @property
@@ -147,11 +154,13 @@ class Counts:
     skipped: int = 0
     running: int = 0
     waiting: int = 0
+    backoff: int = 0
+    """Running subtasks waiting out a retry's backoff (counted apart from `running`)."""
 
     @property
     def total(self) -> int:
         """Every subtask known."""
-        return self.done + self.failed + self.skipped + self.running + self.waiting
+        return self.done + self.failed + self.skipped + self.running + self.waiting + self.backoff
 
     @property
     def finished(self) -> int:
@@ -195,6 +204,15 @@ class ProgressSnapshot:
     """All map items together, when the plan has maps."""
     planning: bool = False
     """No subtask is known yet (a goal is being planned)."""
+    calls_total: int = 0
+    """Calls the run makes (a map: one per item, once its list is known)."""
+    calls_finished: int = 0
+    rate_limited: int = 0
+    """Retries after a 429 so far."""
+    pace: float | None = None
+    """Calls finished a second over the last PACE_WINDOW seconds."""
+    aggregating: bool = False
+    """Every subtask is over and the aggregate step is running."""
 
 
 class Progress:
@@ -222,6 +240,14 @@ class Progress:
         self.first_event_at: float | None = None
         """When the first event of this run arrived: throughput is measured from here."""
         self.events = 0
+        self.retries = 0
+        self.rate_limited = 0
+        """Retries after a 429."""
+        self.finishes: list[float] = []
+        """When each call (a subtask, a map item) finished, for the pace."""
+        self.aggregate: State | None = None
+        """The aggregate step, once its events arrive."""
+        self.maps: set[str] = set()
         if runtime is not None:
             self.set_runtime(runtime, inputs=inputs)
 
@@ -230,6 +256,7 @@ class Progress:
     def set_runtime(self, runtime: PlanRuntime, *, inputs: Mapping[str, Any] | None = None) -> None:
         """Know the plan: every subtask starts out waiting (entries already seen stay)."""
         self.runtime = runtime
+        self.maps = set(runtime.maps)
         known = self.subtasks
         self.subtasks = {}
         for sid in runtime.order:
@@ -274,68 +301,84 @@ class Progress:
             The subtask's entry when the event finished a subtask or a whole map (not
             an item), else None.
         """
-        if event.get("type") != EVENT_TYPE or not isinstance(event.get("subtask"), str):
+        parsed = LifecycleEvent.parse(event)
+        if parsed is None:
             return None
+        return self.feed_event(parsed)
+
+    def feed_event(self, event: LifecycleEvent) -> SubtaskProgress | None:
+        """Fold in one typed lifecycle event (see `feed`)."""
         self.events += 1
-        when = _number(event.get("time")) or time.time()
+        when = event.time
         if self.started_at is None:
             self.started_at = when
         if self.first_event_at is None:
             self.first_event_at = when
-        entry = self._entry(event["subtask"])
-        status = event.get("status")
-        index = event.get("item")
-        if isinstance(index, int):
-            self._feed_item(entry, index, status, event)
+        if event.status == "retrying":
+            self.retries += 1
+            if (event.reason or "").startswith("429"):
+                self.rate_limited += 1
+        if event.finished and (event.item is not None or event.subtask not in self.maps):
+            self.finishes.append(when)
+        if event.subtask == AGGREGATE and (
+            self.runtime is None or AGGREGATE not in self.runtime.subtasks
+        ):
+            self.aggregate = "running" if not event.finished else _FINISHED[event.status]
+            return None
+        entry = self._entry(event.subtask)
+        status = event.status
+        if event.item is not None:
+            self._feed_item(entry, event.item, status, event)
             return None
         if status == "started":
             entry.state = "running"
             entry.retrying = False
             if entry.started_at is None:
-                entry.started_at = _number(event.get("started_at")) or when
-            if isinstance(event.get("items"), int):
+                entry.started_at = event.started_at or when
+            if event.items is not None:
                 entry.is_map = True
-                entry.items_total = event["items"]
-            if isinstance(event.get("attempt"), int):
-                entry.attempt = event["attempt"]
+                entry.items_total = event.items
+            if event.attempt is not None:
+                entry.attempt = event.attempt
         elif status == "retrying":
             entry.retrying = True
-            entry.error = event.get("error")
+            entry.error = event.reason or event.error
         elif status in _FINISHED:
             entry.state = _FINISHED[status]
             entry.retrying = False
-            entry.finished_at = _number(event.get("finished_at")) or when
-            entry.error = event.get("error")
-            tokens = event.get("total_tokens")
+            entry.finished_at = event.finished_at or when
+            entry.error = event.error
+            tokens = event.total_tokens
             if entry.is_map:
-                if isinstance(tokens, int):
+                if tokens is not None:
                     entry.tokens = tokens
-                if _number(event.get("cost")) is not None:
-                    entry.cost, entry.cost_unknown = _number(event.get("cost")), 0
+                if event.cost is not None:
+                    entry.cost, entry.cost_unknown = event.cost, 0
                 for i, state in entry.item_states.items():
-                    if state == "running":  # a cancelled item: its map has finished
+                    if state in ("running", "backoff"):  # cancelled: its map has finished
                         entry.item_states[i] = "failed"
             else:
-                entry.tokens = tokens if isinstance(tokens, int) else 0
-                entry.add_cost(event.get("cost"), entry.tokens)
+                entry.tokens = tokens or 0
+                entry.add_cost(event.cost, entry.tokens)
             return entry
         return None
 
     def _feed_item(
-        self, entry: SubtaskProgress, index: int, status: Any, event: Mapping[str, Any]
+        self, entry: SubtaskProgress, index: int, status: str, event: LifecycleEvent
     ) -> None:
         entry.is_map = True
         if status == "started":
             entry.item_states[index] = "running"
             if entry.state == "waiting":  # the map's own event should have come first
                 entry.state = "running"
-                entry.started_at = _number(event.get("started_at")) or _number(event.get("time"))
+                entry.started_at = event.started_at or event.time
+        elif status == "retrying":
+            entry.item_states[index] = "backoff"  # not in flight: it holds no slot
         elif status in _FINISHED:
             entry.item_states[index] = _FINISHED[status]
-            tokens = event.get("total_tokens")
-            tokens = tokens if isinstance(tokens, int) else 0
+            tokens = event.total_tokens or 0
             entry.tokens += tokens
-            entry.add_cost(event.get("cost"), tokens)
+            entry.add_cost(event.cost, tokens)
 
     def _entry(self, sid: str) -> SubtaskProgress:
         entry = self.subtasks.get(sid)
@@ -352,8 +395,9 @@ class Progress:
             done=states.count("done"),
             failed=states.count("failed"),
             skipped=states.count("skipped"),
-            running=states.count("running"),
+            running=sum(e.state == "running" and not e.retrying for e in self.subtasks.values()),
             waiting=states.count("waiting"),
+            backoff=sum(e.state == "running" and e.retrying for e in self.subtasks.values()),
         )
 
     def items(self) -> ItemCounts | None:
@@ -368,6 +412,7 @@ class Progress:
             failed=sum(m.failed for m in maps),
             skipped=sum(m.skipped for m in maps),
             running=sum(m.running for m in maps),
+            backoff=sum(m.backoff for m in maps),
         )
 
     def running(self, now: float | None = None) -> list[RunningRow]:
@@ -473,7 +518,41 @@ class Progress:
             eta=self.eta(now),
             items=self.items(),
             planning=not self.subtasks,
+            calls_total=self.calls_total(),
+            calls_finished=self.calls_finished(),
+            rate_limited=self.rate_limited,
+            pace=self.pace(now),
+            aggregating=self.aggregating(),
         )
+
+    def calls_total(self) -> int:
+        """Calls of the run: 1 per subtask, a map's items once its list is known."""
+        return sum((e.items_total or 1) if e.is_map else 1 for e in self.subtasks.values())
+
+    def calls_finished(self) -> int:
+        """Calls over: the bar moves per finished map item, not per finished map."""
+        done = 0
+        for e in self.subtasks.values():
+            if e.is_map and not e.finished:
+                items = e.items
+                done += items.finished if items is not None else 0
+            elif e.is_map:
+                done += e.items_total or 1
+            else:
+                done += int(e.finished)
+        return done
+
+    def pace(self, now: float) -> float | None:
+        """Calls finished a second over the last PACE_WINDOW seconds (None before any)."""
+        recent = [t for t in self.finishes[-4096:] if now - t <= PACE_WINDOW]
+        if not recent:
+            return None
+        since = max(min(recent), self.first_event_at or min(recent))
+        return len(recent) / max(now - since, PACE_WINDOW if now - since > PACE_WINDOW else 1.0)
+
+    def aggregating(self) -> bool:
+        """Whether the aggregate step is running (from its own lifecycle events)."""
+        return self.aggregate == "running"
 
 
 def _number(value: Any) -> float | None:
@@ -511,9 +590,11 @@ def _items_text(items: ItemCounts) -> str:
     for count, word in ((items.failed, "failed"), (items.skipped, "skipped")):
         if count:
             parts.append(f"{count} {word}")
-    parts.append(f"{items.running} running")
+    parts.append(f"{items.running} in flight")
+    if items.backoff:
+        parts.append(f"{items.backoff} in backoff")
     if items.waiting:
-        parts.append(f"{items.waiting} waiting")
+        parts.append(f"{items.waiting} queued")
     return " · ".join(parts)
 
 
@@ -525,16 +606,23 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
     if snapshot.planning:
         return Text(f"fanfold  planning the goal…  {format_seconds(snapshot.elapsed)}")
     counts = snapshot.counts
-    finished = counts.running == 0 and counts.waiting == 0
+    finished = counts.running == 0 and counts.waiting == 0 and counts.backoff == 0
     status = f"{counts.finished}/{counts.total} subtasks  {format_seconds(snapshot.elapsed)}"
-    status += "  finished" if finished else f"  {eta_text(snapshot.eta)}"
+    if snapshot.aggregating:
+        status += "  aggregating"
+    else:
+        status += "  finished" if finished else f"  {eta_text(snapshot.eta)}"
     head = Table.grid(padding=(0, 1))
     head.add_column(no_wrap=True, min_width=7)
     head.add_column(no_wrap=True, min_width=16)
     head.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
     head.add_row(
         Text("fanfold", style="bold"),
-        ProgressBar(total=max(counts.total, 1), completed=counts.finished, width=16),
+        ProgressBar(
+            total=max(snapshot.calls_total, counts.total, 1),
+            completed=snapshot.calls_finished or counts.finished,
+            width=16,
+        ),
         Text(status),
     )
     tally = Text(no_wrap=True, overflow="ellipsis")
@@ -543,8 +631,11 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
         ("failed", counts.failed, "red" if counts.failed else ""),
         ("skipped", counts.skipped, "yellow" if counts.skipped else ""),
         ("running", counts.running, "blue"),
+        ("backoff", counts.backoff, "magenta"),
         ("waiting", counts.waiting, "dim"),
     ):
+        if label == "backoff" and not count:
+            continue  # counted apart only while something waits out a backoff
         if tally:
             tally.append(" · ")
         tally.append(f"{label} {count}", style=style)
@@ -552,12 +643,18 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
     if snapshot.cost is not None:
         unknown = snapshot.cost_unknown
         unknown_text = f" (+{unknown} calls without a cost)" if unknown else ""
-        tally.append(f"   cost ${snapshot.cost:.4f}{unknown_text}")
+        tally.append(f"   cost {money(snapshot.cost)}{unknown_text}")
+    if snapshot.rate_limited:
+        tally.append(f"   429s {snapshot.rate_limited}", style="magenta")
+    if snapshot.pace is not None:
+        tally.append(f"   pace {snapshot.pace:.1f} calls/s")
     parts: list[RenderableType] = [head, tally]
     if snapshot.items is not None:
         line = "map items: " + _items_text(snapshot.items).replace(" items done", " done")
         parts.append(Text(line, style="dim", no_wrap=True, overflow="ellipsis"))
     rows = snapshot.running[:max_running]
+    if snapshot.aggregating:
+        rows = [RunningRow(id="aggregate", elapsed=0.0, attempt=1), *rows][:max_running]
     if rows:
         table = Table.grid(padding=(0, 2))
         table.add_column(no_wrap=True, overflow="ellipsis", max_width=40)
@@ -571,9 +668,10 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
                 notes.append(f"attempt {row.attempt}")
             if row.retrying:
                 notes.append(f"retrying after: {row.error}" if row.error else "retrying")
-            table.add_row(
-                Text("  " + row.id), Text(format_seconds(row.elapsed)), Text(", ".join(notes))
+            elapsed = (
+                "" if row.id == "aggregate" and not row.elapsed else format_seconds(row.elapsed)
             )
+            table.add_row(Text("  " + row.id), Text(elapsed), Text(", ".join(notes)))
         parts.append(table)
     hidden = len(snapshot.running) - len(rows)
     if hidden > 0:
@@ -588,6 +686,17 @@ def finished_line(entry: SubtaskProgress) -> str:
     """The plain line of a finished subtask: `  failed    summarise  <error>`."""
     note = f"  {entry.error}" if entry.error and entry.state == "failed" else ""
     return f"  {entry.state:<9} {entry.id}{note}"
+
+
+def retry_line(event: LifecycleEvent) -> str:
+    """`  retrying  s7: 429 from the provider, retrying in 0.4 s`."""
+    line = f"  retrying  {event.call}"
+    reason = event.reason or (event.error.split(":", 1)[0] if event.error else None)
+    if reason:
+        line += f": {reason}"
+    if event.delay is not None:
+        line += f", retrying in {event.delay:.1f} s"
+    return line
 
 
 class PlainProgress:
@@ -617,11 +726,14 @@ class PlainProgress:
 
     def feed(self, event: Mapping[str, Any]) -> None:
         """Print the line of a finished (or retried) subtask; items and starts print none."""
-        if event.get("type") != EVENT_TYPE or "item" in event:
+        parsed = LifecycleEvent.parse(event)
+        if parsed is None or parsed.item is not None or parsed.status == "started":
             return
-        status = event.get("status")
-        if status != "started":
-            self._write(f"  {status:<9} {event.get('subtask')}")
+        self._write(
+            retry_line(parsed)
+            if parsed.status == "retrying"
+            else f"  {parsed.status:<9} {parsed.subtask}"
+        )
 
     def note(self, text: str) -> None:
         """Print a line about the run (e.g. what the planner planned)."""
