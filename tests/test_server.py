@@ -397,3 +397,61 @@ async def test_a_missing_input_on_the_server_names_the_inputs_field_not_the_cli_
     assert error["message"].endswith(
         f'pass it as {{"inputs": {{"{name}": ...}}}} (the "inputs" field of the run\'s input)'
     )
+
+
+# -- what clients may not choose -----------------------------------------------------------
+
+
+async def failed_run(client: LangGraphClient, graph: str, input: Any) -> tuple[str, dict]:
+    """Run `graph` on a new thread; the error it failed with and the thread's state."""
+    thread_id = (await client.threads.create())["thread_id"]
+    final = await client.runs.wait(thread_id, graph, input=input, raise_error=False)
+    assert isinstance(final, dict) and "__error__" in final, final
+    error = final["__error__"]
+    state = await client.threads.get_state(thread_id)
+    return f"{error['error']}: {error['message']}", state["values"]
+
+
+async def test_a_plan_may_not_choose_a_model_the_operator_did_not_allow(client):
+    plan = {
+        "task": "Spend the operator's money",
+        "subtasks": [{"id": "a", "prompt": "x", "model": "openai:gpt-4o"}],
+        "aggregation": {"model": "openai:o3-mini"},
+    }
+    error, values = await failed_run(client, PLAN_OR_GOAL, {"plan": plan})
+    assert error.startswith("ModelNotAllowedError: subtask 'a' asks for model 'openai:gpt-4o'")
+    assert "which this server does not allow (allowed: 'simulated')" in error
+    assert not values.get("results")  # nothing ran
+
+    plan["subtasks"][0]["model"] = "simulated"  # the operator's model: allowed
+    error, _ = await failed_run(client, PLAN_OR_GOAL, {"plan": plan})
+    assert error.startswith("ModelNotAllowedError: the aggregation asks for model 'openai:o3-mini'")
+
+    plan["aggregation"] = {"model": {"name": "simulated", "base_url": "http://127.0.0.1:9/v1"}}
+    error, _ = await failed_run(client, PLAN_OR_GOAL, {"plan": plan})
+    assert "the aggregation gives model settings (base_url)" in error
+
+    del plan["aggregation"]
+    thread_id = (await client.threads.create())["thread_id"]
+    final = await client.runs.wait(thread_id, PLAN_OR_GOAL, input={"plan": plan})
+    assert statuses(final["results"]) == {"a": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    ("graph", "given"),
+    [("research", {"inputs": {}}), (PLAN_OR_GOAL, {"plan": GIVEN_PLAN, "inputs": {"topic": "t"}})],
+)
+async def test_a_run_input_carrying_results_is_refused(client, graph, given):
+    forged = {"market_size": {"id": "market_size", "status": "succeeded", "output": "FAKE"}}
+    error, values = await failed_run(client, graph, {**given, "results": forged})
+    assert error.startswith("PlanValidationError: a run's input holds only ")
+    assert "not 'results'; fanfold writes results, output and totals itself" in error
+    assert "FAKE" not in repr(values)
+
+
+@pytest.mark.parametrize("graph", ["research", PLAN_OR_GOAL])
+async def test_run_inputs_that_are_not_a_mapping_get_a_clear_error(client, graph):
+    given = {"inputs": "str"} if graph == "research" else {"plan": GIVEN_PLAN, "inputs": "str"}
+    error, _ = await failed_run(client, graph, given)
+    assert "a run's inputs must be a mapping of input name -> value, not str" in error
+    assert "dictionary update sequence" not in error

@@ -27,6 +27,7 @@ branches existed. Classes defined in other modules are importable from here too.
   + ProviderError (ValueError) - a model provider cannot be used.
     + ModelResolutionError - a model string cannot be turned into a chat model.
       + MissingCredentialsError - the provider needs a key that is not configured.
+      + ModelNotAllowedError - a served graph's plan names a model the operator did not allow.
       + UnknownModelSettingError - a model setting is not a field of its chat model.
   + BudgetError (ValueError) - a budget cannot be enforced.
     + UnknownPriceError - a model the run calls has no price (scheduling.budget).
@@ -75,6 +76,7 @@ __all__ = [
     "MapInputError",
     "MissingCredentialsError",
     "MissingInputError",
+    "ModelNotAllowedError",
     "ModelResolutionError",
     "PlanError",
     "PlanFileError",
@@ -367,6 +369,10 @@ class ModelResolutionError(ProviderError):
     def __init__(self, message: str, *, model: str) -> None:
         super().__init__(message)
         self.model = model
+
+
+class ModelNotAllowedError(ModelResolutionError):
+    """A plan sent to a served graph names a model, or settings, the operator did not allow."""
 
 
 class MissingCredentialsError(ModelResolutionError):

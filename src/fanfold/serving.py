@@ -6,6 +6,9 @@
     content_generation   examples/content_generation/plan.yaml
     plan_or_goal         `compile_goal`: input {"goal": ...} or {"plan": ...}, plus "inputs"
 
+A run's input holds only `inputs` (and `goal` or `plan` for plan_or_goal); a client
+cannot write results, output or totals.
+
 Every graph is compiled once, when the server imports this module, without a
 checkpointer: the server gives each run its own (in memory for `langgraph dev`,
 PostgreSQL for `langgraph up` and deployments).
@@ -15,6 +18,11 @@ Environment:
         `--model` takes it ("simulated", "openai:gpt-4o-mini", "anthropic:...");
         default "simulated", so the served graphs run offline out of the box. A real
         provider reads its own key and URL variables (OPENAI_API_KEY, OPENAI_BASE_URL).
+    FANFOLD_ALLOWED_MODELS: more models, comma-separated, that a plan sent to
+        plan_or_goal may name (`model:` of a subtask or the aggregation). Without it, a
+        plan may name only FANFOLD_MODEL; any other model, or model settings, fails the
+        run with `ModelNotAllowedError` before any call, so clients never choose what
+        the operator's key pays for.
     FANFOLD_EXAMPLES_DIR: the folder of the example plans; default the copy that ships
         inside the package (`fanfold/_examples`, the repository's `examples/`), so the
         graphs load from a wheel as from a checkout.
@@ -32,6 +40,7 @@ from fanfold.graphs.goal import CompiledGoalGraph, compile_goal
 from fanfold.models.resolve import SIMULATED
 
 __all__ = [
+    "ALLOWED_MODELS",
     "MODEL",
     "RECIPES",
     "content_generation",
@@ -43,6 +52,11 @@ __all__ = [
 
 MODEL = os.environ.get("FANFOLD_MODEL", "").strip() or SIMULATED
 """The model every served graph uses (env FANFOLD_MODEL, default "simulated")."""
+
+ALLOWED_MODELS = frozenset(
+    {MODEL, *(m.strip() for m in os.environ.get("FANFOLD_ALLOWED_MODELS", "").split(","))} - {""}
+)
+"""The models a client's plan may name: FANFOLD_MODEL and FANFOLD_ALLOWED_MODELS."""
 
 EXAMPLES = Path(os.environ.get("FANFOLD_EXAMPLES_DIR") or Path(__file__).parent / "_examples")
 
@@ -71,5 +85,5 @@ document_analysis = _recipe("document_analysis")
 data_processing = _recipe("data_processing")
 content_generation = _recipe("content_generation")
 plan_or_goal: CompiledGoalGraph = compile_goal(
-    model=MODEL, name="plan_or_goal", input_interface="server"
+    model=MODEL, name="plan_or_goal", input_interface="server", allowed_models=ALLOWED_MODELS
 )

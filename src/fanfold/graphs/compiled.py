@@ -14,6 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Overwrite, StateSnapshot
 
 from fanfold._langgraph import events_wanted
+from fanfold.errors import PlanValidationError
 from fanfold.graphs.schema import PlanState
 from fanfold.nodes.run_scope import RunContext, RunScope
 from fanfold.plan.graph_checks import AGGREGATE_NODE
@@ -35,6 +36,17 @@ def _new_run_input(input: Any) -> dict[str, Any] | None:
     if isinstance(input, dict):
         return dict(input)
     return None
+
+
+def _only_inputs(input: Mapping[str, Any]) -> None:
+    """Refuse a served run's input that carries more than its `inputs` (results, say)."""
+    extra = sorted(set(input) - {"inputs"})
+    if extra:
+        raise PlanValidationError(
+            f"a run's input holds only 'inputs' (input name -> value), not "
+            f"{', '.join(repr(k) for k in extra)}; fanfold writes results, output and "
+            'totals itself. Send {"inputs": {...}}'
+        )
 
 
 def _as_results(value: Any) -> dict[str, SubtaskResult]:
@@ -158,6 +170,8 @@ class CompiledPlanGraph(CompiledStateGraph):
         done: dict[str, SubtaskResult] | None = None
         if new_run is not None:
             if runtime is not None:
+                if runtime.input_interface == "server":
+                    _only_inputs(new_run)
                 runtime.run_inputs(new_run.get("inputs"))  # fail before any node runs
             done = _as_results(new_run.get("results"))
             new_run["results"] = Overwrite({sid: r.to_state() for sid, r in done.items()})

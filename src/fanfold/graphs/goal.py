@@ -11,7 +11,7 @@ carries a `plan` instead of a `goal`, validates that plan and makes no model cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -24,11 +24,12 @@ from pydantic import Field, WithJsonSchema
 from typing_extensions import TypedDict
 
 from fanfold._langgraph import adopt
-from fanfold.errors import PlanValidationError
+from fanfold.errors import ModelNotAllowedError, PlanValidationError
 from fanfold.graphs.channels import ModelValueChannel, ResultsChannel
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.models.resolve import resolve_model
+from fanfold.plan.model_spec import ModelSpec
 from fanfold.plan.models import TaskPlan
 from fanfold.planning.planner import amake_plan_with_usage, make_plan_with_usage
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
@@ -98,6 +99,7 @@ def compile_goal(
     max_subtasks: int = 12,
     checkpointer: Checkpointer = None,
     name: str = "fanfold-goal",
+    allowed_models: Collection[str] | None = None,
     **compile_options: Any,
 ) -> CompiledGoalGraph:
     """Compile a graph that plans a goal with a chat model (or takes a plan), then runs it.
@@ -133,6 +135,10 @@ def compile_goal(
             runs the saved plan without planning again. The plan runs inside one
             node, so a resumed `run_plan` runs all of the plan's subtasks again.
         name: the graph's name in traces.
+        allowed_models: the model names a plan's subtasks and aggregation may choose
+            (`model:`), besides none; a plan naming another model, or giving model
+            settings, fails with `ModelNotAllowedError` before any call. None allows
+            any. Served graphs allow only the operator's models.
         compile_options: the other keyword arguments of `compile_plan` (aggregator,
             max_concurrency, requests_per_second, tokens_per_minute, rate_limiter,
             retry, durations, kinds); they are checked here, before anything runs.
@@ -170,6 +176,7 @@ def compile_goal(
         descriptions=dict(inputs or {}),
         max_subtasks=max_subtasks,
         compile_options=compile_options,
+        allowed_models=None if allowed_models is None else frozenset(allowed_models),
     )
     builder: StateGraph[GoalState, None, GoalInput, GoalOutput] = StateGraph(
         GoalState, input_schema=GoalInput, output_schema=GoalOutput
@@ -179,7 +186,9 @@ def compile_goal(
     builder.add_edge(START, PLANNER_NODE)
     builder.add_edge(PLANNER_NODE, RUN_PLAN_NODE)
     builder.add_edge(RUN_PLAN_NODE, END)
-    return adopt(builder.compile(checkpointer=checkpointer, name=name), CompiledGoalGraph)
+    served = compile_options.get("input_interface") == "server"
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    return adopt(compiled, CompiledGoalGraph, fanfold_served=served)
 
 
 class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutput]):
@@ -189,24 +198,33 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     input asks for before LangGraph writes it to the thread: a goal clears the thread's
     earlier plan, and a plan (validated here, stored as plain JSON data) clears its
     earlier goal, so the `planner` node knows which of the two this run was given.
+    A served graph (`input_interface="server"`) refuses any other input key.
     """
+
+    def __init__(self, *args: Any, fanfold_served: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fanfold_served = fanfold_served
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        return super().stream(_goal_or_plan_input(input), config, **kwargs)
+        return super().stream(
+            _goal_or_plan_input(input, served=self.fanfold_served), config, **kwargs
+        )
 
     def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        return super().astream(_goal_or_plan_input(input), config, **kwargs)
+        return super().astream(
+            _goal_or_plan_input(input, served=self.fanfold_served), config, **kwargs
+        )
 
 
 def _given_goal(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def _goal_or_plan_input(input: Any) -> Any:
+def _goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
     """A goal graph's input with the goal or the plan it gives made explicit.
 
     An input that resumes (None, a `Command`) is returned as it is, and so is one with
@@ -219,6 +237,19 @@ def _goal_or_plan_input(input: Any) -> Any:
     """
     if not isinstance(input, Mapping):
         return input
+    extra = sorted(set(input) - set(GoalInput.__annotations__))
+    if served and extra:
+        raise PlanValidationError(
+            f"a run's input holds only 'goal' or 'plan', and 'inputs', not "
+            f"{', '.join(repr(k) for k in extra)}; fanfold writes results, output and "
+            'totals itself. Send {"goal": "...", "inputs": {...}} or {"plan": {...}, '
+            '"inputs": {...}}'
+        )
+    if input.get("inputs") is not None and not isinstance(input["inputs"], Mapping):
+        raise PlanValidationError(
+            f"a run's inputs must be a mapping of input name -> value, not "
+            f"{type(input['inputs']).__name__}; pass {{'inputs': {{'topic': ...}}}}"
+        )
     goal, plan = input.get("goal"), input.get("plan")
     if plan is None or (isinstance(plan, Mapping) and not plan):
         given = dict(input)
@@ -251,6 +282,7 @@ class _GoalNodes:
         descriptions: dict[str, str],
         max_subtasks: int,
         compile_options: dict[str, Any],
+        allowed_models: frozenset[str] | None,
     ) -> None:
         self.planner = planner
         self.model = model
@@ -258,6 +290,7 @@ class _GoalNodes:
         self.descriptions = descriptions
         self.max_subtasks = max_subtasks
         self.compile_options = compile_options
+        self.allowed_models = allowed_models
 
     # -- planner -------------------------------------------------------------------------
 
@@ -284,8 +317,9 @@ class _GoalNodes:
             "max_subtasks": self.max_subtasks,
         }
 
-    @staticmethod
-    def _planned(plan: TaskPlan, usage: TokenUsage | None) -> dict[str, Any]:
+    def _planned(self, plan: TaskPlan, usage: TokenUsage | None) -> dict[str, Any]:
+        if self.allowed_models is not None:
+            _check_models(plan, self.allowed_models)  # before the thread keeps the plan
         # A new plan clears what an earlier run on the same thread left behind.
         return {
             "plan": plan.model_dump(mode="json"),
@@ -327,8 +361,11 @@ class _GoalNodes:
             raise PlanValidationError(
                 "the state holds no plan to run; the planner node writes it before run_plan"
             )
+        plan = TaskPlan.model_validate(data)
+        if self.allowed_models is not None:
+            _check_models(plan, self.allowed_models)
         graph = compile_plan(
-            TaskPlan.model_validate(data),
+            plan,
             model=self.model,
             checkpointer=False,  # the plan runs within one node: its steps need no checkpoints
             **self.compile_options,
@@ -357,6 +394,36 @@ class _GoalNodes:
         graph, payload = self._graph(state)
         final = await graph.ainvoke(payload, config, context=_caller_context())
         return self._finished(graph, final)
+
+
+def _check_models(plan: TaskPlan, allowed: Collection[str]) -> None:
+    """Refuse a plan whose subtasks or aggregation choose a model not in `allowed`.
+
+    Raises:
+        ModelNotAllowedError: naming the first such subtask and model.
+    """
+    choices = [(f"subtask {s.id!r}", s.model) for s in plan.subtasks]
+    choices.append(("the aggregation", plan.aggregation.model))
+    for who, choice in choices:
+        if choice is None:
+            continue
+        if isinstance(choice, ModelSpec):
+            name = choice.name
+            if choice.settings:
+                raise ModelNotAllowedError(
+                    f"{who} gives model settings ({', '.join(sorted(choice.settings))}); "
+                    f"this server's operator chooses them: remove them, or remove 'model'",
+                    model=name,
+                )
+        else:
+            name = choice if isinstance(choice, str) else type(choice).__name__
+        if name not in allowed:
+            listed = ", ".join(repr(m) for m in sorted(allowed))
+            raise ModelNotAllowedError(
+                f"{who} asks for model {name!r}, which this server does not allow (allowed: "
+                f"{listed}); remove its 'model' to use the server's model",
+                model=name,
+            )
 
 
 def _caller_context() -> Any:

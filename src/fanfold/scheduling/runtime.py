@@ -13,7 +13,14 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
 from fanfold._text import message_text
-from fanfold.errors import InputInterface, MapInputError, MissingInputError, UnknownInputError
+from fanfold.errors import (
+    InputInterface,
+    MapInputError,
+    MissingInputError,
+    PlanValidationError,
+    UnknownInputError,
+    input_example,
+)
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import aggregate_messages, as_text, items_text
@@ -116,7 +123,14 @@ class PlanRuntime:
         Raises:
             MissingInputError: a prompt or map needs an input the run does not have.
             MapInputError: a map's input is not a list.
+            PlanValidationError: `inputs` is not a mapping.
         """
+        if inputs is not None and not isinstance(inputs, Mapping):
+            first = next(iter(self.plan.inputs), "topic")
+            raise PlanValidationError(
+                f"a run's inputs must be a mapping of input name -> value, not "
+                f"{type(inputs).__name__}; pass {input_example(first, self.input_interface)}"
+            )
         values = {
             name: spec.default
             for name, spec in self.plan.inputs.items()
