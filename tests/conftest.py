@@ -21,6 +21,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import PrivateAttr
 
 from fanfold import SimulatedChatModel, TaskPlan
@@ -163,6 +164,9 @@ class EchoChatModel(BaseChatModel):
     @contextlib.contextmanager
     def _recording(self, messages: list[BaseMessage], run_manager: Any) -> Iterator[Call]:
         metadata = dict(getattr(run_manager, "metadata", None) or {})
+        if run_manager is None:
+            # LangChain's astream/stream pass no run manager: read the caller's config.
+            metadata = dict((var_child_runnable_config.get() or {}).get("metadata") or {})
         call = Call(
             messages=list(messages),
             node=metadata.get("langgraph_node"),

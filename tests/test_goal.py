@@ -195,13 +195,14 @@ def test_bad_options_fail_at_compile_time(options, error, planner_echo):
 # -- streaming -----------------------------------------------------------------------------
 
 
-def test_stream_with_subgraphs_nests_the_plans_nodes_events_and_tokens_under_run_plan(
+def test_stream_with_subgraphs_shows_plan_nodes_under_run_plan_and_early_calls_under_the_planner(
     planner_echo,
 ):
     graph = compile_goal(model=planner_echo, aggregator=joined)
     top_updates: list[str] = []
     nested_updates: list[str] = []
     events: dict[str, list[str]] = {}
+    event_namespaces: dict[str, set[tuple[str, ...]]] = {}
     tokens: dict[tuple[tuple[str, ...], str], str] = {}
     namespaces: set[tuple[str, ...]] = set()
     for namespace, mode, chunk in graph.stream(
@@ -214,8 +215,9 @@ def test_stream_with_subgraphs_nests_the_plans_nodes_events_and_tokens_under_run
         if mode == "updates":
             (top_updates if not namespace else nested_updates).extend(chunk)
         elif mode == "custom":
-            assert namespace and chunk["type"] == EVENT_TYPE
+            assert chunk["type"] == EVENT_TYPE
             events.setdefault(chunk["subtask"], []).append(chunk["status"])
+            event_namespaces.setdefault(chunk["subtask"], set()).add(namespace)
         else:
             message, metadata = chunk
             key = (namespace, metadata["langgraph_node"])
@@ -225,15 +227,20 @@ def test_stream_with_subgraphs_nests_the_plans_nodes_events_and_tokens_under_run
     assert len(namespaces) == 1
     (inner,) = namespaces
     assert len(inner) == 1 and inner[0].startswith("run_plan:")
+    # The plan's nodes commit their results under run_plan, as LangGraph nodes.
     assert sorted(nested_updates) == ["aggregate", "brief", "facts", "rivals"]
-    assert events == dict.fromkeys(["facts", "rivals", "brief"], ["started", "succeeded"])
+    # The planner is a step with its own events; the echo model streams the plan word
+    # by word, so every subtask started (and reports) while the planner node ran.
+    steps = ["planner", "facts", "rivals", "brief"]
+    assert events == dict.fromkeys(steps, ["started", "succeeded"])
+    assert event_namespaces == dict.fromkeys(steps, {()})
     assert tokens[((), "planner")] == json.dumps(TOPIC_PLAN)  # the planner's own reply
-    assert tokens[(inner, "facts")] == "echo: [facts] facts about tides"
-    assert tokens[(inner, "brief")] == "echo: [brief] combine"
-    assert {node for ns, node in tokens if ns == inner} == {"facts", "rivals", "brief"}
+    by_node = {node: text for (_, node), text in tokens.items()}
+    assert by_node["facts"] == "echo: [facts] facts about tides"
+    assert by_node["brief"] == "echo: [brief] combine"
 
 
-async def test_astream_with_subgraphs_nests_the_lifecycle_events_under_run_plan():
+async def test_astream_with_subgraphs_shows_the_planner_and_every_subtask_finishing():
     graph = compile_goal(model=SimulatedChatModel(latency=0))
     finished: list[str] = []
     top: list[str] = []
@@ -243,11 +250,11 @@ async def test_astream_with_subgraphs_nests_the_lifecycle_events_under_run_plan(
         if mode == "updates" and not namespace:
             top.extend(chunk)
         elif mode == "custom" and chunk["status"] == "succeeded":
-            assert namespace[0].startswith("run_plan:")
+            assert not namespace or namespace[0].startswith("run_plan:")
             finished.append(chunk["subtask"])
     plan = make_plan(GOAL, model=SimulatedChatModel(latency=0))
     assert top == ["planner", "run_plan"]
-    assert sorted(finished) == sorted(plan.ids)
+    assert sorted(finished) == sorted(["planner", *plan.ids])
 
 
 def test_stream_without_subgraphs_shows_only_the_planner_and_run_plan(planner_echo):
@@ -255,12 +262,13 @@ def test_stream_without_subgraphs_shows_only_the_planner_and_run_plan(planner_ec
     chunks = list(
         graph.stream({"goal": GOAL, "inputs": {"topic": "x"}}, stream_mode=["updates", "custom"])
     )
-    assert [(mode, list(chunk)) for mode, chunk in chunks] == [
-        ("updates", ["planner"]),
-        ("updates", ["run_plan"]),
-    ]
+    updates = [chunk for mode, chunk in chunks if mode == "updates"]
+    assert [list(chunk) for chunk in updates] == [["planner"], ["run_plan"]]
+    # Events of the planner, and of the calls it started, come from the planner node.
+    custom = {chunk["subtask"] for mode, chunk in chunks if mode == "custom"}
+    assert custom == {"planner", "facts", "rivals", "brief"}
     # Each run replaces the thread's results, so the update is an Overwrite of plain data.
-    written = chunks[1][1]["run_plan"]["results"]
+    written = updates[1]["run_plan"]["results"]
     assert isinstance(written, Overwrite)
     assert set(written.value) == {"facts", "rivals", "brief"}
     assert plain(written.value)
@@ -537,8 +545,9 @@ def test_run_goal_plans_and_runs_offline_and_reports_the_planned_subtasks(runner
         assert len(matching) == 1 and matching[0].split()[0] == "succeeded", sid
     assert f"{len(plan.ids)} succeeded, 0 failed, 0 skipped" in result.stdout
     progress = [line.split() for line in result.stderr.splitlines() if line.strip()]
-    assert progress[0][:3] == ["planned", str(len(plan.ids)), "subtasks,"]
-    assert sorted(p[-1] for p in progress[1:]) == sorted(plan.ids)
+    assert progress[0] == ["succeeded", "planner"]
+    assert progress[1][:3] == ["planned", str(len(plan.ids)), "subtasks,"]
+    assert sorted(p[-1] for p in progress[2:]) == sorted(plan.ids)
 
 
 def test_run_goal_json_holds_the_plan_and_every_planned_result(runner):
@@ -578,8 +587,13 @@ def test_run_goal_exits_3_when_a_planned_subtask_fails(runner, echo_factory, cli
 
 def test_run_goal_planner_failure_is_one_error_line(runner, refusing_planner, cli_model):
     model = cli_model(refusing_planner)
-    result = runner.invoke(app, ["run", "--goal", GOAL, "-m", model, "--plan-attempts", "1"])
+    args = ["run", "--goal", GOAL, "-m", model, "--plan-attempts", "1"]
+    result = runner.invoke(app, [*args, "--quiet"])
     assert_one_line_error(result, "no valid plan", "after 1 attempt;")
+    # Without --quiet, the planner's progress line comes first, as a subtask's would.
+    shown = runner.invoke(app, args)
+    assert shown.exit_code == 1
+    assert [line.split() for line in shown.stderr.splitlines()][0] == ["failed", "planner"]
 
 
 def test_run_without_plan_or_goal_is_one_error_line(runner):

@@ -25,6 +25,12 @@ from fanfold.state.results import SubtaskResult
 _REUSE_KWARG = "fanfold_reuse_items"
 """Private keyword from `retry_failed` to `stream`: a retried map's succeeded items."""
 
+_DISPATCHER_KWARG = "fanfold_dispatcher"
+"""Private keyword from a goal graph to `stream`: the dispatcher its streamed plan started."""
+
+_BUDGET_KWARG = "fanfold_budget"
+"""Private keyword from a goal graph to `stream`: the Budget its planner already spent from."""
+
 Reuse = Mapping[str, Mapping[int, SubtaskResult]]
 
 
@@ -166,6 +172,8 @@ class CompiledPlanGraph(CompiledStateGraph):
         """Open the run's scope; returns the input to pass on (a new run's, completed)."""
         runtime = self.fanfold_runtime
         reuse: Reuse | None = kwargs.pop(_REUSE_KWARG, None)
+        adopted = kwargs.pop(_DISPATCHER_KWARG, None)
+        budget = kwargs.pop(_BUDGET_KWARG, None)
         new_run = _new_run_input(input)
         done: dict[str, SubtaskResult] | None = None
         if new_run is not None:
@@ -187,6 +195,8 @@ class CompiledPlanGraph(CompiledStateGraph):
             done=done,
             events=events_wanted(config, kwargs.get("stream_mode")),
             reuse_items=reuse,
+            dispatcher=adopted,
+            budget=budget,
         )
         kwargs["context"] = RunContext(scope=scope, user=kwargs.get("context"))
         return input, scope

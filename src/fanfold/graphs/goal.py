@@ -11,11 +11,16 @@ carries a `plan` instead of a `goal`, validates that plan and makes no model cal
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import get_runtime
@@ -27,11 +32,14 @@ from fanfold._langgraph import adopt
 from fanfold.errors import ModelNotAllowedError, PlanValidationError
 from fanfold.graphs.channels import ModelValueChannel, ResultsChannel
 from fanfold.graphs.compile import compile_plan
-from fanfold.graphs.compiled import CompiledPlanGraph
-from fanfold.models.resolve import resolve_model
+from fanfold.graphs.compiled import _BUDGET_KWARG, _DISPATCHER_KWARG, CompiledPlanGraph
+from fanfold.graphs.planner_step import PlannerOutcome, PlannerStep
+from fanfold.models.resolve import model_label, resolve_model
+from fanfold.nodes.run_scope import background_loop
 from fanfold.plan.model_spec import ModelSpec
 from fanfold.plan.models import TaskPlan
-from fanfold.planning.planner import amake_plan_with_usage, make_plan_with_usage
+from fanfold.scheduling.costs import UnknownPriceError
+from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
 __all__ = ["CompiledGoalGraph", "GoalInput", "GoalOutput", "GoalState", "compile_goal"]
@@ -77,7 +85,7 @@ class GoalOutput(TypedDict, total=False):
     output: Any
     """The aggregate of the results (None without aggregation or when it failed)."""
     totals: Annotated[RunTotals | None, ModelValueChannel(RunTotals)]
-    """Counts, tokens and wall time of the plan's run (the planner's tokens not included)."""
+    """Counts, tokens, cost and wall time of the run, the planner's calls included."""
     aggregate_error: str | None
     planner_usage: Annotated[TokenUsage | None, ModelValueChannel(TokenUsage)]
     """Tokens of every planner call, rejected plans included; None when the run was given
@@ -100,6 +108,7 @@ def compile_goal(
     checkpointer: Checkpointer = None,
     name: str = "fanfold-goal",
     allowed_models: Collection[str] | None = None,
+    streamed: bool = True,
     **compile_options: Any,
 ) -> CompiledGoalGraph:
     """Compile a graph that plans a goal with a chat model (or takes a plan), then runs it.
@@ -139,6 +148,12 @@ def compile_goal(
             (`model:`), besides none; a plan naming another model, or giving model
             settings, fails with `ModelNotAllowedError` before any call. None allows
             any. Served graphs allow only the operator's models.
+        streamed: start each subtask while the plan streams, as soon as its object is
+            complete and every dependency it names is known (it runs under the same
+            limits, retries, cache and budget as any subtask; a subtask the finished
+            plan drops or changes is cancelled and announced as "discarded"). False
+            waits for the whole plan. A run with `interrupt_before=["run_plan"]` (a
+            review) always waits.
         compile_options: the other keyword arguments of `compile_plan` (aggregator,
             max_concurrency, requests_per_second, tokens_per_minute, rate_limiter,
             retry, durations, kinds); they are checked here, before anything runs.
@@ -163,20 +178,41 @@ def compile_goal(
     subtask_model = resolve_model(model)
     planner = subtask_model if planner_model is None else resolve_model(planner_model)
     # Check the options now, on a one-subtask plan, rather than after a planner call.
-    compile_plan(
+    probe = compile_plan(
         TaskPlan.model_validate(_PROBE_PLAN),
         model=subtask_model,
         checkpointer=False,
         **compile_options,
+    ).fanfold_runtime
+    assert probe is not None
+    # One cache for the planner and every plan this graph compiles.
+    compile_options = {**compile_options, "cache": probe.cache}
+    if probe.budget is not None and model_label(planner) not in probe.prices:
+        raise UnknownPriceError({model_label(planner): ["planner"]})
+
+    def runtime_for(plan: TaskPlan) -> PlanRuntime:
+        runtime = compile_plan(
+            plan, model=subtask_model, checkpointer=False, **compile_options
+        ).fanfold_runtime
+        assert runtime is not None
+        return runtime
+
+    step = PlannerStep(
+        model=planner,
+        attempts=attempts,
+        max_subtasks=max_subtasks,
+        runtime_for=runtime_for,
+        prices=probe.prices,
+        cache=probe.cache,
+        budget=probe.budget,
     )
     nodes = _GoalNodes(
-        planner=planner,
+        step=step,
         model=subtask_model,
-        attempts=attempts,
         descriptions=dict(inputs or {}),
-        max_subtasks=max_subtasks,
         compile_options=compile_options,
         allowed_models=None if allowed_models is None else frozenset(allowed_models),
+        streamed=streamed,
     )
     builder: StateGraph[GoalState, None, GoalInput, GoalOutput] = StateGraph(
         GoalState, input_schema=GoalInput, output_schema=GoalOutput
@@ -205,19 +241,57 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
         super().__init__(*args, **kwargs)
         self.fanfold_served = fanfold_served
 
+    def _context(self, kwargs: dict[str, Any]) -> GoalContext:
+        review = kwargs.get("interrupt_before") or self.interrupt_before_nodes or ()
+        context = GoalContext(
+            user=kwargs.get("context"),
+            dispatch=review != "*" and RUN_PLAN_NODE not in review,
+        )
+        kwargs["context"] = context
+        return context
+
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        return super().stream(
-            _goal_or_plan_input(input, served=self.fanfold_served), config, **kwargs
-        )
+        input = _goal_or_plan_input(input, served=self.fanfold_served)
+        context = self._context(kwargs)
+        try:
+            yield from super().stream(input, config, **kwargs)
+        finally:
+            context.close()
 
-    def astream(
+    async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        return super().astream(
-            _goal_or_plan_input(input, served=self.fanfold_served), config, **kwargs
-        )
+        input = _goal_or_plan_input(input, served=self.fanfold_served)
+        context = self._context(kwargs)
+        try:
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+        finally:
+            context.close()
+
+
+@dataclass
+class GoalContext:
+    """LangGraph's per-run context for a goal graph.
+
+    Attributes:
+        user: the context the caller passed to invoke/stream, if any (the plan's node
+            kinds get it).
+        dispatch: whether the planner may start subtasks while the plan streams.
+        planned: what this run's planner step produced (its dispatcher and budget).
+    """
+
+    user: Any = None
+    dispatch: bool = True
+    planned: PlannerOutcome | None = None
+
+    def close(self) -> None:
+        """Cancel calls the planner started that no plan run took over."""
+        dispatcher = self.planned.dispatcher if self.planned is not None else None
+        if dispatcher is not None and not dispatcher.loop.is_closed():
+            dispatcher.loop.call_soon_threadsafe(dispatcher.cancel)
 
 
 def _given_goal(value: Any) -> bool:
@@ -276,25 +350,23 @@ class _GoalNodes:
     def __init__(
         self,
         *,
-        planner: BaseChatModel,
+        step: PlannerStep,
         model: BaseChatModel,
-        attempts: int,
         descriptions: dict[str, str],
-        max_subtasks: int,
         compile_options: dict[str, Any],
         allowed_models: frozenset[str] | None,
+        streamed: bool,
     ) -> None:
-        self.planner = planner
+        self.step = step
         self.model = model
-        self.attempts = attempts
         self.descriptions = descriptions
-        self.max_subtasks = max_subtasks
         self.compile_options = compile_options
+        self.streamed = streamed
         self.allowed_models = allowed_models
 
     # -- planner -------------------------------------------------------------------------
 
-    def _request(self, state: GoalState) -> dict[str, Any]:
+    def _goal(self, state: GoalState) -> str:
         goal = state.get("goal")
         if goal is None and state.get("plan") is None:
             raise PlanValidationError(
@@ -306,16 +378,35 @@ class _GoalNodes:
                 f"the goal must be a string, not {type(goal).__name__}; invoke the graph "
                 "with {'goal': '...', 'inputs': {...}}"
             )
+        return goal or ""
+
+    def _planning(self, state: GoalState, config: RunnableConfig) -> Any:
+        """The planner step's coroutine for this run; it records its outcome in the context."""
+        goal = self._goal(state)
         offered = dict(self.descriptions)
         for input_name in state.get("inputs") or {}:
             offered.setdefault(input_name, "")
-        return {
-            "goal": goal or "",
-            "model": self.planner,
-            "attempts": self.attempts,
-            "inputs": offered,
-            "max_subtasks": self.max_subtasks,
-        }
+        context = _goal_context()
+        try:
+            writer: Any = get_stream_writer()
+        except RuntimeError:  # pragma: no cover - always inside a node here
+            writer = None
+        dispatch = self.streamed and context is not None and context.dispatch
+
+        async def planning() -> dict[str, Any]:
+            outcome = await self.step.run(
+                goal,
+                offered=offered,
+                values=dict(state.get("inputs") or {}),
+                config=config,
+                emit=writer,
+                dispatch=dispatch,
+            )
+            if context is not None:
+                context.planned = outcome
+            return self._planned(outcome.plan, outcome.usage)
+
+        return planning()
 
     def _planned(self, plan: TaskPlan, usage: TokenUsage | None) -> dict[str, Any]:
         if self.allowed_models is not None:
@@ -339,23 +430,30 @@ class _GoalNodes:
         plan: TaskPlan = TaskPlan.model_validate(data)
         return plan
 
-    def plan(self, state: GoalState) -> dict[str, Any]:
+    def plan(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
         given = self._given(state)
         if given is not None:
             return self._planned(given, None)
-        plan, usage = make_plan_with_usage(**self._request(state))
-        return self._planned(plan, usage)
+        # The planner streams on the loop that runs synchronous runs' calls.
+        future = asyncio.run_coroutine_threadsafe(
+            _in_context(contextvars.copy_context(), self._planning(state, config)),
+            background_loop(),
+        )
+        result: dict[str, Any] = future.result()
+        return result
 
-    async def aplan(self, state: GoalState) -> dict[str, Any]:
+    async def aplan(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
         given = self._given(state)
         if given is not None:
             return self._planned(given, None)
-        plan, usage = await amake_plan_with_usage(**self._request(state))
-        return self._planned(plan, usage)
+        result: dict[str, Any] = await self._planning(state, config)
+        return result
 
     # -- run_plan ------------------------------------------------------------------------
 
-    def _graph(self, state: GoalState) -> tuple[CompiledPlanGraph, dict[str, Any]]:
+    def _graph(self, state: GoalState) -> tuple[CompiledPlanGraph, dict[str, Any], dict[str, Any]]:
+        """The plan's graph, its input, and the keyword arguments that hand it the
+        planner's dispatcher and budget."""
         data = state.get("plan")
         if data is None:
             raise PlanValidationError(
@@ -370,30 +468,59 @@ class _GoalNodes:
             checkpointer=False,  # the plan runs within one node: its steps need no checkpoints
             **self.compile_options,
         )
-        return graph, {"inputs": dict(state.get("inputs") or {})}
+        handover: dict[str, Any] = {}
+        context = _goal_context()
+        planned = context.planned if context is not None else None
+        if planned is not None and planned.plan.model_dump(mode="json") == data:
+            handover = {_DISPATCHER_KWARG: planned.dispatcher, _BUDGET_KWARG: planned.budget}
+        elif planned is not None and planned.dispatcher is not None:
+            # The plan was edited since (a review): the calls started for it are stale.
+            context.close()  # type: ignore[union-attr]
+        return graph, {"inputs": dict(state.get("inputs") or {})}, handover
 
-    @staticmethod
-    def _finished(graph: CompiledPlanGraph, final: Mapping[str, Any]) -> dict[str, Any]:
+    def _finished(
+        self, graph: CompiledPlanGraph, final: Mapping[str, Any], state: GoalState
+    ) -> dict[str, Any]:
         results: dict[str, SubtaskResult] = final.get("results") or {}
-        assert graph.fanfold_runtime is not None
+        runtime = graph.fanfold_runtime
+        assert runtime is not None
         # In plan order, whatever order the nested run finished them in.
-        ordered = [sid for sid in graph.fanfold_runtime.plan.ids if sid in results]
+        ordered = [sid for sid in runtime.plan.ids if sid in results]
+        totals = final.get("totals")
+        usage = state.get("planner_usage")
+        if isinstance(totals, RunTotals) and usage is not None:
+            context = _goal_context()
+            planned = context.planned if context is not None else None
+            label = self.step.label
+            if planned is not None:
+                totals = totals.with_planner(
+                    usage=planned.usage,
+                    cost=planned.cost,
+                    model=label,
+                    seconds=planned.seconds,
+                    started_at=planned.started_at,
+                    finished_at=time.time(),
+                    cached_usage=planned.cached_usage,
+                )
+            else:  # a resumed thread: the planner ran in an earlier process
+                cost = self.step.prices.cost(label, usage)
+                totals = totals.with_planner(usage=usage, cost=cost, model=label, seconds=0.0)
         return {
             "results": Overwrite({sid: results[sid].to_state() for sid in ordered}),
-            "output": graph.fanfold_runtime.output_state(final.get("output")),
-            "totals": final.get("totals"),
+            "output": runtime.output_state(final.get("output")),
+            "totals": totals,
             "aggregate_error": final.get("aggregate_error"),
         }
 
     def run(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        graph, payload = self._graph(state)
-        final = graph.invoke(payload, config, context=_caller_context())
-        return self._finished(graph, final)
+        graph, payload, handover = self._graph(state)
+        final = graph.invoke(payload, config, context=_caller_context(), **handover)
+        return self._finished(graph, final, state)
 
     async def arun(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        graph, payload = self._graph(state)
-        final = await graph.ainvoke(payload, config, context=_caller_context())
-        return self._finished(graph, final)
+        graph, payload, handover = self._graph(state)
+        final = await graph.ainvoke(payload, config, context=_caller_context(), **handover)
+        return self._finished(graph, final, state)
 
 
 def _check_models(plan: TaskPlan, allowed: Collection[str]) -> None:
@@ -426,9 +553,25 @@ def _check_models(plan: TaskPlan, allowed: Collection[str]) -> None:
             )
 
 
+def _goal_context() -> GoalContext | None:
+    """This goal run's context, or None outside `CompiledGoalGraph.stream`."""
+    try:
+        context = get_runtime().context
+    except (RuntimeError, KeyError):  # pragma: no cover - always inside a node here
+        return None
+    return context if isinstance(context, GoalContext) else None
+
+
 def _caller_context() -> Any:
     """The context the caller gave the goal graph, passed on to the plan's node kinds."""
     try:
-        return get_runtime().context
+        context = get_runtime().context
     except (RuntimeError, KeyError):  # pragma: no cover - always inside a node here
         return None
+    return context.user if isinstance(context, GoalContext) else context
+
+
+async def _in_context(context: contextvars.Context, coro: Any) -> Any:
+    """Run `coro` as a task inside `context` (callbacks and config contextvars)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_task(coro, context=context)

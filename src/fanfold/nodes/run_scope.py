@@ -20,6 +20,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
 
 from fanfold._langgraph import subtask_call_config
+from fanfold.scheduling.costs import Budget
 from fanfold.scheduling.dispatcher import Dispatcher, item_id
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
@@ -84,6 +85,9 @@ class RunScope:
         greedy: start every subtask as soon as the dispatcher exists.
         events: whether lifecycle events are wanted ("custom" streaming).
         reuse_items: for a retried map, its items that already succeeded, by index.
+        dispatcher: a dispatcher that started this run's calls already (a goal run's
+            streamed plan); the first node hands it this run's plan, config and events.
+        budget: the run's Budget when it has spent already (a goal run's planner).
     """
 
     def __init__(
@@ -94,12 +98,16 @@ class RunScope:
         greedy: bool = True,
         events: bool = True,
         reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
+        dispatcher: Dispatcher | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.run_id = run_id
         self.done = dict(done) if done is not None else None
         self.greedy = greedy
         self.events = events
         self.reuse_items = reuse_items
+        self._adopted = dispatcher
+        self._budget = budget
         self._dispatcher: Dispatcher | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -134,6 +142,23 @@ class RunScope:
                     writer = get_stream_writer()
                 except RuntimeError:
                     writer = None
+            call_config = functools.partial(_call_config, config, self.run_id)
+            if self._adopted is not None:
+                dispatcher = self._adopted
+                adopt = functools.partial(
+                    dispatcher.adopt,
+                    runtime,
+                    runtime.run_inputs(state.get("inputs")),
+                    call_config=call_config,
+                    emit=writer,
+                )
+                if sync:
+                    # Queued before any node asks the loop for a result.
+                    dispatcher.loop.call_soon_threadsafe(adopt)
+                else:
+                    adopt()
+                self._dispatcher = dispatcher
+                return dispatcher
             done = self.done if self.done is not None else dict(state.get("results") or {})
             dispatcher = Dispatcher(
                 runtime,
@@ -141,9 +166,10 @@ class RunScope:
                 inputs=runtime.run_inputs(state.get("inputs")),
                 done=trusted_results(runtime, done),
                 loop=loop,
-                call_config=functools.partial(_call_config, config, self.run_id),
+                call_config=call_config,
                 emit=writer,
                 reuse_items=self.reuse_items,
+                budget=self._budget,
             )
             if self.greedy:
                 if sync:

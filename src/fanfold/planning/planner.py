@@ -40,7 +40,7 @@ __all__ = [
 
 _GOAL_SNIPPET = 60
 _MAP_PLACEHOLDERS = frozenset({"item", "index"})
-_CONFIG: RunnableConfig = {"run_name": "fanfold.plan", "tags": ["fanfold:planner"]}
+PLANNER_CONFIG: RunnableConfig = {"run_name": "fanfold.plan", "tags": ["fanfold:planner"]}
 
 
 class FanfoldSubtask(BaseModel):
@@ -153,10 +153,12 @@ def make_plan_with_usage(
     max_subtasks: int = 12,
 ) -> tuple[TaskPlan, TokenUsage]:
     """`make_plan`, also returning the tokens of every planner call (rejected ones too)."""
-    session = _Session(goal, model, attempts=attempts, inputs=inputs, max_subtasks=max_subtasks)
+    session = PlannerSession(
+        goal, model, attempts=attempts, inputs=inputs, max_subtasks=max_subtasks
+    )
     for _ in range(attempts):
         runnable, messages = session.request()
-        plan = session.receive(runnable.invoke(messages, config=_CONFIG))
+        plan = session.receive(runnable.invoke(messages, config=PLANNER_CONFIG))
         if plan is not None:
             return plan, session.usage
     raise session.failure()
@@ -171,10 +173,12 @@ async def amake_plan_with_usage(
     max_subtasks: int = 12,
 ) -> tuple[TaskPlan, TokenUsage]:
     """Async `make_plan_with_usage`."""
-    session = _Session(goal, model, attempts=attempts, inputs=inputs, max_subtasks=max_subtasks)
+    session = PlannerSession(
+        goal, model, attempts=attempts, inputs=inputs, max_subtasks=max_subtasks
+    )
     for _ in range(attempts):
         runnable, messages = session.request()
-        plan = session.receive(await runnable.ainvoke(messages, config=_CONFIG))
+        plan = session.receive(await runnable.ainvoke(messages, config=PLANNER_CONFIG))
         if plan is not None:
             return plan, session.usage
     raise session.failure()
@@ -183,7 +187,7 @@ async def amake_plan_with_usage(
 # -- the conversation ----------------------------------------------------------------------
 
 
-class _Session:
+class PlannerSession:
     """One planning conversation; sync and async loops share it and differ only in I/O."""
 
     def __init__(
@@ -245,7 +249,7 @@ class _Session:
             raw = AIMessage(content=content_text(getattr(raw, "content", raw)))
         self.usage += TokenUsage.from_metadata(raw.usage_metadata)
         try:
-            data = parsed.model_dump() if isinstance(parsed, FanfoldPlan) else _reply_data(raw)
+            data = parsed.model_dump() if isinstance(parsed, FanfoldPlan) else reply_data(raw)
             return plan_from_data(data, inputs=self.inputs, max_subtasks=self.max_subtasks)
         except PlanError as exc:
             self.last_error = exc
@@ -272,7 +276,7 @@ class _Session:
         return PlannerError(self.goal, attempts=self.calls, last_error=self.last_error)
 
 
-def _reply_data(raw: AIMessage) -> Any:
+def reply_data(raw: AIMessage) -> Any:
     """The plan data in a reply: its plan tool call's arguments, or JSON in its text."""
     calls = raw.tool_calls
     if calls:

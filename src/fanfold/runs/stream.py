@@ -27,7 +27,9 @@ async def stream_run(
     """Run `graph`, passing its lifecycle events to `on_event`; return its final state.
 
     With `nested`, the plan runs as a subgraph one level down (a goal graph's
-    `run_plan`): its lifecycle events come from there, and the final state from the top.
+    `run_plan`): its lifecycle events come from there (and from the planner node, for
+    the planner and the subtasks it starts while the plan streams), and the final state
+    from the top.
     """
     final: dict[str, Any] = {}
     modes = ["custom", "values"]
@@ -43,7 +45,7 @@ async def stream_run(
                     on_values(chunk)
         elif (
             on_event is not None
-            and len(namespace) == events_depth
+            and len(namespace) <= events_depth
             and isinstance(chunk, dict)
             and chunk.get("type") == EVENT_TYPE
         ):

@@ -87,6 +87,11 @@ class Dispatcher:
         call_config: builds the config of each call (its node, tags, callbacks).
         emit: receives lifecycle events, or None when nobody listens.
         reuse_items: for a retried map, item results that already succeeded, by index.
+        budget: the run's Budget when the run has spent before the plan ran (a goal
+            run's planner); None makes one from `runtime.budget`.
+
+    A plan that grows while it runs (a streamed plan) hands its larger runtime to
+    `extend`; `discard` cancels subtasks the finished plan no longer has.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class Dispatcher:
         call_config: CallConfigFactory,
         emit: EventSink | None = None,
         reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.runtime = runtime
         self.run_id = run_id
@@ -118,20 +124,27 @@ class Dispatcher:
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
         self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
         self._systems: dict[str, SystemMessage] = {}
-        self.budget: Budget | None = None
+        self.budget: Budget | None = budget
         self._aggregate_items: dict[str, int] = {}
-        if runtime.budget is not None:
+        if runtime.budget is not None and budget is None:
             spent = 0.0
             for res in self.done.values():
                 for call in res.items if res.items is not None else [res]:
                     spent += call.cost or 0.0
             self.budget = Budget(runtime.budget, spent=spent)
-            for sid in runtime.maps:
-                source = runtime.subtasks[sid].map
-                listed = self.inputs.get(source) if source in runtime.input_maps else None
-                if isinstance(listed, list):
-                    self._aggregate_items[sid] = len(listed)
-            self._set_aside_for_aggregate()
+        self._count_input_items()
+
+    def _count_input_items(self) -> None:
+        """With a budget, the items of maps over run inputs, for the aggregate's estimate."""
+        if self.budget is None:
+            return
+        runtime = self.runtime
+        for sid in runtime.maps:
+            source = runtime.subtasks[sid].map
+            listed = self.inputs.get(source) if source in runtime.input_maps else None
+            if isinstance(listed, list):
+                self._aggregate_items[sid] = len(listed)
+        self._set_aside_for_aggregate()
 
     def _set_aside_for_aggregate(self) -> None:
         """Hold back the aggregate call's estimated cost (maps: their known item counts)."""
@@ -161,6 +174,68 @@ class Dispatcher:
         ranked = sorted(self.runtime.order, key=self.runtime.priorities.__getitem__, reverse=True)
         for sid in ranked:
             self._ensure(sid)
+
+    def extend(self, runtime: PlanRuntime, inputs: Mapping[str, Any]) -> None:
+        """Run a larger plan: `runtime` holds every subtask started so far, unchanged.
+
+        The new subtasks start at once (call on the dispatcher's loop).
+
+        Args:
+            runtime: the grown plan's runtime.
+            inputs: the run's inputs as `runtime.run_inputs` gives them.
+        """
+        self.runtime = runtime
+        self.inputs = dict(inputs)
+        self.task = runtime.task_text(self.inputs)
+        self._count_input_items()
+        self.start()
+
+    def adopt(
+        self,
+        runtime: PlanRuntime,
+        inputs: Mapping[str, Any],
+        *,
+        call_config: CallConfigFactory,
+        emit: EventSink | None,
+    ) -> None:
+        """Hand the dispatcher to the graph run that commits its results.
+
+        Calls started from now on take their config from `call_config` and events go
+        to `emit`; then `extend(runtime, inputs)`. Call on the dispatcher's loop.
+        """
+        self._call_config = call_config
+        self._emit_event = emit
+        self._context = contextvars.copy_context()
+        self.extend(runtime, inputs)
+
+    def discard(self, sids: list[str]) -> list[str]:
+        """Cancel the calls of subtasks a plan no longer has (or has changed); forget them.
+
+        Each one that had started is announced with the status "discarded". Call on
+        the dispatcher's loop; its dependents must be discarded too.
+
+        Returns:
+            The subtasks that had started (or finished), in the given order.
+        """
+        dropped: list[str] = []
+        for sid in sids:
+            task = self._tasks.pop(sid, None)
+            result = self.done.pop(sid, None)
+            self._item_lists.pop(sid, None)
+            self._systems.pop(sid, None)
+            if task is None and result is None:
+                continue
+            if task is not None and not task.done():
+                task.cancel()
+            dropped.append(sid)
+            fields: dict[str, Any] = {}
+            if result is not None:
+                fields = {"total_tokens": result.usage.total_tokens, "cost": result.cost}
+            self._emit(sid, "discarded", None, **fields)
+        for task in list(self._item_tasks):
+            if task.get_name().startswith(tuple(f"fanfold:{sid}[" for sid in dropped)):
+                task.cancel()
+        return dropped
 
     def _ensure(self, sid: str) -> asyncio.Task[SubtaskResult] | None:
         if sid in self.done:

@@ -177,11 +177,66 @@ class RunTotals(BaseModel):
         default_factory=TokenUsage,
         description="Tokens the cached calls used when they were first made; not billed now.",
     )
+    planner_usage: TokenUsage = Field(
+        default_factory=TokenUsage,
+        description="Tokens of a goal run's planner calls (rejected plans included).",
+    )
+    planner_cost: float | None = Field(
+        0.0, description="USD of the planner's calls; None when its model has no price."
+    )
 
     @property
     def total_tokens(self) -> int:
-        """All tokens, subtasks and aggregation together."""
-        return self.usage.total_tokens + self.aggregate_usage.total_tokens
+        """All tokens: planner, subtasks and aggregation together."""
+        return (
+            self.usage.total_tokens
+            + self.aggregate_usage.total_tokens
+            + self.planner_usage.total_tokens
+        )
+
+    def with_planner(
+        self,
+        *,
+        usage: TokenUsage,
+        cost: float | None,
+        model: str | None,
+        seconds: float,
+        started_at: float | None = None,
+        finished_at: float | None = None,
+        cached_usage: TokenUsage | None = None,
+    ) -> RunTotals:
+        """These totals with a goal run's planner calls added (tokens, cost, time).
+
+        Args:
+            seconds: how long the planner's calls took (added to the sequential time).
+            started_at: when planning began; the wall time then runs from there.
+            finished_at: when the run ended (with `started_at`).
+            cached_usage: the usage of the planner call the cache answered, if it did.
+        """
+        by_model = dict(self.cost_by_model)
+        label = model or "(planner's model)"
+        if cached_usage is None and (usage.total_tokens or usage.input_tokens):
+            if by_model.get(label, 0.0) is not None:
+                by_model[label] = None if cost is None else (by_model.get(label) or 0.0) + cost
+        unknown = sorted(name for name, spent in by_model.items() if spent is None)
+        known = sum(spent for spent in by_model.values() if spent is not None)
+        wall = self.wall_time
+        if started_at is not None and finished_at is not None:
+            wall = max(wall, finished_at - started_at)
+        return self.model_copy(
+            update={
+                "planner_usage": usage,
+                "planner_cost": cost if cached_usage is None else 0.0,
+                "cost_by_model": by_model,
+                "unknown_cost_models": unknown,
+                "known_cost": known,
+                "cost": None if unknown else known,
+                "call_time": self.call_time + seconds,
+                "wall_time": wall,
+                "cached": self.cached + (1 if cached_usage is not None else 0),
+                "cached_usage": self.cached_usage + (cached_usage or TokenUsage()),
+            }
+        )
 
     @property
     def speedup(self) -> float | None:

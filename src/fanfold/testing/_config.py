@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -110,6 +112,19 @@ class SimServerConfig(BaseModel):
     )
     reply_tokens: int = Field(
         default=12, ge=1, description="Tokens (streamed chunks) in a plain-text reply."
+    )
+    scripted: dict[str, Any] = Field(
+        default_factory=dict,
+        description="If the last user message contains a key, the reply carries that JSON "
+        "value instead of a sampled one: as the arguments of the tool the request makes it "
+        "call, as the content of a json_schema or json_object reply, or else as JSON text "
+        "(see scripted_form). Streamed, it comes in pieces of 16 characters, token_delay apart.",
+    )
+    scripted_form: Literal["auto", "text"] = Field(
+        default="auto",
+        description="'auto' answers a scripted value in the form the request asks for; "
+        "'text' always answers it as JSON in a fenced block with prose around it, as a model "
+        "that ignores tools and response formats would.",
     )
 
     @model_validator(mode="after")

@@ -102,30 +102,60 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return first
 
 
-def plan_reply(body: dict[str, Any], *, seed: int, reply_tokens: int) -> Reply:
+_NO_SCRIPT = object()
+
+
+def _scripted(prompt: str, scripted: dict[str, Any]) -> Any:
+    for needle, value in scripted.items():
+        if needle in prompt:
+            return value
+    return _NO_SCRIPT
+
+
+def plan_reply(
+    body: dict[str, Any],
+    *,
+    seed: int,
+    reply_tokens: int,
+    scripted: dict[str, Any] | None = None,
+    scripted_form: str = "auto",
+) -> Reply:
     """Decide the reply to a chat-completions request body, deterministically."""
     prompt = last_user_text(body)
     value_seed = _prompt_seed(seed, prompt)
     prompt_tokens = _count_prompt_tokens(body)
+    value = _scripted(prompt, scripted or {})
+    if value is not _NO_SCRIPT and scripted_form == "text":
+        text = f"Here is the plan:\n```json\n{json.dumps(value, indent=1)}\n```\nDone."
+        pieces = _json_pieces(text)
+        return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
     tool = _chosen_tool(body)
     if tool is not None:
         name = str(tool.get("name", "tool"))
         schema = tool.get("parameters") or {"type": "object", "properties": {}}
-        arguments = json.dumps(sample_from_schema(schema, seed=value_seed, name=name))
+        if value is _NO_SCRIPT:
+            value = sample_from_schema(schema, seed=value_seed, name=name)
+        arguments = json.dumps(value)
         call = {
             "id": f"call_{zlib.crc32(f'{value_seed}:{name}'.encode()):08x}",
             "type": "function",
             "function": {"name": name, "arguments": arguments},
         }
         completion = max(1, len(arguments) // 4)
-        return Reply(None, [], [call], "tool_calls", prompt_tokens, completion)
+        return Reply(None, _json_pieces(arguments), [call], "tool_calls", prompt_tokens, completion)
     response_format = body.get("response_format") or {}
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") or {"type": "object", "properties": {}}
         name = str(spec.get("name", "value"))
-        text = json.dumps(sample_from_schema(schema, seed=value_seed, name=name))
+        if value is _NO_SCRIPT:
+            value = sample_from_schema(schema, seed=value_seed, name=name)
+        text = json.dumps(value)
+        pieces = _json_pieces(text)
+        return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
+    if value is not _NO_SCRIPT:
+        text = json.dumps(value)
         pieces = _json_pieces(text)
         return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
     pieces = text_pieces(prompt, seed=seed, tokens=reply_tokens)
@@ -166,8 +196,9 @@ def stream_payloads(
 ) -> list[dict[str, Any]]:
     """The ``chat.completion.chunk`` objects of a streamed reply (before ``[DONE]``).
 
-    The first is the role chunk; then one per content piece (or one per tool call); then
-    the finish chunk; then, if ``include_usage``, a usage chunk with no choices.
+    The first is the role chunk; then one per content piece (or, for one tool call, its
+    head and then one per piece of its arguments; for several, one per call); then the
+    finish chunk; then, if ``include_usage``, a usage chunk with no choices.
     """
     base = {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model}
 
@@ -176,7 +207,15 @@ def stream_payloads(
         return {**base, "choices": [choice]}
 
     out = [chunk({"role": "assistant", "content": "" if reply.tool_calls is None else None})]
-    if reply.tool_calls is not None:
+    if reply.tool_calls is not None and len(reply.tool_calls) == 1 and reply.pieces:
+        (call,) = reply.tool_calls
+        head = {**call, "function": {**call["function"], "arguments": ""}}
+        out.append(chunk({"tool_calls": [{"index": 0, **head}]}))
+        out.extend(
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            for piece in reply.pieces
+        )
+    elif reply.tool_calls is not None:
         for index, call in enumerate(reply.tool_calls):
             out.append(chunk({"tool_calls": [{"index": index, **call}]}))
     else:

@@ -128,6 +128,7 @@ class SimServer:
         self._lock = threading.Lock()
         self._log: list[RequestRecord] = []
         self._seen_prompts: set[str] = set()
+        self._tokens = 0
         self._in_flight = 0
         self._admitted = 0
         self._max_in_flight = 0
@@ -252,6 +253,12 @@ class SimServer:
             return sum(1 for record in self._log if text in record.prompt)
 
     @property
+    def tokens_answered(self) -> int:
+        """Total tokens (prompt and completion) of the replies sent, as their usage says."""
+        with self._lock:
+            return self._tokens
+
+    @property
     def request_count(self) -> int:
         """Number of chat requests received."""
         with self._lock:
@@ -279,6 +286,7 @@ class SimServer:
         with self._lock:
             self._log.clear()
             self._seen_prompts.clear()
+            self._tokens = 0
             self._max_in_flight = self._in_flight
             self._bucket = self._new_bucket(self._config)
 
@@ -435,12 +443,20 @@ class SimServer:
                 message = "The server is overloaded or not ready yet."
             return _error(fault, message)
         try:
-            reply = plan_reply(body, seed=config.seed, reply_tokens=config.reply_tokens)
+            reply = plan_reply(
+                body,
+                seed=config.seed,
+                reply_tokens=config.reply_tokens,
+                scripted=config.scripted,
+                scripted_form=config.scripted_form,
+            )
         except Exception as exc:  # a simulator bug should reach the test as a readable 500
             _log.exception("SimServer failed to build a reply")
             self._record(arrived, prompt, 500)
             return _error(500, f"simulator error: {exc!r}")
         self._record(arrived, prompt, fault or 200, body)
+        with self._lock:
+            self._tokens += reply.prompt_tokens + reply.completion_tokens
         if latency > 0:
             await asyncio.sleep(latency)
         model = str(body.get("model") or MODEL_ID)
@@ -486,7 +502,8 @@ class SimServer:
         if fault == "malformed":
             events.insert(1, b'data: {"id": "chatcmpl-sim", "choices": [\n\n')
         response = web.StreamResponse(headers=_SSE_HEADERS)
-        n_content = len(reply.pieces) if reply.tool_calls is None else len(reply.tool_calls)
+        # Content chunks: those between the role chunk and the finish chunk.
+        n_content = len(payloads) - 2 - (1 if "usage" in payloads[-1] else 0)
         try:
             await response.prepare(request)
             if fault == "drop":
