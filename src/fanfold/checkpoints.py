@@ -8,6 +8,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.store.base import BaseStore
 
 from fanfold._secrets import redact
 from fanfold.errors import StoreError
@@ -111,3 +112,35 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
             raise _unusable(target, exc) from exc
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def open_store(target: str) -> AsyncIterator[BaseStore]:
+    """Open an async LangGraph store on the checkpoint's database (its own connection).
+
+    A checkpointed run journals each finished call there (`fanfold.nodes.journal`).
+
+    Raises:
+        CheckpointStoreError: the database cannot be opened.
+    """
+    stack = contextlib.AsyncExitStack()
+    try:
+        if is_postgres(target):
+            from langgraph.store.postgres.aio import AsyncPostgresStore
+
+            store: Any = await stack.enter_async_context(
+                AsyncPostgresStore.from_conn_string(target)
+            )
+        else:
+            from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+            store = await stack.enter_async_context(AsyncSqliteStore.from_conn_string(target))
+        await store.setup()
+    except Exception as exc:
+        await stack.aclose()
+        reason = redact(" ".join(str(exc).split()))
+        raise CheckpointStoreError(
+            f"cannot open the run's store: {reason}; check the target"
+        ) from exc
+    async with stack:
+        yield store

@@ -9,6 +9,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import BaseStore
 from langgraph.types import Checkpointer
 
 from fanfold._langgraph import adopt
@@ -61,6 +62,7 @@ def compile_plan(
     shared_limits: str | Path | None = None,
     retry: RetryPolicy | None = None,
     checkpointer: Checkpointer = None,
+    store: BaseStore | None = None,
     durations: DurationStore | None = None,
     kinds: NodeKindRegistry | None = None,
     name: str = "fanfold",
@@ -94,6 +96,9 @@ def compile_plan(
             endpoint and store (`SharedRateLimiter`), not only by this process.
         retry: attempts and backoff for transient errors (429, 5xx, timeouts).
         checkpointer: a LangGraph checkpointer; makes runs resumable by thread id.
+        store: a LangGraph store where a checkpointed run journals each finished call,
+            so that its resume requests none again (default: the server's store, or an
+            InMemoryStore beside an InMemorySaver).
         durations: a DurationStore; earlier runs' durations set the start order under
             a limit (longest expected remaining path first), and this run's are recorded.
         kinds: the node-kind registry (default: the process-wide one).
@@ -228,7 +233,7 @@ def compile_plan(
     builder.add_edge(sinks[0] if len(sinks) == 1 else sinks, AGGREGATE_NODE)
     builder.add_edge(AGGREGATE_NODE, END)
 
-    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    compiled = builder.compile(checkpointer=checkpointer, store=store, name=name)
     return adopt(compiled, CompiledPlanGraph, fanfold_runtime=runtime)
 
 

@@ -16,6 +16,7 @@ from langgraph.types import Overwrite, StateSnapshot
 from fanfold._langgraph import events_wanted
 from fanfold.errors import PlanValidationError
 from fanfold.graphs.schema import PlanState
+from fanfold.nodes.journal import store_beside
 from fanfold.nodes.run_scope import RunContext, RunScope
 from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.models import TaskPlan
@@ -197,6 +198,7 @@ class CompiledPlanGraph(CompiledStateGraph):
             reuse_items=reuse,
             dispatcher=adopted,
             budget=budget,
+            store=self.store or store_beside(self.checkpointer),
         )
         kwargs["context"] = RunContext(scope=scope, user=kwargs.get("context"))
         return input, scope

@@ -18,8 +18,10 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
+from langgraph.store.base import BaseStore
 
 from fanfold._langgraph import subtask_call_config
+from fanfold.nodes.journal import StoreJournal
 from fanfold.scheduling.costs import Budget
 from fanfold.scheduling.dispatcher import Dispatcher, item_id
 from fanfold.scheduling.runtime import PlanRuntime
@@ -88,6 +90,8 @@ class RunScope:
         dispatcher: a dispatcher that started this run's calls already (a goal run's
             streamed plan); the first node hands it this run's plan, config and events.
         budget: the run's Budget when it has spent already (a goal run's planner).
+        store: where the run journals its finished calls when LangGraph gives the run
+            no store of its own (`fanfold.nodes.journal.store_beside`).
     """
 
     def __init__(
@@ -100,8 +104,10 @@ class RunScope:
         reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
         dispatcher: Dispatcher | None = None,
         budget: Budget | None = None,
+        store: BaseStore | None = None,
     ) -> None:
         self.run_id = run_id
+        self.store = store
         self.done = dict(done) if done is not None else None
         self.greedy = greedy
         self.events = events
@@ -170,6 +176,7 @@ class RunScope:
                 emit=writer,
                 reuse_items=self.reuse_items,
                 budget=self._budget,
+                journal=self._journal(config),
             )
             if self.greedy:
                 if sync:
@@ -178,6 +185,18 @@ class RunScope:
                     dispatcher.start()
             self._dispatcher = dispatcher
             return dispatcher
+
+    def _journal(self, config: RunnableConfig) -> StoreJournal | None:
+        """The run's journal: its LangGraph store, when the run is on a checkpointed thread."""
+        thread_id = (config.get("configurable") or {}).get("thread_id")
+        if thread_id is None:
+            return None
+        try:
+            store = get_runtime().store
+        except (RuntimeError, KeyError):
+            store = None
+        store = store or self.store
+        return StoreJournal(store, str(thread_id)) if store is not None else None
 
     def close(self) -> None:
         """Cancel calls still running (safe from any thread, without waiting)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fanfold.checkpoints import open_checkpointer
+from fanfold.checkpoints import open_checkpointer, open_store
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 
 __all__ = ["EventHandler", "execute", "stream_run"]
@@ -69,7 +69,8 @@ async def execute(
     """
     if checkpoint is None:
         return await stream_run(graph, payload, {}, on_event=on_event, **(options or {}))
-    async with open_checkpointer(checkpoint) as saver:
-        graph = graph.copy(update={"checkpointer": saver})
+    async with open_checkpointer(checkpoint) as saver, open_store(checkpoint) as store:
+        # The store journals each finished call: a killed run's resume pays for none twice.
+        graph = graph.copy(update={"checkpointer": saver, "store": store})
         config: dict[str, Any] = {"configurable": {"thread_id": run_id}}
         return await stream_run(graph, payload, config, on_event=on_event, **(options or {}))

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from langchain_core.messages import BaseMessage
@@ -45,8 +45,11 @@ __all__ = [
     "CACHE_ENV",
     "CacheError",
     "CachedCall",
+    "CallJournal",
     "ResultCache",
+    "call_from_record",
     "call_key",
+    "call_record",
     "default_cache_path",
     "model_identity",
 ]
@@ -224,6 +227,67 @@ class ResultCache:
 
 
 _UNSTORABLE: Any = object()
+
+
+def call_record(
+    output: Any,
+    *,
+    usage: TokenUsage,
+    model: str | None = None,
+    kind: str | None = None,
+    subtask: str | None = None,
+    seconds: float | None = None,
+) -> dict[str, Any] | None:
+    """A successful call as the cache stores it (its columns, as a mapping), or None when
+    the output is not JSON data that reads back the same."""
+    data = stored_form(output)
+    if data is _UNSTORABLE:
+        return None
+    return {
+        "output": data,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "model": model,
+        "kind": kind,
+        "subtask": subtask,
+        "seconds": seconds,
+        "created": time.time(),
+    }
+
+
+def call_from_record(record: Mapping[str, Any]) -> CachedCall | None:
+    """The call a `call_record` mapping holds, or None when it cannot be read."""
+    try:
+        value = json.loads(record["output"])
+        usage = TokenUsage(
+            input_tokens=record["input_tokens"],
+            output_tokens=record["output_tokens"],
+            total_tokens=record["total_tokens"],
+        )
+        return CachedCall(
+            value, usage, record.get("model"), record.get("seconds"), record["created"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class CallJournal(Protocol):
+    """Where a checkpointed run journals its finished calls (the cache's keys and records)."""
+
+    async def get(self, key: str) -> CachedCall | None: ...
+
+    async def put(
+        self,
+        key: str,
+        output: Any,
+        *,
+        usage: TokenUsage,
+        model: str | None = None,
+        kind: str | None = None,
+        subtask: str | None = None,
+        seconds: float | None = None,
+    ) -> bool: ...
 
 
 def stored_form(output: Any) -> Any:

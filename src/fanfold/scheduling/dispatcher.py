@@ -13,7 +13,9 @@ as upstream item i is done.
 
 With a persistent cache (`runtime.cache`), a call of a kind that needs a model is looked
 up before it waits for a slot and, once it succeeds, stored at once: a run killed before
-LangGraph committed that subtask's node still finds the call on its next attempt.
+LangGraph committed that subtask's node still finds the call on its next attempt. A
+checkpointed run also journals each finished call (`journal`, in the run's LangGraph
+store), with or without a cache, so its resume requests none of them again.
 
 With a budget (`runtime.budget`), each call sets its estimated cost aside when it gets a
 slot; the first call that would take the spent cost, plus the calls in flight, past the
@@ -44,7 +46,7 @@ from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.budget import Budget
-from fanfold.scheduling.cache import call_key, revive
+from fanfold.scheduling.cache import CallJournal, call_key, revive
 from fanfold.scheduling.calls import SubtaskCall
 from fanfold.scheduling.events import EVENT_TYPE
 from fanfold.scheduling.retry import Failure, classify
@@ -92,6 +94,7 @@ class Dispatcher:
 
     A plan that grows while it runs (a streamed plan) hands its larger runtime to
     `extend`; `discard` cancels subtasks the finished plan no longer has.
+        journal: where this checkpointed run journals its finished calls (or None).
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class Dispatcher:
         emit: EventSink | None = None,
         reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
         budget: Budget | None = None,
+        journal: CallJournal | None = None,
     ) -> None:
         self.runtime = runtime
+        self.journal = journal
         self.run_id = run_id
         self.inputs = dict(inputs)
         self.task = runtime.task_text(self.inputs)
@@ -562,7 +567,8 @@ class Dispatcher:
             return self._report(failed, sid, index)
         messages = [self._system_message(subtask), HumanMessage(prompt)]
         cache_key: str | None = None
-        if runtime.cache is not None and model is not None and subtask.cache:
+        cached = runtime.cache if subtask.cache else None
+        if model is not None and (cached is not None or self.journal is not None):
             cache_key = call_key(
                 model=model,
                 messages=messages,
@@ -571,7 +577,9 @@ class Dispatcher:
                 options=subtask.options,
                 kind_function=getattr(runtime.kinds[sid], "function", None),
             )
-            hit = runtime.cache.get(cache_key)
+            hit = cached.get(cache_key) if cached is not None else None
+            if hit is None and self.journal is not None:
+                hit = await self.journal.get(cache_key)
             if hit is not None:
                 now = time.time()
                 served = SubtaskResult(
@@ -689,18 +697,20 @@ class Dispatcher:
             if self.budget is not None and reserved is not None:
                 self.budget.settle(reserved, cost)
             done = result("succeeded", output=outcome.output, usage=outcome.usage, cost=cost)
-            if cache_key is not None and runtime.cache is not None:
+            if cache_key is not None:
                 # Stored now, before LangGraph commits the node: a run killed from here on
                 # still finds this call on its next attempt.
-                runtime.cache.put(
-                    cache_key,
-                    outcome.output,
-                    usage=outcome.usage,
-                    model=label,
-                    kind=subtask.kind,
-                    subtask=rid,
-                    seconds=done.duration,
-                )
+                record: dict[str, Any] = {
+                    "usage": outcome.usage,
+                    "model": label,
+                    "kind": subtask.kind,
+                    "subtask": rid,
+                    "seconds": done.duration,
+                }
+                if cached is not None:
+                    cached.put(cache_key, outcome.output, **record)
+                if self.journal is not None:
+                    await self.journal.put(cache_key, outcome.output, **record)
             # Free the slot only after the dependents this result unblocks have queued:
             # they wake from this task's done callbacks, registered before this one.
             this_task = asyncio.current_task()
