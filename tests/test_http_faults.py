@@ -411,10 +411,10 @@ async def test_adaptive_pacing_without_explicit_rps_succeeds_with_bounded_429s()
     assert counts.get(429, 0) < n
 
 
-async def test_adaptive_pacing_learns_a_rate_after_the_first_429():
-    """Cheap part of the adaptive test that holds today: a cold 429 sets a pace."""
+async def test_a_cold_burst_of_429s_sets_the_window_to_what_the_server_admitted():
+    """The first wave of 8 meets a burst of 4: the window learns the 4 the server let in."""
     n = 12
-    with serving(latency=0.01, rate_limit_rps=50, rate_limit_burst=10) as srv:
+    with serving(latency=0.05, rate_limit_rps=20, rate_limit_burst=4) as srv:
         limiter = RateLimiter()
         results, _ = await run_with_events(graph_for(srv, plan_of(n), rate_limiter=limiter))
         counts = srv.status_counts()
@@ -423,4 +423,5 @@ async def test_adaptive_pacing_learns_a_rate_after_the_first_429():
     assert counts[200] == n
     assert 0 < counts[429] < n
     assert limiter.rate_limited == counts[429]
-    assert limiter.rate is not None
+    assert limiter.state.window_cuts >= 1
+    assert limiter.window is not None and limiter.window <= 6

@@ -31,9 +31,9 @@ import pytest
 
 from fanfold.errors import StoreError
 from fanfold.scheduling.durations import DurationStore, DurationStoreError
+from fanfold.scheduling.pacing import PaceLimits
 from fanfold.scheduling.shared_limits import (
-    Limits,
-    PaceState,
+    TABLES,
     SharedLimitsError,
     SharedRateLimiter,
     round_robin_share,
@@ -103,7 +103,7 @@ def forget(store: str, key: str) -> None:
     import psycopg
 
     with psycopg.connect(store, autocommit=True) as conn:
-        for table in ("fanfold_limit_state", "fanfold_limit_leases", "fanfold_limit_holders"):
+        for table in TABLES:
             conn.execute(f"DELETE FROM {table} WHERE endpoint = %s", (key,))
 
 
@@ -332,8 +332,8 @@ def test_a_lease_nobody_renews_expires_and_its_slot_returns(tmp_path: Path, key:
             # A crashed holder's lease: nobody renews it, it expires in 0.6 s.
             with sqlite3.connect(target) as conn:
                 conn.execute(
-                    "INSERT INTO fanfold_limit_leases VALUES (?, ?, ?, ?)",
-                    ("dead-lease", key, "dead-holder", time.time() + 0.6),
+                    "INSERT INTO fanfold_pace_leases VALUES (?, ?, ?, ?, ?)",
+                    ("dead-lease", key, "dead-holder", time.time() + 0.6, 0),
                 )
             started = time.monotonic()
             await asyncio.wait_for(limiter.acquire(), 3)
@@ -347,11 +347,11 @@ async def test_a_freed_slot_wakes_the_waiting_process_at_once(
     open_limiter: Callable[..., SharedRateLimiter], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No fallback polling for 5 s: only NOTIFY (PostgreSQL) or data_version (SQLite) help.
-    from fanfold.scheduling import shared_limits
+    from fanfold.scheduling import shared_store
 
-    monkeypatch.setattr(shared_limits._SqliteStore, "force", 5.0)
-    monkeypatch.setattr(shared_limits._PostgresStore, "poll", 5.0)
-    monkeypatch.setattr(shared_limits._PostgresStore, "force", 5.0)
+    monkeypatch.setattr(shared_store.SqliteStore, "force", 5.0)
+    monkeypatch.setattr(shared_store.PostgresStore, "poll", 5.0)
+    monkeypatch.setattr(shared_store.PostgresStore, "force", 5.0)
     holder = open_limiter(max_concurrency=1)
     waiter = open_limiter(max_concurrency=1)
     for _ in range(3):
@@ -531,75 +531,10 @@ async def test_successes_in_any_process_probe_the_shared_pace_up(
     await other.acquire()  # its transaction reports the successes
     other.release()
     await asyncio.sleep(0.05)
-    assert seen.snapshot()["rate"] == pytest.approx(10.0 + 50 * SharedRateLimiter.INCREASE)
+    assert seen.snapshot()["rate"] == pytest.approx(10.0 + 50 * PaceLimits.increase)
 
 
-# -- 4. the pacing rules as plain logic ----------------------------------------------------------
-
-
-ADAPTIVE = Limits(max_concurrency=8)
-
-
-def steady_successes(state: PaceState, rate: float, seconds: float, start: float = 0.0) -> float:
-    """Fold in successes at `rate` per second for `seconds`; returns the time after."""
-    now = start
-    for _ in range(int(rate * seconds)):
-        now += 1 / rate
-        state.fold_successes(now, 1, ADAPTIVE)
-    return now
-
-
-def test_a_429_sets_the_pace_just_under_the_measured_success_rate() -> None:
-    state = PaceState.fresh(0.0, ADAPTIVE)
-    now = steady_successes(state, rate=40, seconds=3)
-    assert state.measured(now, ADAPTIVE) == pytest.approx(40, rel=0.05)
-    assert state.fold_rate_limited(now, [None], ADAPTIVE)
-    assert state.rate == pytest.approx(40 * SharedRateLimiter.DECREASE, rel=0.05)
-    assert state.window is None
-
-
-def test_a_burst_of_429s_from_several_processes_decreases_the_pace_once() -> None:
-    state = PaceState.fresh(0.0, ADAPTIVE)
-    now = steady_successes(state, rate=40, seconds=3)
-    assert state.fold_rate_limited(now, [None, None], ADAPTIVE)
-    after_first = state.rate
-    assert not state.fold_rate_limited(now + 0.1, [None], ADAPTIVE)
-    assert not state.fold_rate_limited(now + 0.4, [None, None, None], ADAPTIVE)
-    assert state.rate == after_first
-    assert state.rate_limited == 6
-    assert state.fold_rate_limited(now + 0.6, [None], ADAPTIVE)  # a new burst
-    assert state.rate is not None and after_first is not None and state.rate < after_first
-
-
-def test_successes_probe_the_pace_up_to_the_stated_limit() -> None:
-    limits = Limits(requests_per_second=12.0)
-    state = PaceState.fresh(0.0, limits)
-    state.rate = 10.0
-    state.fold_successes(1.0, 50, limits)
-    assert state.rate == pytest.approx(11.0)
-    state.fold_successes(2.0, 500, limits)
-    assert state.effective_rate(limits) == 12.0
-
-
-def test_reservations_keep_to_the_pace_and_the_token_budget() -> None:
-    limits = Limits(requests_per_second=10.0, tokens_per_minute=600.0)
-    state = PaceState.fresh(100.0, limits)
-    assert state.reserve(100.0, 0, limits) == 0.0
-    assert state.reserve(100.0, 0, limits) == pytest.approx(0.1)
-    assert state.reserve(100.0, 0, limits) == pytest.approx(0.2)
-    # 600 tokens were there; 605 more leave 5 owed, which take 0.5 s at 10 a second.
-    assert state.reserve(100.0, 605, limits) == pytest.approx(0.5)
-
-
-def test_slow_start_window_grows_with_successes_and_is_dropped_by_a_429() -> None:
-    unbounded = Limits()
-    state = PaceState.fresh(0.0, unbounded)
-    assert state.cap(unbounded) == SharedRateLimiter.INITIAL_WINDOW
-    state.fold_successes(1.0, 8, unbounded)
-    assert state.cap(unbounded) == SharedRateLimiter.INITIAL_WINDOW + 8
-    assert state.cap(Limits(max_concurrency=4)) == 4  # a stated cap is not a slow start
-    state.fold_rate_limited(2.0, [None], unbounded)
-    assert state.cap(unbounded) is None
+# -- 4. sharing free slots between processes ----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -708,7 +643,7 @@ def test_missing_tables_without_the_right_to_create_them_is_one_line(postgres_ds
         with pytest.raises(SharedLimitsError) as caught:
             SharedRateLimiter.open(restricted, "k")
         message = assert_one_line(caught.value)
-        assert "fanfold_limit_state is missing" in message
+        assert "fanfold_pace_state is missing" in message
         assert "fanfold_no_create" in message and "SCHEMA" in message
         with pytest.raises(DurationStoreError) as durations:
             DurationStore.open(restricted)

@@ -34,7 +34,7 @@ from fanfold.scheduling.budget import UnknownPriceError, check_budget
 from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
-from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.limits import Limiter, RateLimiter
 from fanfold.scheduling.prices import PriceTable, price_table
 from fanfold.scheduling.priorities import expected_durations
 from fanfold.scheduling.retry import RetryPolicy
@@ -58,7 +58,7 @@ def compile_plan(
     max_concurrency: int | None = None,
     requests_per_second: float | None = None,
     tokens_per_minute: float | None = None,
-    rate_limiter: RateLimiter | None = None,
+    rate_limiter: Limiter | None = None,
     shared_limits: str | Path | None = None,
     retry: RetryPolicy | None = None,
     checkpointer: Checkpointer = None,
@@ -156,9 +156,9 @@ def compile_plan(
         needs = kind.needs_model
         models[sub.id] = model_for(sub.model if sub.model is not None else model) if needs else None
 
-    by_model: dict[int, RateLimiter] = {}
+    by_model: dict[int, Limiter] = {}
 
-    def limiter_for(chat_model: BaseChatModel | None) -> RateLimiter:
+    def limiter_for(chat_model: BaseChatModel | None) -> Limiter:
         if rate_limiter is not None:
             return rate_limiter
         if id(chat_model) not in by_model:

@@ -49,6 +49,7 @@ from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal, call_key, revive
 from fanfold.scheduling.calls import SubtaskCall
 from fanfold.scheduling.events import EVENT_TYPE
+from fanfold.scheduling.limits import Limiter, Permit
 from fanfold.scheduling.retry import Failure, classify
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import (
@@ -625,14 +626,14 @@ class Dispatcher:
 
         while True:
             attempt += 1
-            await limiter.acquire(priority_rank, tokens=estimate)
+            permit = await limiter.acquire(priority_rank, tokens=estimate)
             if self.budget is not None and label is not None and reserved is None:
                 expected = runtime.prices.estimate(
                     label, messages_tokens(messages), output_tokens(subtask, model)
                 )
                 refusal = self.budget.reserve(expected or 0.0)
                 if refusal is not None:
-                    limiter.release()
+                    limiter.release(permit)
                     attempt -= 1  # no call was made
                     return self._report(result("skipped", error=refusal, cost=0.0), sid, index)
                 reserved = expected or 0.0
@@ -657,10 +658,12 @@ class Dispatcher:
             try:
                 outcome = await runtime.kinds[sid].run(call)
             except Exception as exc:
-                limiter.release()
                 failure = classify(exc)
-                if failure.rate_limited:
-                    limiter.record_rate_limited(failure.retry_after, max_pause=policy.max_backoff)
+                if failure.rate_limited:  # before the slot goes to the next caller
+                    limiter.record_rate_limited(
+                        failure.retry_after, permit, max_pause=policy.max_backoff
+                    )
+                limiter.release(permit)
                 error = describe_error(exc)
                 too_long = failure.retry_after is not None and (
                     failure.retry_after > policy.max_backoff
@@ -692,7 +695,7 @@ class Dispatcher:
                 if self.budget is not None and reserved is not None:
                     self.budget.settle(reserved, cost)
                 return self._report(result("failed", error=error, cost=cost), sid, index)
-            limiter.record_success(outcome.usage.total_tokens)
+            limiter.record_success(outcome.usage.total_tokens, permit)
             cost = cost_of(outcome.usage)
             if self.budget is not None and reserved is not None:
                 self.budget.settle(reserved, cost)
@@ -715,9 +718,9 @@ class Dispatcher:
             # they wake from this task's done callbacks, registered before this one.
             this_task = asyncio.current_task()
             if this_task is None or index is not None:
-                limiter.release()
+                limiter.release(permit)
             else:
-                this_task.add_done_callback(lambda _task: limiter.release())
+                this_task.add_done_callback(functools.partial(_release, limiter, permit))
             return self._report(done, sid, index)
 
     def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
@@ -790,6 +793,10 @@ def _retry_reason(failure: Failure, exc: BaseException) -> str:
 def _for_budget(result: SubtaskResult) -> bool:
     """Whether a result was skipped because the budget stopped the run's calls."""
     return result.status == "skipped" and (result.error or "").startswith("budget")
+
+
+def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
+    limiter.release(permit)
 
 
 def _attempts(n: int) -> str:

@@ -1,13 +1,17 @@
 """Rate limits shared by every subtask of a run and, by default, by every run in the process.
 
-`RateLimiter` combines three limits:
+`RateLimiter` applies the pacing policy (`fanfold.scheduling.pacing`) to a state in
+memory:
 
-* a concurrency cap whose free slots go to the highest-priority waiter first;
-* pacing to `requests_per_second` (and a `tokens_per_minute` budget when the provider
-  states one);
-* adaptation when the real limit is unknown: a 429 sets the pace to the success rate
-  just measured (a little under it), and every success raises the pace a little, so
-  throughput settles near the provider's limit without a storm of 429s.
+* a concurrency cap (the stated `max_concurrency` and the learned window) whose free
+  slots go to the highest-priority waiter first;
+* starts at the pace (a stated `requests_per_second`, or the learned one) and within
+  a `tokens_per_minute` budget; the next start is worked out from the last one at the
+  pace in effect when it comes, so a pace that rises applies to calls already waiting;
+* adaptation from 429s and successes when the real limits are unknown (see the policy).
+
+`Limiter` is what the dispatcher needs of a limiter; `SharedRateLimiter` (limits
+shared across processes) is the other one.
 
 It is thread-safe and may be shared by runs on different event loops (synchronous runs
 dispatch on a background loop).
@@ -22,7 +26,9 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from fanfold.scheduling.pacing import PaceLimits, PaceState
 
 _SHARED: dict[tuple[Any, ...], RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
@@ -31,9 +37,68 @@ _SHARED_LOCK = threading.Lock()
 Priority = float | tuple[float, ...]
 
 
-def _negate(priority: Priority) -> tuple[float, ...]:
+def priority_key(priority: Priority) -> tuple[float, ...]:
+    """The heap key of a priority: higher priorities sort first."""
     values = priority if isinstance(priority, tuple) else (priority,)
     return tuple(-v for v in values)
+
+
+@dataclass(frozen=True)
+class Permit:
+    """One call's right to run: handed back to `release` and the `record_*` methods."""
+
+    seq: int
+    """The call's sequence number (starts granted before it, plus one)."""
+    in_flight: int
+    """Calls in flight when it started, itself not counted."""
+    started: float
+    """time.monotonic() at its start."""
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What the dispatcher needs of a limiter (`RateLimiter`, `SharedRateLimiter`)."""
+
+    max_concurrency: int | None
+    requests_per_second: float | None
+    tokens_per_minute: float | None
+    adaptive: bool
+    rate_limited: int
+
+    @property
+    def rate(self) -> float | None:
+        """The pace in effect, requests per second (None: none)."""
+        ...
+
+    @property
+    def window(self) -> int | None:
+        """The most calls in flight now (None: no cap)."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a slot."""
+        ...
+
+    async def acquire(self, priority: Priority = 0.0, *, tokens: int = 0) -> Permit: ...
+
+    def release(self, permit: Permit | None = None) -> None: ...
+
+    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None: ...
+
+    def record_rate_limited(
+        self,
+        retry_after: float | None = None,
+        permit: Permit | None = None,
+        *,
+        max_pause: float | None = None,
+    ) -> None: ...
+
+
+def minute_left(wall: float | None = None) -> float:
+    """Seconds to the next minute on the wall clock (per-minute budgets refill then)."""
+    now = time.time() if wall is None else wall
+    return 60.0 - now % 60.0
 
 
 @dataclass(order=True)
@@ -44,6 +109,13 @@ class _Waiter:
     granted: bool = field(default=False, compare=False)
 
 
+@dataclass
+class _Pacer:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    dead: bool = False
+
+
 class RateLimiter:
     """Concurrency, request-rate and token-rate limits with adaptive pacing.
 
@@ -51,19 +123,21 @@ class RateLimiter:
         max_concurrency: most calls in flight (None: no cap).
         requests_per_second: a known request-rate limit (None: unknown).
         tokens_per_minute: a known token-rate limit (None: unknown).
-        adaptive: learn the rate from 429s when the limit is unknown or lower than stated.
+        adaptive: learn the window and the pace from 429s.
     """
 
-    SUCCESS_WINDOW = 2.0
+    SUCCESS_WINDOW = PaceLimits.success_window
     """Seconds of successes used to measure the rate the provider is sustaining."""
-    DECREASE = 0.9
-    """After a 429, pace at this fraction of the measured success rate."""
-    INCREASE = 0.02
+    DECREASE = PaceLimits.decrease
+    """After a 429 on the pace, pace at this fraction of the measured success rate."""
+    INCREASE = PaceLimits.increase
     """Requests per second added to the pace per successful call."""
-    INITIAL_WINDOW = 32
-    """Slow start: calls in flight before any feedback when no limit at all is known."""
-    MAX_WINDOW = 1024
-    """The slow-start window is dropped once this many calls may be in flight."""
+    INITIAL_WINDOW = PaceLimits.initial_window
+    """Slow start: calls in flight before any feedback."""
+    MAX_WINDOW = PaceLimits.max_window
+    """The learned window never grows past this."""
+    RECHECK = 0.05
+    """Seconds between looks at the pace by the first call waiting for its start."""
 
     def __init__(
         self,
@@ -73,33 +147,26 @@ class RateLimiter:
         tokens_per_minute: float | None = None,
         adaptive: bool = True,
     ) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency}")
-        if requests_per_second is not None and requests_per_second <= 0:
-            raise ValueError(f"requests_per_second must be positive, not {requests_per_second}")
-        if tokens_per_minute is not None and tokens_per_minute <= 0:
-            raise ValueError(f"tokens_per_minute must be positive, not {tokens_per_minute}")
+        self.limits = PaceLimits(
+            max_concurrency=max_concurrency,
+            requests_per_second=requests_per_second,
+            tokens_per_minute=tokens_per_minute,
+            adaptive=adaptive,
+        )
         self.max_concurrency = max_concurrency
         self.requests_per_second = requests_per_second
         self.tokens_per_minute = tokens_per_minute
         self.adaptive = adaptive
-        self.rate: float | None = requests_per_second
+        self.state = PaceState.fresh(time.monotonic(), self.limits)
         self.active = 0
+        """Callers holding a slot (waiting for their start, or running)."""
         self.rate_limited = 0
         self._lock = threading.Lock()
         self._waiters: list[_Waiter] = []
-        self._seq = itertools.count()
-        self._next_slot_time = 0.0
-        self._last_start = 0.0
-        self._successes: collections.deque[float] = collections.deque()
-        self._last_decrease = 0.0
-        self._tokens = float(tokens_per_minute or 0.0)
-        self._tokens_at = time.monotonic()
-        # Slow start when nothing bounds the first wave: the window grows by one per
-        # success (doubling every round trip) and is dropped at the first 429, when the
-        # pace takes over, so a hidden limit costs a few 429s, not one per ready call.
-        unbounded = max_concurrency is None and requests_per_second is None
-        self._window: float | None = float(self.INITIAL_WINDOW) if adaptive and unbounded else None
+        self._order = itertools.count()
+        self._pacers: collections.deque[_Pacer] = collections.deque()
+        self._running: dict[int, Permit] = {}
+        self._rejected_before: dict[int, int] = {}  # seq -> earlier calls since rejected
 
     @classmethod
     def shared(cls, key: Any, **limits: Any) -> RateLimiter:
@@ -111,13 +178,28 @@ class RateLimiter:
                 limiter = _SHARED[full_key] = cls(**limits)
             return limiter
 
+    @property
+    def rate(self) -> float | None:
+        """The pace in effect, requests per second (None: none)."""
+        return self.state.effective_rate(self.limits)
+
+    @property
+    def window(self) -> int | None:
+        """The most calls in flight now (None: no cap)."""
+        return self.state.cap(self.limits)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Pace, window and counters now."""
+        with self._lock:
+            return {**self.state.describe(self.limits), "in_flight": len(self._running)}
+
     # -- acquiring --------------------------------------------------------------------
 
-    async def acquire(self, priority: Priority = 0.0, *, tokens: int = 0) -> None:
-        """Wait for a concurrency slot, then for the pace; higher `priority` goes first."""
+    async def acquire(self, priority: Priority = 0.0, *, tokens: int = 0) -> Permit:
+        """Wait for a slot, then for the pace; higher `priority` goes first."""
         await self._take_slot(priority)
         try:
-            await self._pace(tokens)
+            return await self._pace(tokens)
         except BaseException:
             self.release()
             raise
@@ -125,11 +207,13 @@ class RateLimiter:
     async def _take_slot(self, priority: Priority) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            cap = self._cap()
+            cap = self.state.cap(self.limits)
             if cap is None or (self.active < cap and not self._waiters):
                 self.active += 1
                 return
-            waiter = _Waiter((_negate(priority), next(self._seq)), loop, loop.create_future())
+            waiter = _Waiter(
+                (priority_key(priority), next(self._order)), loop, loop.create_future()
+            )
             heapq.heappush(self._waiters, waiter)
         try:
             await waiter.future
@@ -142,59 +226,71 @@ class RateLimiter:
                 self.release()
             raise
 
-    async def _pace(self, tokens: int) -> None:
-        delay = 0.0
+    async def _pace(self, tokens: int) -> Permit:
+        """Wait for this call's start: first in line, then until the pace allows it."""
+        loop = asyncio.get_running_loop()
+        me = _Pacer(loop, loop.create_future())
         with self._lock:
             now = time.monotonic()
-            if self.rate is not None:
-                start = max(now, self._next_slot_time)
-                self._next_slot_time = start + 1.0 / self.rate
-                delay = start - now
-            if self.tokens_per_minute is not None and tokens:
-                per_second = self.tokens_per_minute / 60.0
-                self._tokens = min(
-                    self.tokens_per_minute, self._tokens + (now - self._tokens_at) * per_second
-                )
-                self._tokens_at = now
-                self._tokens -= tokens
-                if self._tokens < 0:
-                    delay = max(delay, -self._tokens / per_second)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if self.rate is not None:
-            await self._space_from_last_start()
+            if not self._pacers and self.state.start_delay(now, tokens, self.limits) <= 0:
+                return self._start(now, tokens)
+            self._pacers.append(me)
+            if self._pacers[0] is me:
+                me.future.set_result(None)
+        try:
+            await me.future
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    delay = self.state.start_delay(now, tokens, self.limits)
+                    if delay <= 0:
+                        self._next_pacer()
+                        return self._start(now, tokens)
+                # Looked at again soon: a pace that rises meanwhile applies at once.
+                await asyncio.sleep(min(delay, self.RECHECK))
+        except BaseException:
+            with self._lock:
+                me.dead = True
+                if self._pacers and self._pacers[0] is me:
+                    self._next_pacer()
+            raise
 
-    async def _space_from_last_start(self) -> None:
-        """Keep starts at least one interval apart, even after a stalled event loop.
+    def _start(self, now: float, tokens: int) -> Permit:
+        """Book a start now (lock held)."""
+        seq, _ = self.state.reserve(now, tokens, self.limits)
+        permit = Permit(seq, len(self._running), now)
+        self._running[seq] = permit
+        return permit
 
-        Waiters whose slots all passed during a stall would otherwise start together, a
-        burst a provider answers with 429s; they start one interval after another instead.
-        """
-        with self._lock:
-            now = time.monotonic()
-            rate = self.rate
-            wait = self._last_start + 1.0 / rate - now if rate else 0.0
-            # A little early is the jitter of on-time sleepers, not a burst.
-            if wait <= 0.1 / rate if rate else True:
-                self._last_start = now
-                return
-            self._last_start = now + wait
-        await asyncio.sleep(wait)
+    def _next_pacer(self) -> None:
+        """The first in line has started or gone: wake the next live one (lock held)."""
+        if self._pacers:
+            self._pacers.popleft()
+        while self._pacers:
+            pacer = self._pacers[0]
+            if not pacer.dead and not pacer.loop.is_closed():
+                try:
+                    pacer.loop.call_soon_threadsafe(_grant, pacer.future)
+                    return
+                except RuntimeError:  # its loop closed meanwhile
+                    pass
+            self._pacers.popleft()
 
-    def release(self) -> None:
-        """Free a concurrency slot, handing it to the best live waiter."""
+    def release(self, permit: Permit | None = None) -> None:
+        """Free a slot, handing it to the best live waiter."""
         with self._lock:
             self.active = max(0, self.active - 1)
+            if permit is not None:
+                self._running.pop(permit.seq, None)
+            elif self._running:
+                permit = self._running.pop(min(self._running))
+            if permit is not None and not self._running:
+                self._rejected_before.clear()
             self._grant_free()
-
-    def _cap(self) -> float | None:
-        """The concurrency in effect: max_concurrency and the slow-start window (lock held)."""
-        caps = [c for c in (self.max_concurrency, self._window) if c is not None]
-        return min(caps) if caps else None
 
     def _grant_free(self) -> None:
         """Hand free slots to the best live waiters (lock held)."""
-        cap = self._cap()
+        cap = self.state.cap(self.limits)
         while self._waiters and (cap is None or self.active < cap):
             waiter = heapq.heappop(self._waiters)
             if waiter.granted or waiter.future.done() or waiter.loop.is_closed():
@@ -205,69 +301,63 @@ class RateLimiter:
 
     # -- feedback ---------------------------------------------------------------------
 
-    def record_success(self, tokens: int = 0) -> None:
-        """A call succeeded: remember it and probe the pace upward."""
+    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None:
+        """A call succeeded: the window and the pace may grow."""
         with self._lock:
             now = time.monotonic()
-            self._successes.append(now)
-            self._trim(now)
-            if self._window is not None:
-                self._window += 1
-                if self._window >= self.MAX_WINDOW:
-                    self._window = None
-                self._grant_free()
-            if self.rate is not None and self.adaptive:
-                self.rate += self.INCREASE
-                if self.requests_per_second is not None:
-                    self.rate = min(self.rate, self.requests_per_second)
+            in_flight = latency = None
+            if permit is not None:
+                in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
+                latency = now - permit.started
+                _discount_just_started(self._running, self._rejected_before, permit, now, latency)
+            self.state.on_success(now, self.limits, in_flight=in_flight, latency=latency)
+            self._grant_free()
 
     def record_rate_limited(
-        self, retry_after: float | None = None, *, max_pause: float | None = None
+        self,
+        retry_after: float | None = None,
+        permit: Permit | None = None,
+        *,
+        max_pause: float | None = None,
     ) -> None:
-        """The provider answered 429: slow the pace to just under what it sustained.
+        """The provider answered 429: cut the window, slow the pace, or pause (see the policy).
 
         `retry_after` pauses every call for that long, at most `max_pause` seconds.
         """
-        if retry_after is not None and max_pause is not None:
-            retry_after = min(retry_after, max_pause)
         with self._lock:
             self.rate_limited += 1
-            if not self.adaptive:
-                return
-            if self._window is not None:
-                self._window = None  # the pace decides from now on
-                self._grant_free()
-            now = time.monotonic()
-            self._trim(now)
-            if now - self._last_decrease < 0.5:
-                return  # one decrease per burst of 429s
-            self._last_decrease = now
-            span = min(self.SUCCESS_WINDOW, now - self._successes[0]) if self._successes else 0
-            measured = len(self._successes) / span if span > 0.05 else None
-            current = self.rate if self.rate is not None else measured
-            if measured is not None and current is not None:
-                target = min(current, measured) * self.DECREASE
-            elif current is not None:
-                target = current * 0.5
-            elif retry_after:
-                # Cold start: nothing sent has come back yet. The server's retry-after is
-                # the spacing it asks for, a far better first pace than 1 request/s.
-                target = 1.0 / retry_after
-            else:
-                target = 1.0
-            self.rate = max(0.5, target)
-            if retry_after:
-                self._next_slot_time = max(self._next_slot_time, now + retry_after)
-
-    def _trim(self, now: float) -> None:
-        while self._successes and now - self._successes[0] > self.SUCCESS_WINDOW:
-            self._successes.popleft()
+            in_flight = None
+            if permit is not None:
+                in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
+                for seq in self._running:  # they counted this call among theirs in flight
+                    if seq > permit.seq:
+                        self._rejected_before[seq] = self._rejected_before.get(seq, 0) + 1
+            self.state.on_rate_limited(
+                time.monotonic(),
+                self.limits,
+                retry_after=retry_after,
+                in_flight=in_flight,
+                seq=permit.seq if permit is not None else None,
+                minute_left=minute_left(),
+                max_pause=max_pause,
+            )
 
     @property
     def waiting(self) -> int:
         """Callers queued for a slot."""
         with self._lock:
             return sum(1 for w in self._waiters if not w.granted)
+
+
+def _discount_just_started(
+    running: dict[int, Permit], discount: dict[int, int], done: Permit, now: float, latency: float
+) -> None:
+    """Calls that started just before `done` came back counted it, but the provider had
+    already let it go (its answer was on the way): they had one call fewer in flight."""
+    recent = now - max(0.005, 0.05 * latency)
+    for seq, other in running.items():
+        if seq > done.seq and other.started > recent:
+            discount[seq] = discount.get(seq, 0) + 1
 
 
 def _grant(future: asyncio.Future[None]) -> None:

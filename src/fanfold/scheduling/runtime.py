@@ -29,7 +29,7 @@ from fanfold.plan.template import render
 from fanfold.scheduling.cache import ResultCache, call_key, revive
 from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
-from fanfold.scheduling.limits import RateLimiter
+from fanfold.scheduling.limits import Limiter
 from fanfold.scheduling.prices import PriceTable
 from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, priority_key, remaining_paths
 from fanfold.scheduling.retry import RetryPolicy
@@ -47,7 +47,7 @@ class PlanRuntime:
     models: dict[str, BaseChatModel | None]
     aggregate_model: BaseChatModel | None = None
     aggregate_function: Aggregator | None = None
-    limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    limiters: dict[str, Limiter] = field(default_factory=dict)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     expected: dict[str, float] = field(default_factory=dict)
     expected_source: str = "hops"

@@ -68,6 +68,11 @@ class SimServerConfig(BaseModel):
         description="If set, sent verbatim as a 429's 'Retry-After' (with no "
         "'retry-after-ms'), e.g. 'soon', '' or an HTTP date, to probe how clients parse it.",
     )
+    retry_after_hints: bool = Field(
+        default=True,
+        description="Send 'retry-after-ms' and 'Retry-After' with the hidden limits' 429s; "
+        "False answers them with no hint, as LiteLLM's max_parallel_requests does.",
+    )
     error_500_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
     )

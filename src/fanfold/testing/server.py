@@ -376,7 +376,9 @@ class SimServer:
         retry_ms = self._admit(config, arrived)
         if retry_ms is not None:
             self._record(arrived, prompt, 429)
-            return self._rate_limited(retry_ms, config.retry_after_header)
+            return self._rate_limited(
+                retry_ms, config.retry_after_header, hints=config.retry_after_hints
+            )
         try:
             return await self._chat_admitted(request, config, body, prompt, arrived)
         finally:
@@ -398,10 +400,14 @@ class SimServer:
             return None
 
     @staticmethod
-    def _rate_limited(retry_ms: int, header: str | None = None) -> web.Response:
+    def _rate_limited(
+        retry_ms: int, header: str | None = None, *, hints: bool = True
+    ) -> web.Response:
         headers = {"retry-after-ms": str(retry_ms), "Retry-After": str(math.ceil(retry_ms / 1000))}
         if header is not None:
             headers = {"Retry-After": header}
+        if not hints:  # as a gateway's concurrency limit answers: no hint at all
+            headers = {}
         message = f"Rate limit reached for {MODEL_ID}. Please try again in {retry_ms}ms."
         return _error(429, message, headers)
 

@@ -1,0 +1,362 @@
+"""Where shared limits live: the tables, and a SQLite or PostgreSQL store holding them.
+
+`SharedRateLimiter` runs one transaction at a time through a store: SQLite (a file, for
+processes on one machine; others see a commit through `PRAGMA data_version`) or
+PostgreSQL (workers on several machines; LISTEN/NOTIFY wakes them, and the database's
+clock is the one clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fanfold.scheduling.durations import (
+    StoreError,
+    connect_postgres,
+    ensure_postgres_tables,
+    one_line,
+    postgres_sql,
+    shown_target,
+)
+from fanfold.scheduling.pacing import PaceState
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["SCHEMA", "TABLES", "SharedLimitsError", "open_store"]
+
+NOTIFY_CHANNEL = "fanfold_limits"
+
+
+def _column_type(name: str) -> str:
+    nullable = {"rate", "window", "ceiling", "tokens", "rtt"}
+    integer = {
+        "cut_seq",
+        "granted",
+        "rate_limited",
+        "succeeded",
+        "window_cuts",
+        "rate_cuts",
+        "pauses",
+    }
+    kind = "BIGINT" if name in integer else "DOUBLE PRECISION"
+    return kind if name in nullable else f"{kind} NOT NULL"
+
+
+STATE_COLUMNS = PaceState.columns()
+_COLUMNS_SQL = ",\n    ".join(f'"{c}" {_column_type(c)}' for c in STATE_COLUMNS)
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS fanfold_pace_state (
+    endpoint TEXT PRIMARY KEY,
+    {_COLUMNS_SQL}
+);
+CREATE TABLE IF NOT EXISTS fanfold_pace_leases (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    seq BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fanfold_pace_leases_endpoint
+    ON fanfold_pace_leases (endpoint, expires);
+CREATE TABLE IF NOT EXISTS fanfold_pace_holders (
+    endpoint TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    want BIGINT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (endpoint, holder)
+)
+"""
+"""The tables, for an administrator to create once where users may not create tables.
+
+* fanfold_pace_state: one row per endpoint key: the pacing policy's state
+  (`fanfold.scheduling.pacing.PaceState`: the learned pace and window, the last start,
+  pauses, the token bucket, the measured success rate, counters).
+* fanfold_pace_leases: one row per call holding a slot, until `expires`; `seq` is the
+  call's place in the order of starts.
+* fanfold_pace_holders: one row per open limiter: how many of its callers wait (`want`),
+  since when it waits for its turn (`since`), and until when it counts as alive.
+"""
+
+TABLES = ["fanfold_pace_state", "fanfold_pace_leases", "fanfold_pace_holders"]
+
+_QUOTED = [f'"{c}"' for c in STATE_COLUMNS]
+SELECT_STATE = f"SELECT {', '.join(_QUOTED)} FROM fanfold_pace_state WHERE endpoint = ?"
+INSERT_STATE = (
+    f"INSERT INTO fanfold_pace_state (endpoint, {', '.join(_QUOTED)}) "
+    f"VALUES (?, {', '.join('?' for _ in _QUOTED)}) ON CONFLICT (endpoint) DO NOTHING"
+)
+UPDATE_STATE = (
+    f"UPDATE fanfold_pace_state SET {', '.join(f'{c} = ?' for c in _QUOTED)} WHERE endpoint = ?"
+)
+UPSERT_LEASE = (
+    "INSERT INTO fanfold_pace_leases (id, endpoint, holder, expires, seq) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET expires = excluded.expires"
+)
+UPSERT_HOLDER = (
+    "INSERT INTO fanfold_pace_holders (endpoint, holder, want, since, expires) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint, holder) DO UPDATE SET "
+    "want = excluded.want, since = excluded.since, expires = excluded.expires"
+)
+
+
+class SharedLimitsError(StoreError):
+    """The shared rate-limit store or a limit setting cannot be used."""
+
+
+class Tx(Protocol):
+    now: float
+    commit: bool
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Store(Protocol):
+    shown: str
+    poll: float
+    """Seconds between cheap checks for others' changes while callers wait for a slot."""
+    force: float
+    """Seconds between full reads while callers wait (expired leases commit nothing)."""
+
+    def transaction(self, endpoint: str) -> contextlib.AbstractContextManager[Tx]: ...
+
+    def changed(self) -> bool: ...
+
+    def notify(self, tx: Tx, endpoint: str, holder: str) -> None: ...
+
+    def recover(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _SqliteTx:
+    conn: sqlite3.Connection
+    now: float
+    commit: bool = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, [tuple(r) for r in rows])
+
+
+class SqliteStore:
+    """The state in a SQLite file (WAL mode), for processes on one machine."""
+
+    poll = 0.002
+    force = 0.05
+
+    def __init__(self, path: str) -> None:
+        self.shown = path
+        self._version: int | None = None
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from exc
+        try:
+            if path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                self.conn.execute(statement)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise self._error(exc) from exc
+
+    def _error(self, exc: BaseException) -> SharedLimitsError:
+        return SharedLimitsError(
+            f"shared limits target {self.shown!r}: cannot use it as a SQLite file: "
+            f"{one_line(exc)}; pass a writable SQLite file path or a postgresql:// URL",
+            setting="target",
+            target=self.shown,
+        )
+
+    @contextlib.contextmanager
+    def transaction(self, endpoint: str) -> Iterator[Tx]:
+        self.conn.execute("BEGIN IMMEDIATE")  # the write lock: transactions take turns
+        tx = _SqliteTx(self.conn, time.time())
+        try:
+            yield tx
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT" if tx.commit else "ROLLBACK")
+
+    def changed(self) -> bool:
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._version
+        self._version = version
+        return bool(changed)
+
+    def notify(self, tx: Tx, endpoint: str, holder: str) -> None:
+        """Others see the commit through `PRAGMA data_version`."""
+
+    def recover(self) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class _PostgresTx:
+    cur: psycopg.Cursor[Any]
+    now: float = 0.0
+    commit: bool = False
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(postgres_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.cur.executemany(postgres_sql(sql), [tuple(r) for r in rows])
+
+
+class PostgresStore:
+    """The state in PostgreSQL, for workers on several machines; LISTEN/NOTIFY wakes them."""
+
+    poll = 0.1
+    force = 0.1
+
+    def __init__(self, url: str, endpoint: str) -> None:
+        self.url = url
+        self.shown = shown_target(url)
+        self._endpoint = endpoint
+        self._notified = threading.Event()
+        self._closed = threading.Event()
+        self.on_notify: Any = None
+        self.conn = self._connect()
+        try:
+            ensure_postgres_tables(
+                self.conn,
+                url,
+                TABLES,
+                SCHEMA,
+                what="shared limits",
+                error=SharedLimitsError,
+                schema_name="fanfold.scheduling.shared_limits.SCHEMA",
+            )
+            self._check_rights()
+            self._listener = self._connect()
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            self.conn.close()
+            raise
+        self._thread = threading.Thread(
+            target=self._listen, name="fanfold-shared-limits-listen", daemon=True
+        )
+        self._thread.start()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return connect_postgres(self.url, what="shared limits", error=SharedLimitsError)
+
+    def _check_rights(self) -> None:
+        """Fail now, with one line, if the user may read but not write the tables."""
+        import psycopg
+
+        try:
+            with self.conn.transaction():
+                for table in TABLES:
+                    self.conn.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE NOWAIT")
+        except psycopg.errors.LockNotAvailable:
+            pass  # someone holds a stronger lock for a moment: the rights are there
+        except psycopg.Error as exc:
+            raise SharedLimitsError(
+                f"shared limits target {self.shown}: user {self.conn.info.user!r} may not "
+                f"write the tables ({one_line(exc, self.url)}); grant that user SELECT, "
+                f"INSERT, UPDATE and DELETE on {', '.join(TABLES)}",
+                setting="target",
+                target=self.shown,
+            ) from exc
+
+    def _listen(self) -> None:
+        """Wake the keeper on the other processes' NOTIFYs (a thread; it owns `_listener`)."""
+        import psycopg
+
+        while not self._closed.is_set():
+            try:
+                for notice in self._listener.notifies(timeout=0.25):
+                    endpoint, _, holder = notice.payload.partition("\n")
+                    if endpoint == self._endpoint and self.on_notify is not None:
+                        self._notified.set()
+                        self.on_notify(holder)
+            except psycopg.Error:
+                if self._closed.is_set():
+                    break
+                time.sleep(0.5)
+                with contextlib.suppress(psycopg.Error, StoreError):
+                    self._listener.close()
+                    self._listener = self._connect()
+                    self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with contextlib.suppress(psycopg.Error):
+            self._listener.close()
+
+    @contextlib.contextmanager
+    def transaction(self, endpoint: str) -> Iterator[Tx]:
+        import psycopg
+
+        with self.conn.transaction() as block, self.conn.cursor() as cur:
+            tx = _PostgresTx(cur)
+            yield tx
+            if not tx.commit:
+                raise psycopg.Rollback(block)
+
+    def changed(self) -> bool:
+        if self._notified.is_set():
+            self._notified.clear()
+            return True
+        return False
+
+    def notify(self, tx: Tx, endpoint: str, holder: str) -> None:
+        """Wake the other processes' keepers when this transaction commits."""
+        tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{endpoint}\n{holder}"))
+
+    def recover(self) -> None:
+        if self.conn.closed or self.conn.broken:
+            with contextlib.suppress(psycopg_error()):
+                self.conn.close()
+            self.conn = self._connect()
+
+    def close(self) -> None:
+        self._closed.set()  # the listener closes its connection within 0.25 s
+        self.conn.close()
+
+
+def psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
+
+
+def lock_state(store: Store, tx: Tx, endpoint: str) -> Sequence[Any] | None:
+    """Read (and with PostgreSQL lock) the endpoint's state row; sets `tx.now`."""
+    if isinstance(store, PostgresStore):
+        row = tx.execute(SELECT_STATE + " FOR UPDATE", (endpoint,)).fetchone()
+        tx.now = float(tx.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        return row
+    return tx.execute(SELECT_STATE, (endpoint,)).fetchone()
+
+
+def open_store(target: str, endpoint: str, *, postgres: bool) -> Store:
+    """A store on a SQLite file or a postgresql:// URL."""
+    if postgres:
+        return PostgresStore(target, endpoint)
+    return SqliteStore(target)

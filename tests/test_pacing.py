@@ -1,0 +1,192 @@
+"""The pacing policy as plain logic: windows, paces, pauses and budgets, on a made-up clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from fanfold.scheduling.pacing import PaceLimits, PaceState
+
+ADAPTIVE = PaceLimits(max_concurrency=8)
+UNBOUNDED = PaceLimits()
+
+
+def steady_successes(
+    state: PaceState, rate: float, seconds: float, start: float = 0.0, limits: PaceLimits = ADAPTIVE
+) -> float:
+    """Successes at `rate` per second for `seconds`; returns the time after."""
+    now = start
+    for _ in range(int(rate * seconds)):
+        now += 1 / rate
+        state.on_success(now, limits)
+    return now
+
+
+def run_window(state: PaceState, limits: PaceLimits, hidden: int, round_trips: int) -> list[int]:
+    """Whole round trips against a hidden concurrency limit: the window fills each time.
+
+    Calls beyond `hidden` are answered 429 at once (with the calls before them in flight);
+    the others succeed at the end of the round trip. Returns the 429s of each round trip.
+    """
+    now, rejected = 0.0, []
+    for _ in range(round_trips):
+        cap = state.cap(limits) or 0
+        permits = [state.reserve(now, 0, limits)[0] for _ in range(cap)]
+        bad = 0
+        for i, seq in enumerate(permits):
+            if i >= hidden:
+                bad += 1
+                state.on_rate_limited(now + 0.001, limits, in_flight=hidden, seq=seq)
+        for i in range(min(cap, hidden)):
+            state.on_success(now + 0.2, limits, in_flight=i, latency=0.2)
+        rejected.append(bad)
+        now += 0.2
+    return rejected
+
+
+def test_a_rate_429_sets_the_pace_just_under_the_measured_success_rate() -> None:
+    state = PaceState.fresh(0.0, ADAPTIVE)
+    now = steady_successes(state, rate=40, seconds=3)
+    assert state.measured(now, ADAPTIVE) == pytest.approx(40, rel=0.05)
+    assert state.on_rate_limited(now, ADAPTIVE) == "rate"
+    assert state.rate == pytest.approx(40 * ADAPTIVE.decrease, rel=0.05)
+
+
+def test_a_burst_of_rate_429s_decreases_the_pace_once() -> None:
+    state = PaceState.fresh(0.0, ADAPTIVE)
+    now = steady_successes(state, rate=40, seconds=3)
+    assert state.on_rate_limited(now, ADAPTIVE) == "rate"
+    after_first = state.rate
+    assert state.on_rate_limited(now + 0.1, ADAPTIVE) == "ignored"
+    assert state.on_rate_limited(now + 0.4, ADAPTIVE) == "ignored"
+    assert state.rate == after_first
+    assert state.rate_limited == 3
+    assert state.on_rate_limited(now + 0.6, ADAPTIVE) == "rate"  # a new burst
+    assert state.rate is not None and after_first is not None and state.rate < after_first
+
+
+def test_successes_probe_the_pace_up_to_the_stated_limit() -> None:
+    limits = PaceLimits(requests_per_second=12.0)
+    state = PaceState.fresh(0.0, limits)
+    state.rate = 10.0
+    for _ in range(50):
+        state.on_success(1.0, limits)
+    assert state.rate == pytest.approx(11.0)
+    for _ in range(500):
+        state.on_success(2.0, limits)
+    assert state.effective_rate(limits) == 12.0
+
+
+def test_reservations_keep_to_the_pace_and_the_token_budget() -> None:
+    limits = PaceLimits(requests_per_second=10.0, tokens_per_minute=600.0)
+    state = PaceState.fresh(100.0, limits)
+    assert state.reserve(100.0, 0, limits) == (1, 0.0)
+    assert state.reserve(100.0, 0, limits)[1] == pytest.approx(0.1)
+    assert state.reserve(100.0, 0, limits)[1] == pytest.approx(0.2)
+    # 600 tokens were there; 605 more leave 5 owed, which take 0.5 s at 10 a second.
+    assert state.reserve(100.0, 605, limits)[1] == pytest.approx(0.5)
+
+
+def test_a_pace_that_rises_replans_the_next_start_at_once() -> None:
+    """Nothing is booked at the slow pace: the next start follows the pace in effect."""
+    limits = PaceLimits()
+    state = PaceState.fresh(0.0, limits)
+    state.rate = 0.5  # one start every 2 s
+    state.reserve(0.0, 0, limits)
+    assert state.start_delay(0.1, 0, limits) == pytest.approx(1.9)
+    state.rate = 20.0  # learned since
+    assert state.start_delay(0.1, 0, limits) == 0.0
+
+
+def test_slow_start_doubles_the_window_each_round_trip_while_it_is_used() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    assert state.cap(UNBOUNDED) == UNBOUNDED.initial_window
+    window = UNBOUNDED.initial_window
+    for _ in range(window):  # a round trip of a full window: each call started as one ended
+        state.on_success(1.0, UNBOUNDED, in_flight=window - 1)
+    assert state.cap(UNBOUNDED) == 2 * UNBOUNDED.initial_window
+    for _ in range(window):  # one call at a time: the window is not used, so it does not grow
+        state.on_success(2.0, UNBOUNDED, in_flight=0)
+    assert state.cap(UNBOUNDED) == 2 * UNBOUNDED.initial_window
+    assert state.cap(PaceLimits(max_concurrency=4)) == 4  # a stated cap bounds it
+
+
+def test_a_429_without_a_hint_cuts_the_window_to_what_the_server_admitted() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.window = 32.0
+    seqs = [state.reserve(0.0, 0, UNBOUNDED)[0] for _ in range(32)]
+    # The 9th call is rejected with 8 in flight; the rest of the wave is old news.
+    assert state.on_rate_limited(0.01, UNBOUNDED, in_flight=8, seq=seqs[8]) == "window"
+    assert state.cap(UNBOUNDED) == 8
+    for seq in seqs[9:]:
+        assert state.on_rate_limited(0.02, UNBOUNDED, in_flight=9, seq=seq) == "ignored"
+    assert state.cap(UNBOUNDED) == 8
+    assert state.rate is None  # the pace was not touched
+    assert state.paused_until == 0.0
+
+
+def test_the_window_grows_back_one_call_per_round_trip() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.window, state.ceiling = 4.0, 12.0
+    for _ in range(4):  # one round trip of a full window of 4
+        state.on_success(1.0, UNBOUNDED, in_flight=3)
+    assert state.window == pytest.approx(5.0, abs=0.1)
+
+
+@pytest.mark.parametrize("hidden", [4, 8, 16])
+def test_a_hidden_concurrency_limit_is_found_and_probed_ever_more_rarely(hidden: int) -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    rejected = run_window(state, UNBOUNDED, hidden, round_trips=300)
+    assert state.cap(UNBOUNDED) in (hidden, hidden + 1)
+    served = 300 * hidden
+    assert sum(rejected) <= 0.05 * served + UNBOUNDED.initial_window
+    assert sum(rejected[100:]) <= 0.01 * 200 * hidden + 2  # probes are rare by now
+    assert state.rate is None
+
+
+def test_a_limit_that_rises_is_found_again() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    run_window(state, UNBOUNDED, hidden=4, round_trips=100)
+    run_window(state, UNBOUNDED, hidden=10, round_trips=400)
+    assert state.cap(UNBOUNDED) is not None and state.cap(UNBOUNDED) >= 9
+
+
+def test_a_429_explained_by_no_concurrency_slows_the_pace_and_pauses_for_its_hint() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    for i in range(5):  # successes with up to 4 others in flight
+        state.on_success(0.0, UNBOUNDED, in_flight=i)
+    now = steady_successes(state, rate=40, seconds=3, limits=UNBOUNDED)
+    assert state.on_rate_limited(now, UNBOUNDED, retry_after=0.3, in_flight=2, seq=1) == "rate"
+    assert state.rate == pytest.approx(40 * UNBOUNDED.decrease, rel=0.15)
+    assert state.start_delay(now, 0, UNBOUNDED) == pytest.approx(0.3)
+    assert state.window_cuts == 0
+
+
+def test_a_per_minute_budget_pauses_until_the_minute_without_slowing_the_pace() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.rate = 5.0
+    verdict = state.on_rate_limited(10.0, UNBOUNDED, retry_after=60, in_flight=0, minute_left=16)
+    assert verdict == "budget"
+    assert state.start_delay(10.0, 0, UNBOUNDED) == pytest.approx(16.25)
+    assert state.rate == 5.0 and state.window == UNBOUNDED.initial_window
+
+
+def test_a_huge_retry_after_pauses_at_most_max_pause() -> None:
+    limits = PaceLimits(max_pause=30.0)
+    state = PaceState.fresh(0.0, limits)
+    state.on_rate_limited(0.0, limits, retry_after=3600.0)
+    assert state.start_delay(0.0, 0, limits) == pytest.approx(30.0)
+
+
+def test_without_adaptation_429s_are_only_counted() -> None:
+    limits = PaceLimits(requests_per_second=5.0, adaptive=False)
+    state = PaceState.fresh(0.0, limits)
+    assert state.on_rate_limited(0.0, limits, retry_after=5.0, in_flight=3, seq=1) == "ignored"
+    assert state.rate_limited == 1
+    assert state.cap(limits) is None and state.effective_rate(limits) == 5.0
+
+
+def test_the_state_round_trips_through_a_row() -> None:
+    state = PaceState.fresh(3.0, ADAPTIVE)
+    steady_successes(state, rate=10, seconds=1)
+    assert PaceState.from_row(state.row()) == state
+    assert len(state.row()) == len(PaceState.columns())
