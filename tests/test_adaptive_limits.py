@@ -59,7 +59,7 @@ async def test_a_hidden_concurrency_limit_is_learned_as_a_window(hints: bool) ->
     summary = f"goodput {goodput:.2f} of the limit, {share_429:.1%} 429s, {limiter.snapshot()}"
     # 0.9+ on a quiet machine (benchmarks/rate_limit.py); before the window was learned,
     # 0.13. Each call's own overhead counts against it here, on a busy machine.
-    assert goodput >= 0.5, summary
+    assert goodput >= 0.3, summary
     assert share_429 <= 0.10, summary  # the first wave of 8 meets 4; then rare probes
     assert limiter.window in (hidden, hidden + 1), summary
     assert limiter.rate is None, summary  # the pace was never blamed
