@@ -61,3 +61,28 @@ class KindRunner(Protocol):
     def name(self) -> str: ...
 
     async def run(self, call: SubtaskCall) -> KindOutput: ...
+
+
+def bill(exc: BaseException, usage: TokenUsage) -> BaseException:
+    """Mark `exc`, raised after a reply the provider billed, with that reply's usage.
+
+    The run counts it (tokens, cost and budget) although the call failed.
+    """
+    exc.usage = usage  # type: ignore[attr-defined]
+    return exc
+
+
+def billed_usage(exc: BaseException) -> TokenUsage | None:
+    """The usage of the billed reply `exc` was raised after, if any (see `bill`)."""
+    usage = getattr(exc, "usage", None)
+    if isinstance(usage, TokenUsage):
+        return usage
+    # openai's LengthFinishReasonError and ContentFilterFinishReasonError keep the reply.
+    counted = getattr(getattr(exc, "completion", None), "usage", None)
+    prompt = getattr(counted, "prompt_tokens", None)
+    completion = getattr(counted, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return TokenUsage(
+            input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
+        )
+    return None

@@ -36,18 +36,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 
 from fanfold._secrets import describe_error
+from fanfold.models.caps import output_cap, with_output_cap
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal, call_key, revive
-from fanfold.scheduling.calls import SubtaskCall
+from fanfold.scheduling.calls import SubtaskCall, billed_usage
 from fanfold.scheduling.events import EVENT_TYPE
 from fanfold.scheduling.limits import Limiter, Permit
 from fanfold.scheduling.retry import Failure, classify
@@ -57,6 +59,7 @@ from fanfold.scheduling.tokens import (
     aggregate_input_tokens,
     messages_tokens,
     output_tokens,
+    reply_tokens,
 )
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
 
@@ -130,6 +133,7 @@ class Dispatcher:
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
         self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
         self._systems: dict[str, SystemMessage] = {}
+        self._capped_models: dict[str, BaseChatModel] = {}
         self.budget: Budget | None = budget
         self._aggregate_items: dict[str, int] = {}
         if runtime.budget is not None and budget is None:
@@ -599,12 +603,18 @@ class Dispatcher:
                     cached_usage=hit.usage,
                 )
                 return self._report(served, sid, index)
-        estimate = len(prompt) // 4 + (subtask.expected_output_tokens or 256)
+        # One estimate of the call's size, for the rate limiter and the budget alike.
+        reply_cap = reply_tokens(model, subtask.expected_output_tokens)
+        input_tokens = messages_tokens(messages)
+        tokens = input_tokens + reply_cap
+        if self.budget is not None and model is not None:
+            model = self._capped(sid, model, reply_cap)
         ambient = var_child_runnable_config.get() or self._call_config(sid, index)
         config: RunnableConfig = {**ambient, "run_name": rid}
         first_start: float | None = None
         attempt = 0
-        reserved: float | None = None  # USD set aside in the budget for this call
+        billed = TokenUsage()  # every billed reply of this call, failed attempts included
+        spent: float | None = 0.0
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             # Built from values of the right types already: no validation on the hot path.
@@ -618,25 +628,36 @@ class Dispatcher:
                 priority=priority,
                 kind=subtask.kind,
                 index=index,
+                usage=billed,
+                cost=spent,
                 **fields,
             )
 
-        def cost_of(usage: TokenUsage) -> float | None:
-            return 0.0 if label is None else runtime.prices.cost(label, usage)
+        def count(usage: TokenUsage, reserved: float | None) -> None:
+            """Add one attempt's billed usage to the call and swap its reservation for it."""
+            nonlocal billed, spent
+            cost = 0.0 if label is None else runtime.prices.cost(label, usage)
+            billed = billed + usage
+            spent = None if spent is None or cost is None else spent + cost
+            if self.budget is not None and reserved is not None:
+                self.budget.settle(reserved, cost)
 
+        error = ""
         while True:
             attempt += 1
-            permit = await limiter.acquire(priority_rank, tokens=estimate)
-            if self.budget is not None and label is not None and reserved is None:
-                expected = runtime.prices.estimate(
-                    label, messages_tokens(messages), output_tokens(subtask, model)
-                )
-                refusal = self.budget.reserve(expected or 0.0)
+            permit = await limiter.acquire(priority_rank, tokens=tokens)
+            reserved: float | None = None  # USD set aside in the budget for this attempt
+            if self.budget is not None and label is not None:
+                expected = runtime.prices.estimate(label, input_tokens, reply_cap) or 0.0
+                refusal = self.budget.reserve(expected)
                 if refusal is not None:
                     limiter.release(permit)
                     attempt -= 1  # no call was made
-                    return self._report(result("skipped", error=refusal, cost=0.0), sid, index)
-                reserved = expected or 0.0
+                    if attempt == 0:
+                        return self._report(result("skipped", error=refusal), sid, index)
+                    error = f"{error} (not retried: {refusal})"
+                    return self._report(result("failed", error=error), sid, index)
+                reserved = expected
             started = time.time()
             first_start = first_start or started
             self._emit(
@@ -658,6 +679,7 @@ class Dispatcher:
             try:
                 outcome = await runtime.kinds[sid].run(call)
             except Exception as exc:
+                count(billed_usage(exc) or TokenUsage(), reserved)
                 failure = classify(exc)
                 if failure.rate_limited:  # before the slot goes to the next caller
                     limiter.record_rate_limited(
@@ -691,15 +713,10 @@ class Dispatcher:
                     )
                 elif failure.transient:
                     error = f"{error} (gave up after {_attempts(attempt)})"
-                cost = cost_of(TokenUsage())
-                if self.budget is not None and reserved is not None:
-                    self.budget.settle(reserved, cost)
-                return self._report(result("failed", error=error, cost=cost), sid, index)
+                return self._report(result("failed", error=error), sid, index)
             limiter.record_success(outcome.usage.total_tokens, permit)
-            cost = cost_of(outcome.usage)
-            if self.budget is not None and reserved is not None:
-                self.budget.settle(reserved, cost)
-            done = result("succeeded", output=outcome.output, usage=outcome.usage, cost=cost)
+            count(outcome.usage, reserved)
+            done = result("succeeded", output=outcome.output)
             if cache_key is not None:
                 # Stored now, before LangGraph commits the node: a run killed from here on
                 # still finds this call on its next attempt.
@@ -722,6 +739,16 @@ class Dispatcher:
             else:
                 this_task.add_done_callback(functools.partial(_release, limiter, permit))
             return self._report(done, sid, index)
+
+    def _capped(self, sid: str, model: BaseChatModel, tokens: int) -> BaseChatModel:
+        """`model` capped at `tokens` per reply under a budget (one copy per subtask), so
+        no reply costs more than its reservation; a model that caps itself is kept."""
+        if output_cap(model) is not None:
+            return model
+        capped = self._capped_models.get(sid)
+        if capped is None:
+            capped = self._capped_models[sid] = with_output_cap(model, tokens) or model
+        return capped
 
     def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
         """Record and announce a subtask's result; a map item is announced by its map."""

@@ -197,6 +197,7 @@ def estimate_plan(
 
     # The scheduler's own rule: hint, learned, the learned median, the default.
     expected = duration_sources(task_plan.subtasks, learned, default=default_seconds)
+
     def reply(sid: str) -> int:
         chosen = runtime.models.get(sid) if runtime is not None else model
         return output_tokens(subtasks[sid], chosen, default=default_output_tokens)
@@ -378,4 +379,3 @@ def estimate_plan(
         default_output_tokens=default_output_tokens,
         default_seconds=default_seconds,
     )
-

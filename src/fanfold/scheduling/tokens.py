@@ -9,6 +9,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
 from fanfold._text import content_text
+from fanfold.models.caps import output_cap
 from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import AGGREGATE_SYSTEM
@@ -20,6 +21,7 @@ __all__ = [
     "messages_tokens",
     "output_tokens",
     "reply_limit",
+    "reply_tokens",
     "text_tokens",
 ]
 
@@ -66,7 +68,7 @@ def reply_limit(model: Any) -> int | None:
     if isinstance(model, ModelSpec):
         values = [model.settings.get(name) for name in _REPLY_LIMITS]
     elif isinstance(model, BaseChatModel):
-        values = [getattr(model, name, None) for name in _REPLY_LIMITS]
+        return output_cap(model)
     else:
         return None
     caps = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
@@ -96,3 +98,16 @@ def aggregate_input_tokens(
         else:
             chars += tokens * CHARS_PER_TOKEN
     return -(-chars // CHARS_PER_TOKEN)
+
+
+def reply_tokens(model: BaseChatModel | None, expected: int | None = None) -> int:
+    """The reply length a call is reserved for: its model's own cap (`max_tokens`) when
+    it sets one, else `expected`, else DEFAULT_OUTPUT_TOKENS.
+
+    The run reserves a call's budget and rate-limit tokens against this size, and under a
+    budget caps the call's reply at it.
+    """
+    cap = output_cap(model) if model is not None else None
+    if cap is not None:
+        return cap
+    return expected if expected is not None else DEFAULT_OUTPUT_TOKENS

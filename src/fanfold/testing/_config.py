@@ -115,6 +115,11 @@ class SimServerConfig(BaseModel):
         default=None,
         description="If set, requests without 'Authorization: Bearer <api_key>' get 401.",
     )
+    finish_prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="If the last user message contains a key, end the reply with that "
+        "finish_reason, e.g. {'CUT': 'length'}; 'content_filter' also empties the reply.",
+    )
     reply_tokens: int = Field(
         default=12, ge=1, description="Tokens (streamed chunks) in a plain-text reply."
     )

@@ -166,6 +166,41 @@ def plan_reply(
     return Reply(text, pieces, None, "stop", prompt_tokens, len(pieces))
 
 
+def limit_reply(reply: Reply, body: dict[str, Any], finish_prompts: dict[str, str]) -> Reply:
+    """`reply` cut to the request's `max_tokens` (finish_reason "length"), or ended with
+    the finish_reason `finish_prompts` gives the prompt ("content_filter": empty)."""
+    prompt = last_user_text(body)
+    for needle, reason in finish_prompts.items():
+        if needle in prompt:
+            if reason == "content_filter":
+                return Reply("", [], None, reason, reply.prompt_tokens, 0)
+            return Reply(
+                reply.content,
+                reply.pieces,
+                reply.tool_calls,
+                reason,
+                reply.prompt_tokens,
+                reply.completion_tokens,
+            )
+    cap = body.get("max_completion_tokens", body.get("max_tokens"))
+    if not isinstance(cap, int) or isinstance(cap, bool) or reply.completion_tokens <= cap:
+        return reply
+    if reply.tool_calls is not None:
+        calls = [
+            {
+                **call,
+                "function": {
+                    **call["function"],
+                    "arguments": call["function"]["arguments"][: cap * 4],
+                },
+            }
+            for call in reply.tool_calls
+        ]
+        return Reply(None, [], calls, "length", reply.prompt_tokens, cap)
+    pieces = reply.pieces[:cap]
+    return Reply("".join(pieces), pieces, None, "length", reply.prompt_tokens, cap)
+
+
 def _usage(reply: Reply) -> dict[str, int]:
     return {
         "prompt_tokens": reply.prompt_tokens,

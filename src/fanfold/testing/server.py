@@ -30,6 +30,7 @@ from fanfold.testing._replies import (
     completion_payload,
     error_payload,
     last_user_text,
+    limit_reply,
     plan_reply,
     stream_payloads,
 )
@@ -101,6 +102,12 @@ class RequestRecord(NamedTuple):
     """HTTP status answered, or "stall" / "drop" / "malformed"."""
     params: dict[str, Any] = {}
     """The request's settings: its JSON body without `messages` and `tools`."""
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The request's `max_completion_tokens` or `max_tokens`, if it set one."""
+        value = self.params.get("max_completion_tokens", self.params.get("max_tokens"))
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class SimServer:
@@ -330,9 +337,7 @@ class SimServer:
 
     # -- chat completions ------------------------------------------------------------------
 
-    def _record(
-        self, arrived: float, prompt: str, outcome: int | str, body: Any = None
-    ) -> None:
+    def _record(self, arrived: float, prompt: str, outcome: int | str, body: Any = None) -> None:
         params = (
             {k: v for k, v in body.items() if k not in ("messages", "tools")}
             if isinstance(body, dict)
@@ -456,6 +461,7 @@ class SimServer:
                 scripted=config.scripted,
                 scripted_form=config.scripted_form,
             )
+            reply = limit_reply(reply, body, config.finish_prompts)
         except Exception as exc:  # a simulator bug should reach the test as a readable 500
             _log.exception("SimServer failed to build a reply")
             self._record(arrived, prompt, 500)
