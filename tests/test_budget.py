@@ -233,8 +233,10 @@ def test_dependents_of_a_call_skipped_for_the_budget_are_skipped_for_the_budget(
     assert results["a"].status == "skipped" and results["a"].error.startswith("budget: a call")
     assert results["b"].status == "skipped"
     assert results["b"].error == "budget: dependency 'a' was skipped for the budget"
-    assert subtask_requests(server) == 0 and aggregate_requests(server) == 1
-    assert state["output"] and state["aggregate_error"] is None
+    # Nothing ran within the budget: there is nothing to aggregate, so no request at all.
+    assert subtask_requests(server) == 0 and aggregate_requests(server) == 0
+    assert state["output"] is None
+    assert state["aggregate_error"].startswith("budget: no subtask ran within the budget")
 
 
 def test_map_items_past_the_budget_are_skipped_and_the_map_is_skipped_for_budget(
@@ -330,3 +332,42 @@ def test_items_of_an_item_wise_map_after_a_budget_skip_are_skipped_for_the_budge
     errors = [item.error or "" for item in second.items]
     assert all(error.startswith("budget: ") for error in errors), errors
     assert errors[2] == "budget: dependency item 'first[2]' was skipped for the budget"
+
+
+# -- the aggregate's call counts like any other -------------------------------------------------
+
+
+def test_a_budget_too_small_for_anything_sends_no_request_says_why_and_exits_3(
+    server: SimServer, tmp_path: Path
+):
+    plan_file = tmp_path / "wide.json"
+    plan_file.write_text(json.dumps(wide_plan(3)), encoding="utf-8")
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(PRICES), encoding="utf-8")
+    env = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": API_KEY}
+    for budget in ("0", repr(aggregate_estimate(wide_plan(3)) / 2)):
+        result = CliRunner(env=env).invoke(
+            app,
+            ["run", str(plan_file), "-m", "openai:sim-model", "--prices", str(prices)]
+            + ["--budget", budget],
+        )
+        assert result.exit_code == EXIT_INCOMPLETE == 3, result.output
+        assert server.request_count == 0
+        assert "aggregation skipped: budget: the $" in result.stdout
+        assert "cannot cover the aggregate's estimated" in result.stdout
+        assert "0 succeeded, 0 failed, 3 skipped" in result.stdout
+
+
+def test_the_aggregates_reply_is_capped_and_billed_within_the_budget(server: SimServer):
+    server.update(reply_tokens=2000)
+    plan = wide_plan(2)
+    budget = aggregate_estimate(plan) + 2.5 * per_call_estimate(plan)
+    state = compile_plan(plan, model=sim_model(server), prices=PRICES, budget=budget).invoke(
+        {"inputs": {}}
+    )
+    [aggregate] = [r for r in server.log if TASK_MARKER in r.prompt]
+    assert aggregate.max_tokens == 256
+    assert "cut off at its 256-token cap" in (state["aggregate_error"] or "")
+    totals = state["totals"]
+    assert totals.aggregate_usage.output_tokens == 256  # the cut-off reply is counted
+    assert totals.cost is not None and totals.cost <= budget

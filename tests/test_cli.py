@@ -68,7 +68,7 @@ def test_run_prints_every_subtask_with_its_status(runner, research_plan_path):
     assert "[simulated reply] Task: Write a one-page market brief" in result.stdout
     # Progress goes to stderr, one line per finished subtask.
     progress = [line.split() for line in result.stderr.splitlines() if line.strip()]
-    assert sorted(p[-1] for p in progress) == sorted(plan.ids)
+    assert sorted(p[-1] for p in progress) == sorted([*plan.ids, "aggregate"])
 
 
 def test_run_json_output_parses_with_results_output_and_totals(runner, research_plan_path):

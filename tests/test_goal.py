@@ -231,7 +231,7 @@ def test_stream_with_subgraphs_shows_plan_nodes_under_run_plan_and_early_calls_u
     assert sorted(nested_updates) == ["aggregate", "brief", "facts", "rivals"]
     # The planner is a step with its own events; the echo model streams the plan word
     # by word, so every subtask started (and reports) while the planner node ran.
-    steps = ["planner", "facts", "rivals", "brief"]
+    steps = ["planner", "facts", "rivals", "brief", "aggregate"]
     assert events == dict.fromkeys(steps, ["started", "succeeded"])
     assert event_namespaces == dict.fromkeys(steps, {()})
     assert tokens[((), "planner")] == json.dumps(TOPIC_PLAN)  # the planner's own reply

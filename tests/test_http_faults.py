@@ -183,6 +183,30 @@ async def test_the_rate_limiters_pause_after_a_429_is_capped_at_max_pause():
     assert asyncio.get_running_loop().time() - started < 1.0
 
 
+async def test_the_aggregates_call_is_retried_and_announced_like_a_subtasks():
+    # Every prompt's first request gets a 503; its retry succeeds.
+    with serving(error_503_rate=1.0, fault_first_attempts_only=True) as srv:
+        graph = compile_plan(
+            plan_of(2), model=openai_model(srv), retry=FAST, rate_limiter=RateLimiter()
+        )
+        events: list[dict[str, Any]] = []
+        final: dict[str, Any] = {}
+        async for mode, chunk in graph.astream({"inputs": {}}, stream_mode=["custom", "values"]):
+            if mode == "values":
+                final = chunk
+            else:
+                events.append(chunk)
+        counts = srv.status_counts()
+
+    assert final["aggregate_error"] is None and final["output"]
+    assert counts == {503: 3, 200: 3}  # two subtasks and the aggregate, each retried once
+    steps = [e for e in events if e["subtask"] == "aggregate"]
+    assert [e["status"] for e in steps] == ["started", "retrying", "started", "succeeded"]
+    assert "503" in steps[1]["error"] and steps[1]["delay"] >= 0
+    assert steps[-1]["attempts"] == 2 and steps[-1]["total_tokens"] > 0
+    assert final["totals"].aggregate_usage.total_tokens == steps[-1]["total_tokens"]
+
+
 # -- 5xx -------------------------------------------------------------------------------
 
 

@@ -400,6 +400,7 @@ def test_run_without_a_terminal_prints_one_plain_line_per_finished_subtask(runne
         "  succeeded intro",
         "  succeeded each",
         "  succeeded wrap",
+        "  succeeded aggregate",
     ]
     assert "3 succeeded, 0 failed, 0 skipped (2 map items)" in result.stdout
 
@@ -439,7 +440,7 @@ def test_events_file_has_every_lifecycle_event_one_json_object_per_line(runner, 
     events = read_events(events_path)
     assert {e["type"] for e in events} == {EVENT_TYPE}
     whole = [e for e in events if "item" not in e]
-    for sid in ("intro", "each", "wrap"):
+    for sid in ("intro", "each", "wrap", "aggregate"):
         assert {e["status"] for e in whole if e["subtask"] == sid} == {"started", "succeeded"}
     [map_start] = [e for e in whole if e["subtask"] == "each" and e["status"] == "started"]
     assert map_start["items"] == 2
@@ -462,8 +463,9 @@ def test_events_file_has_every_lifecycle_event_one_json_object_per_line(runner, 
             < positions[("each", "succeeded")]
         )
     assert positions[("intro", "succeeded")] < positions[("each", "started")]
-    # The plain progress lines still print alongside.
-    assert len(result.stderr.splitlines()) == 3
+    assert positions[("wrap", "succeeded")] < positions[("aggregate", "started")]
+    # The plain progress lines still print alongside (the aggregate's too).
+    assert len(result.stderr.splitlines()) == 4
 
 
 def test_events_file_is_written_with_quiet_and_json_too(runner, map_plan, tmp_path):
@@ -538,7 +540,7 @@ def test_resume_takes_quiet_and_writes_only_the_retried_subtasks_events(server, 
     # No progress lines: only the one-off notice of what is resumed.
     assert resumed.stderr.splitlines() == [f"resuming run {run_id}: retrying 2 subtasks"]
     events = read_events(events_path)
-    assert {e["subtask"] for e in events} == {"each", "wrap"}  # intro is kept
+    assert {e["subtask"] for e in events} == {"each", "wrap", "aggregate"}  # intro is kept
     assert {e["id"] for e in events if "item" in e} == {"each[1]"}  # each[0] is reused
 
 

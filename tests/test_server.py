@@ -255,7 +255,7 @@ async def test_a_streamed_recipe_run_sends_every_lifecycle_event_and_each_subtas
         else:
             assert part.event == "metadata", part
 
-    assert events == {sid: ["started", "succeeded"] for sid in RESEARCH_IDS}
+    assert events == {sid: ["started", "succeeded"] for sid in [*RESEARCH_IDS, "aggregate"]}
     assert set(tokens) == {*RESEARCH_IDS, "aggregate"}
     assert all(text.startswith("[simulated reply]") for text in tokens.values())
     assert statuses(values[-1]["results"]) == all_succeeded(RESEARCH_IDS)
@@ -345,7 +345,7 @@ async def test_the_plan_or_goal_graph_streams_the_plans_events_nested_under_run_
             namespaces.add(part.event)
             if part.data["status"] == "succeeded":
                 finished.append(part.data["subtask"])
-    assert sorted(finished) == ["brief", "facts", "rivals"]
+    assert sorted(finished) == ["aggregate", "brief", "facts", "rivals"]
     (namespace,) = namespaces
     assert namespace.startswith("custom|run_plan:")
 

@@ -85,7 +85,13 @@ async def test_custom_stream_reports_each_subtasks_lifecycle(run, graph):
     by_subtask = defaultdict(list)
     for event in events:
         by_subtask[event["subtask"]].append(event)
-    assert set(by_subtask) == set(SHAPE)
+    assert set(by_subtask) == set(SHAPE) | {"aggregate"}
+    # The aggregate step is announced like a subtask, after every subtask finished.
+    assert [e["status"] for e in by_subtask["aggregate"]] == ["started", "succeeded"]
+    assert by_subtask["aggregate"][0]["attempt"] == 1
+    last_subtask = max(i for i, e in enumerate(events) if e["subtask"] != "aggregate")
+    assert events.index(by_subtask["aggregate"][0]) > last_subtask
+    assert by_subtask["aggregate"][1]["total_tokens"] > 0
     for sid, status in EXPECTED.items():
         seen = [e["status"] for e in by_subtask[sid]]
         if status == "skipped":
@@ -120,7 +126,9 @@ async def test_custom_event_tokens_match_the_results(run, graph):
     events = [c for mode, c in chunks if mode == "custom"]
     final = [c for mode, c in chunks if mode == "values"][-1]
     for event in events:
-        if event["status"] == "succeeded":
+        if event["status"] == "succeeded" and event["subtask"] == "aggregate":
+            assert event["total_tokens"] == final["totals"].aggregate_usage.total_tokens
+        elif event["status"] == "succeeded":
             result = final["results"][event["subtask"]]
             assert event["total_tokens"] == result.usage.total_tokens
 

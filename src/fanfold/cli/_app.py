@@ -30,7 +30,8 @@ EXIT_STATUSES = f"""\b
 Exit status:
   {EXIT_OK}  every subtask and the aggregation succeeded
   {EXIT_ERROR}  usage, plan, input or checkpoint error; nothing ran
-  {EXIT_INCOMPLETE}  the run finished with failed or skipped subtasks, or a failed aggregation
+  {EXIT_INCOMPLETE}  the run finished with failed or skipped subtasks, or a failed aggregation;
+     also a budget too small for any call (nothing was sent)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a run with --checkpoint can be resumed
 """
 

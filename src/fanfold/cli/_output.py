@@ -165,7 +165,8 @@ def print_record(task_plan: TaskPlan, record: RunRecord, *, as_json: bool) -> No
     for line in _cost_lines(totals):
         typer.echo(line)
     if record.aggregate_error:
-        typer.echo(f"aggregation failed: {record.aggregate_error}")
+        error = record.aggregate_error
+        typer.echo(f"aggregation {'skipped' if error.startswith('budget:') else 'failed'}: {error}")
     output = record.output
     if output is not None:
         typer.echo("\n" + (output if isinstance(output, str) else json.dumps(to_jsonable(output))))

@@ -72,6 +72,8 @@ class Budget:
         """USD held back for the aggregate's call, which always runs."""
         self.refused = 0
         self.stopped_at: float | None = None
+        self.starved: str | None = None
+        """Why no call is sent at all, when the budget cannot hold the aggregate's share."""
         self._lock = threading.Lock()
 
     @property
@@ -84,6 +86,43 @@ class Budget:
         with self._lock:
             self.set_aside = max(0.0, cost)
 
+    def hold_for_aggregate(self, cost: float) -> None:
+        """Set aside `cost` for the aggregate's call as the run starts.
+
+        When the budget cannot even hold that, no call is sent at all (every `reserve`
+        and `reserve_aggregate` is refused with the reason).
+        """
+        with self._lock:
+            self.set_aside = max(0.0, cost)
+            if self.spent + self.set_aside > self.limit * (1 + 1e-9):
+                self.stopped_at = self.spent
+                self.starved = (
+                    f"budget: the {format_usd(self.limit)} budget cannot cover the aggregate's "
+                    f"estimated {format_usd(self.set_aside)}"
+                    + (f" on top of {format_usd(self.spent)} spent" if self.spent else "")
+                    + ", so no call is sent; raise the budget to at least "
+                    f"{format_usd(self.spent + self.set_aside)} and more for the subtasks"
+                )
+
+    def reserve_aggregate(self, estimate: float) -> str | None:
+        """Set the aggregate's call's estimate aside in place of what was held for it.
+
+        The aggregate still runs after the budget stopped the subtasks' calls, within
+        what was held for it. None when it fits, else why it was refused.
+        """
+        with self._lock:
+            self.set_aside = 0.0
+            if self.starved is not None:
+                return self.starved
+            if self.spent + self.in_flight + estimate <= self.limit * (1 + 1e-9):
+                self.in_flight += estimate
+                return None
+            self.refused += 1
+            return (
+                f"budget: the aggregate's call, estimated at {format_usd(estimate)}, would "
+                f"pass the {format_usd(self.limit)} budget ({format_usd(self.spent)} spent)"
+            )
+
     def reserve(self, estimate: float) -> str | None:
         """Set a call's estimated cost aside; None when it fits, else why it was refused."""
         with self._lock:
@@ -94,6 +133,8 @@ class Budget:
             if self.stopped_at is None:
                 self.stopped_at = committed
             self.refused += 1
+            if self.starved is not None:
+                return self.starved
             return (
                 f"budget: a call estimated at {format_usd(estimate)} would pass the "
                 f"{format_usd(self.limit)} budget ({format_usd(self.spent)} spent, "

@@ -55,7 +55,6 @@ from fanfold.scheduling.limits import Limiter, Permit
 from fanfold.scheduling.retry import Failure, classify
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import (
-    DEFAULT_OUTPUT_TOKENS,
     aggregate_input_tokens,
     messages_tokens,
     output_tokens,
@@ -154,9 +153,9 @@ class Dispatcher:
             listed = self.inputs.get(source) if source in runtime.input_maps else None
             if isinstance(listed, list):
                 self._aggregate_items[sid] = len(listed)
-        self._set_aside_for_aggregate()
+        self._set_aside_for_aggregate(starting=True)
 
-    def _set_aside_for_aggregate(self) -> None:
+    def _set_aside_for_aggregate(self, *, starting: bool = False) -> None:
         """Hold back the aggregate call's estimated cost (maps: their known item counts)."""
         runtime = self.runtime
         if self.budget is None or runtime.aggregate_model is None:
@@ -173,8 +172,11 @@ class Dispatcher:
             self.task, outputs, instructions=settings.instructions, system=settings.system
         )
         label = model_label(runtime.aggregate_model)
-        estimate = runtime.prices.estimate(label, tokens, DEFAULT_OUTPUT_TOKENS)
-        self.budget.set_aside_for_aggregate(estimate or 0.0)
+        estimate = runtime.prices.estimate(label, tokens, reply_tokens(runtime.aggregate_model))
+        if starting:
+            self.budget.hold_for_aggregate(estimate or 0.0)
+        else:
+            self.budget.set_aside_for_aggregate(estimate or 0.0)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -778,6 +780,10 @@ class Dispatcher:
         if self._emit_event is not None:
             self._emit(sid, result.status, result.index, **_outcome(result))
         return result
+
+    def emit(self, sid: str, status: str, index: int | None = None, **fields: Any) -> None:
+        """Send a lifecycle event for `sid` (a subtask, or "aggregate") to the listener."""
+        self._emit(sid, status, index, **fields)
 
     def _emit(self, sid: str, status: str, index: int | None = None, **fields: Any) -> None:
         if self._emit_event is None:

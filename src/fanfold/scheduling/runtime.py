@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel
 
-from fanfold._text import message_text
 from fanfold.errors import (
     InputInterface,
     MapInputError,
@@ -23,17 +19,16 @@ from fanfold.errors import (
 )
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask, TaskPlan, list_input
-from fanfold.plan.prompts import aggregate_messages, as_text, items_text
-from fanfold.plan.schemas import OutputMismatchError, tool_schema, validate_data
+from fanfold.plan.prompts import as_text, items_text
 from fanfold.plan.template import render
-from fanfold.scheduling.cache import ResultCache, call_key, revive
+from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import Limiter
 from fanfold.scheduling.prices import PriceTable
 from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, priority_key, remaining_paths
 from fanfold.scheduling.retry import RetryPolicy
-from fanfold.state.results import SubtaskResult, TokenUsage
+from fanfold.state.results import SubtaskResult
 
 Aggregator = Callable[[dict[str, SubtaskResult]], Any]
 
@@ -172,138 +167,13 @@ class PlanRuntime:
             return output.model_dump()
         return output
 
-    async def aggregate(
-        self, results: dict[str, SubtaskResult], inputs: Mapping[str, Any], config: RunnableConfig
-    ) -> tuple[Any, TokenUsage]:
-        """Combine results into the run's output with the configured aggregator.
-
-        Raises:
-            AggregateOutputError: the output does not match `aggregation.output_schema`.
-        """
-        outcome = await self.aggregate_call(results, inputs, config)
-        return outcome.output, outcome.usage
-
     @property
     def aggregate_label(self) -> str | None:
         """The aggregate model's label, when the aggregation calls a model."""
         return model_label(self.aggregate_model) if self.aggregate_model is not None else None
-
-    async def aggregate_call(
-        self, results: dict[str, SubtaskResult], inputs: Mapping[str, Any], config: RunnableConfig
-    ) -> AggregateOutcome:
-        """`aggregate`, telling also whether the reply came from the cache.
-
-        With a cache, the aggregate model's call is looked up and stored like a
-        subtask's (kind "aggregate"): the same results give the same messages.
-
-        Raises:
-            AggregateOutputError: the output does not match `aggregation.output_schema`.
-        """
-        schema = self.plan.aggregation.output_schema
-        if self.aggregate_function is not None:
-            value = self.aggregate_function(results)
-            if inspect.isawaitable(value):
-                value = await value
-            output = validate_output(schema, value) if schema is not None else value
-            return AggregateOutcome(output, TokenUsage())
-        if self.aggregate_model is None:
-            return AggregateOutcome(None, TokenUsage())
-        order = [sid for sid in self.order if sid in results]
-        settings = self.plan.aggregation
-        messages = aggregate_messages(
-            task=self.task_text(inputs),
-            done=[(sid, self.output_text(sid, results[sid])) for sid in order if results[sid].ok],
-            missing=[
-                (sid, results[sid].status, results[sid].error)
-                for sid in order
-                if not results[sid].ok
-            ],
-            instructions=settings.instructions,
-            system=settings.system,
-        )
-        key: str | None = None
-        if self.cache is not None:
-            key = call_key(
-                model=self.aggregate_model,
-                messages=messages,
-                kind="aggregate",
-                output_schema=schema,
-            )
-            hit = self.cache.get(key)
-            if hit is not None:
-                output = revive(hit.output, schema)
-                if schema is not None:
-                    output = validate_output(schema, output)
-                return AggregateOutcome(output, TokenUsage(), cached_usage=hit.usage)
-        started = time.time()
-        if schema is None:
-            reply = await self.aggregate_model.ainvoke(messages, config)
-            output, usage = message_text(reply), TokenUsage.from_metadata(reply.usage_metadata)
-        else:
-            asked, wrapped = tool_schema(schema)
-            structured = self.aggregate_model.with_structured_output(asked, include_raw=True)
-            answer: Any = await structured.ainvoke(messages, config)
-            raw = answer.get("raw") if isinstance(answer, dict) else None
-            usage = TokenUsage.from_metadata(getattr(raw, "usage_metadata", None))
-            parsed = answer.get("parsed") if isinstance(answer, dict) else None
-            if parsed is None:
-                cause = answer.get("parsing_error") if isinstance(answer, dict) else None
-                raise AggregateOutputError(
-                    f"the aggregate's reply does not match aggregation.output_schema: "
-                    f"{cause or 'no structured output returned'}"
-                )
-            if wrapped:
-                parsed = parsed.get("value") if isinstance(parsed, dict) else None
-            output = validate_output(schema, parsed)
-        if key is not None and self.cache is not None:
-            self.cache.put(
-                key,
-                output,
-                usage=usage,
-                model=self.aggregate_label,
-                kind="aggregate",
-                subtask="aggregate",
-                seconds=time.time() - started,
-            )
-        return AggregateOutcome(output, usage)
 
     def output_text(self, sid: str, result: SubtaskResult) -> str:
         """A result's output as prompt text (a map's list item by item)."""
         if sid in self.maps and isinstance(result.output, list):
             return items_text(sid, result.output)
         return as_text(result.output)
-
-
-@dataclass(frozen=True)
-class AggregateOutcome:
-    """What the aggregation produced, with its usage.
-
-    Attributes:
-        cached_usage: when the reply came from the cache (usage is then 0), the usage of
-            the call that first made it; None for a reply made now.
-    """
-
-    output: Any
-    usage: TokenUsage
-    cached_usage: TokenUsage | None = None
-
-    @property
-    def cached(self) -> bool:
-        """Whether the reply came from the persistent cache."""
-        return self.cached_usage is not None
-
-
-class AggregateOutputError(OutputMismatchError):
-    """The aggregate's output does not match `aggregation.output_schema`."""
-
-
-def validate_output(schema: type[BaseModel] | dict[str, Any], value: Any) -> Any:
-    """The aggregate's `value` as validated data of `schema`.
-
-    Raises:
-        AggregateOutputError: the value does not match.
-    """
-    try:
-        return validate_data(schema, value, what="the aggregate's output")
-    except OutputMismatchError as exc:
-        raise AggregateOutputError(str(exc)) from exc
