@@ -303,12 +303,50 @@ def test_a_models_identity_keeps_its_settings_and_drops_every_secret():
             }
 
     identity = model_identity(Keyed(latency=0))
+    note = identity["params"].pop("note")  # a secret-looking value counts as a digest only
     assert identity["params"] == {"model_name": "keyed", "max_tokens": 5}
+    assert set(note) == {"sha256"} and API_KEY not in json.dumps(note)
     assert identity["class"].endswith("Keyed")
     with_password = resolve_model(
         "openai:sim-model", base_url="http://me:pw-secret@127.0.0.1:9/v1?key=abc", api_key=API_KEY
     )
     assert model_identity(with_password)["endpoint"] == "http://127.0.0.1:9/v1"
+
+
+def test_everything_that_changes_the_answer_changes_the_cache_key():
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import AzureChatOpenAI, ChatOpenAI
+
+    sent = [HumanMessage("Write a note")]
+
+    def key(model: Any) -> str:
+        return call_key(model=model, messages=sent, kind="llm")
+
+    def azure(endpoint: str) -> Any:
+        return AzureChatOpenAI(
+            azure_endpoint=endpoint,
+            azure_deployment="notes",
+            api_version="2024-06-01",
+            api_key="azure-key-0123456789",
+        )
+
+    def openai(**settings: Any) -> Any:
+        return ChatOpenAI(
+            model="sim-model", base_url="http://127.0.0.1:9/v1", api_key=API_KEY, **settings
+        )
+
+    # Two Azure resources with the same deployment name are two models.
+    assert key(azure("https://east.example.com")) != key(azure("https://west.example.com"))
+    plain = key(openai())
+    assert key(openai(default_headers={"X-Model-Version": "2"})) != plain
+    assert key(openai(default_query={"deployment": "b"})) != plain
+    # Stop strings that look like keys still count (as digests).
+    first, second = "sk-abcdefghijklmnopqrstuvwxyz012345", "sk-zyxwvutsrqponmlkjihgfedcba543210"
+    assert key(openai(stop=[first])) != key(openai(stop=[second])) != plain
+    # Credentials never count and never show.
+    assert key(openai(default_headers={"Authorization": "Bearer one-0123456789"})) == plain
+    identity = json.dumps(model_identity(openai(stop=[first], default_headers={"X-Trace": first})))
+    assert first not in identity and API_KEY not in identity
 
 
 def test_a_cache_file_that_cannot_be_created_is_one_error_line(server: SimServer, tmp_path: Path):

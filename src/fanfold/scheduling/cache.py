@@ -1,8 +1,10 @@
 """A persistent cache of model calls: the same call, across runs, is paid for once.
 
 A call is identified by a key (`call_key`): a SHA-256 over the model (its class, its
-identifying parameters such as the model name and temperature, and its endpoint URL;
-never an API key or any other secret), the node kind and its options, the output schema,
+identifying parameters such as the model name and temperature, its endpoint URL (an
+Azure endpoint too) and a digest of its extra headers and query parameters; never an API
+key or any other credential; a value that looks like a secret, such as a stop string,
+counts as a digest), the node kind and its options, the output schema,
 and the rendered messages. Only successful calls of kinds that call a model are stored,
 each one the moment it ends, so a run killed before LangGraph committed a node's result
 still finds that call's result on its next attempt.
@@ -23,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -319,7 +322,9 @@ def _plain(value: Any) -> tuple[bool, Any]:
     if value is None or isinstance(value, bool | int | float):
         return True, value
     if isinstance(value, str):
-        return (redact(value) == value), value
+        # A value that looks like a secret still changes the answer (a stop string, say):
+        # it enters the key as a digest, never as text.
+        return True, value if redact(value) == value else {"sha256": _digest(value)}
     if isinstance(value, Mapping):
         kept = {}
         for name, inner in value.items():
@@ -336,7 +341,7 @@ def _plain(value: Any) -> tuple[bool, Any]:
 
 
 def _endpoint(model: Any) -> str | None:
-    for attr in ("openai_api_base", "base_url", "api_base", "endpoint"):
+    for attr in ("openai_api_base", "azure_endpoint", "base_url", "api_base", "endpoint"):
         value = getattr(model, attr, None)
         if isinstance(value, str) and value:
             parts = urlsplit(value)
@@ -359,11 +364,31 @@ def model_identity(model: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a model whose params cannot be read: its class only
         params = {}
     _, plain = _plain(params)
-    return {
+    identity = {
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "params": plain,
         "endpoint": _endpoint(model),
     }
+    # Extra headers and query parameters sent with every request may select another
+    # model version or deployment: they count, as a digest, credentials left out.
+    sent = {}
+    for attr in ("default_headers", "default_query"):
+        value = getattr(model, attr, None)
+        if isinstance(value, Mapping):
+            kept = {str(k): v for k, v in value.items() if not _CREDENTIAL.search(str(k))}
+            if kept:
+                sent[attr] = _digest(json.dumps(kept, sort_keys=True, default=repr))
+    if sent:
+        identity["sent"] = sent
+    return identity
+
+
+_CREDENTIAL = re.compile(r"(?i)(key|secret|passw|credential|auth|cookie|token)")
+"""Header and query parameter names that carry credentials, not choices of model."""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _schema(schema: Any) -> Any:
