@@ -446,7 +446,9 @@ async def test_request_rate_is_shared_between_limiters(
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     # Unshared, each would start its 10 calls in 0.225 s; shared, 20 take 0.475 s.
     assert starts[-1] - starts[0] >= 19 / rate - 0.03
-    assert min(gaps) >= 1 / rate - 0.01
+    # Unshared, the two limiters' calls start in pairs (gaps near 0); a late wake-up of
+    # one start (event-loop jitter on a busy machine) only shortens the gap after it.
+    assert min(gaps) >= 0.3 / rate
 
 
 async def test_a_process_that_comes_later_is_not_paced_behind_anothers_whole_queue(
