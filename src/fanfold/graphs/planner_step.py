@@ -25,15 +25,15 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
-from fanfold._langgraph import subtask_call_config
 from fanfold.errors import PlanError
 from fanfold.models.resolve import model_label
+from fanfold.nodes.run_scope import subtask_config
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.planning.planner import FanfoldPlan, PlannerSession, plan_from_data
 from fanfold.planning.stream import astream_plan_with_usage
 from fanfold.scheduling.cache import ResultCache, call_key
 from fanfold.scheduling.costs import Budget, BudgetError, PriceTable, format_usd, messages_tokens
-from fanfold.scheduling.dispatcher import EVENT_TYPE, Dispatcher, EventSink, item_id
+from fanfold.scheduling.dispatcher import EVENT_TYPE, Dispatcher, EventSink
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import TokenUsage
 
@@ -173,7 +173,7 @@ class _Streamed:
                 inputs=inputs,
                 done={},
                 loop=loop,
-                call_config=functools.partial(_call_config, self.config, self.run_id),
+                call_config=functools.partial(subtask_config, self.config, self.run_id),
                 emit=self.emit,
                 budget=self.budget,
             )
@@ -394,14 +394,3 @@ def _emit(emit: EventSink | None, status: str, **fields: Any) -> None:
     except Exception:  # noqa: S110 - a closed stream must not fail the run
         pass
 
-
-def _call_config(
-    base: RunnableConfig, run_id: uuid.UUID, sid: str, index: int | None
-) -> RunnableConfig:
-    return subtask_call_config(
-        base,
-        sid,
-        run_id=run_id,
-        index=index,
-        item_id=item_id(sid, index) if index is not None else None,
-    )

@@ -17,18 +17,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import BaseModel
 
 from fanfold._secrets import describe_error
-from fanfold._text import message_text
 from fanfold.models.caps import output_cap, with_output_cap
-from fanfold.nodes.replies import check_complete, incomplete_error
+from fanfold.nodes.replies import ask_model
 from fanfold.nodes.run_scope import RunScope, background_loop, current_scope
 from fanfold.plan.graph_checks import AGGREGATE_NODE
 from fanfold.plan.prompts import aggregate_messages
-from fanfold.plan.schemas import OutputMismatchError, tool_schema, validate_data
+from fanfold.plan.schemas import OutputMismatchError, validate_data
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import bill, billed_usage
@@ -242,38 +241,21 @@ async def _ask(
     cap: int,
 ) -> tuple[Any, TokenUsage]:
     """One call of the aggregate model: its checked output and usage."""
-    what = "the aggregate's reply"
+    output, usage = await ask_model(
+        model,
+        messages,
+        config,
+        schema,
+        what="the aggregate's reply",
+        cap=cap,
+        mismatch=lambda cause: AggregateOutputError(
+            f"the aggregate's reply does not match aggregation.output_schema: {cause}"
+        ),
+    )
     if schema is None:
-        reply = await model.ainvoke(messages, config)
-        usage = TokenUsage.from_metadata(reply.usage_metadata)
-        check_complete(reply, usage, what=what, cap=cap)
-        return message_text(reply), usage
-    asked, wrapped = tool_schema(schema)
-    structured = model.with_structured_output(asked, include_raw=True)
+        return output, usage
     try:
-        answer: Any = await structured.ainvoke(messages, config)
-    except Exception as exc:
-        incomplete = incomplete_error(exc, what=what, cap=cap)
-        if incomplete is None:
-            raise
-        raise incomplete from exc
-    raw = answer.get("raw") if isinstance(answer, dict) else None
-    usage = TokenUsage.from_metadata(raw.usage_metadata if isinstance(raw, AIMessage) else None)
-    check_complete(raw, usage, what=what, cap=cap)
-    parsed = answer.get("parsed") if isinstance(answer, dict) else None
-    if parsed is None:
-        cause = answer.get("parsing_error") if isinstance(answer, dict) else None
-        raise bill(
-            AggregateOutputError(
-                f"the aggregate's reply does not match aggregation.output_schema: "
-                f"{cause or 'no structured output returned'}"
-            ),
-            usage,
-        )
-    if wrapped:
-        parsed = parsed.get("value") if isinstance(parsed, dict) else None
-    try:
-        return validate_output(schema, parsed), usage
+        return validate_output(schema, output), usage
     except AggregateOutputError as exc:
         raise bill(exc, usage) from None
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from langchain_core.messages import AIMessage
-
-from fanfold._text import message_text
 from fanfold.models.caps import output_cap
 from fanfold.nodes.registry import KindOutput, SubtaskCall, register_node_kind
-from fanfold.nodes.replies import check_complete, incomplete_error
-from fanfold.plan.schemas import WRAPPED_KEY, OutputMismatchError, tool_schema, validate_data
+from fanfold.nodes.replies import ask_model
+from fanfold.plan.schemas import OutputMismatchError, validate_data
 from fanfold.scheduling.calls import bill
-from fanfold.state.results import TokenUsage
 
 
 class StructuredOutputError(OutputMismatchError):
@@ -32,39 +26,21 @@ async def run_llm(call: SubtaskCall) -> KindOutput:
     schema = call.subtask.output_schema
     what = f"the reply to subtask {call.subtask.id!r}"
     cap = output_cap(call.model)
+    output, usage = await ask_model(
+        call.model,
+        call.messages,
+        call.config,
+        schema,
+        what=what,
+        cap=cap,
+        mismatch=lambda cause: StructuredOutputError(
+            f"{what} does not match its output_schema: {cause}"
+        ),
+    )
     if schema is None:
-        reply = await call.model.ainvoke(call.messages, call.config)
-        usage = TokenUsage.from_metadata(reply.usage_metadata)
-        check_complete(reply, usage, what=what, cap=cap)
-        return KindOutput(message_text(reply), usage)
-    asked, wrapped = tool_schema(schema)
-    structured = call.model.with_structured_output(asked, include_raw=True)
+        return KindOutput(output, usage)
     try:
-        answer: Any = await structured.ainvoke(call.messages, call.config)
-    except Exception as exc:
-        incomplete = incomplete_error(exc, what=what, cap=cap)
-        if incomplete is None:
-            raise
-        raise incomplete from exc
-    raw = answer.get("raw") if isinstance(answer, dict) else None
-    usage = TokenUsage.from_metadata(raw.usage_metadata if isinstance(raw, AIMessage) else None)
-    check_complete(raw, usage, what=what, cap=cap)
-    parsed = answer.get("parsed") if isinstance(answer, dict) else None
-    if answer.get("parsing_error") is not None or parsed is None:
-        cause = answer.get("parsing_error")
-        raise bill(
-            StructuredOutputError(
-                f"{what} does not match its output_schema: "
-                f"{cause or 'no structured output returned'}"
-            ),
-            usage,
-        )
-    if wrapped:
-        if not isinstance(parsed, dict) or WRAPPED_KEY not in parsed:
-            raise bill(StructuredOutputError(f"{what} has no {WRAPPED_KEY!r} field"), usage)
-        parsed = parsed[WRAPPED_KEY]
-    try:
-        return KindOutput(validate_data(schema, parsed, what=what), usage)
+        return KindOutput(validate_data(schema, output, what=what), usage)
     except OutputMismatchError as exc:
         raise bill(StructuredOutputError(str(exc)), usage) from exc
 

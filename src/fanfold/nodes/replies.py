@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
+
+from fanfold._text import message_text
+from fanfold.plan.schemas import WRAPPED_KEY, Schema, tool_schema
 from fanfold.scheduling.calls import bill, billed_usage
 from fanfold.state.results import TokenUsage
 
@@ -89,3 +96,51 @@ def _raise_incomplete(reason: str, usage: TokenUsage, *, what: str, cap: int | N
             reason=reason,
             usage=usage,
         )
+
+
+async def ask_model(
+    model: BaseChatModel,
+    messages: Sequence[BaseMessage],
+    config: RunnableConfig,
+    schema: Schema | None,
+    *,
+    what: str,
+    cap: int | None,
+    mismatch: Callable[[str], Exception],
+) -> tuple[Any, TokenUsage]:
+    """One model call: its text, or its structured answer unwrapped but not yet validated.
+
+    A schema for a list, a string or a number is asked for wrapped in an object (a tool
+    call's arguments always are one) and unwrapped from the answer.
+
+    Raises:
+        IncompleteReplyError: the reply was cut off or filtered (its usage billed).
+        Exception: `mismatch(cause)`, billed with the reply's usage, when the reply holds
+            no structured output of the schema.
+    """
+    if schema is None:
+        reply = await model.ainvoke(list(messages), config)
+        usage = TokenUsage.from_metadata(reply.usage_metadata)
+        check_complete(reply, usage, what=what, cap=cap)
+        return message_text(reply), usage
+    asked, wrapped = tool_schema(schema)
+    structured = model.with_structured_output(asked, include_raw=True)
+    try:
+        answer: Any = await structured.ainvoke(list(messages), config)
+    except Exception as exc:
+        incomplete = incomplete_error(exc, what=what, cap=cap)
+        if incomplete is None:
+            raise
+        raise incomplete from exc
+    raw = answer.get("raw") if isinstance(answer, dict) else None
+    usage = TokenUsage.from_metadata(raw.usage_metadata if isinstance(raw, AIMessage) else None)
+    check_complete(raw, usage, what=what, cap=cap)
+    parsed = answer.get("parsed") if isinstance(answer, dict) else None
+    cause = answer.get("parsing_error") if isinstance(answer, dict) else None
+    if cause is not None or parsed is None:
+        raise bill(mismatch(str(cause or "no structured output returned")), usage)
+    if wrapped:
+        if not isinstance(parsed, dict) or WRAPPED_KEY not in parsed:
+            raise bill(mismatch(f"no {WRAPPED_KEY!r} field"), usage)
+        parsed = parsed[WRAPPED_KEY]
+    return parsed, usage

@@ -148,7 +148,7 @@ class RunScope:
                     writer = get_stream_writer()
                 except RuntimeError:
                     writer = None
-            call_config = functools.partial(_call_config, config, self.run_id)
+            call_config = functools.partial(subtask_config, config, self.run_id)
             if self._adopted is not None:
                 dispatcher = self._adopted
                 adopt = functools.partial(
@@ -219,9 +219,10 @@ class RunScope:
             self.close()
 
 
-def _call_config(
+def subtask_config(
     base: RunnableConfig, run_id: uuid.UUID, sid: str, index: int | None
 ) -> RunnableConfig:
+    """The config of one call of subtask `sid` (map item `index`) under `base`."""
     return subtask_call_config(
         base,
         sid,
