@@ -34,6 +34,7 @@ from fanfold.testing._replies import (
     plan_reply,
     stream_payloads,
 )
+from fanfold.testing.batch_api import BatchAPI, BatchServerConfig
 
 __all__ = ["RequestRecord", "SimServer", "SimServerConfig"]
 
@@ -117,6 +118,7 @@ class SimServer:
         config: Behaviour knobs; defaults to a fast, fault-free server.
         host: Interface to bind.
         port: Port to bind; 0 picks a free one (see ``port`` after ``start()``).
+        batch: How its Batch API's batches behave (``batch_api`` serves and counts them).
 
     Example::
 
@@ -125,9 +127,16 @@ class SimServer:
     """
 
     def __init__(
-        self, config: SimServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        config: SimServerConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        batch: BatchServerConfig | None = None,
     ) -> None:
         self._config = config or SimServerConfig()
+        self.batch_api = BatchAPI(lambda: self._config, batch)
+        """The `/v1/files` and `/v1/batches` endpoints, with their knobs and counters."""
         self._host = host
         self._requested_port = port
         self._port: int | None = None
@@ -314,6 +323,7 @@ class SimServer:
         # "{slash:/*}": trailing slashes are accepted.
         app.router.add_post("/v1/chat/completions{slash:/*}", self._chat)
         app.router.add_get("/v1/models{slash:/*}", self._models, allow_head=False)
+        self.batch_api.add_routes(app.router)
         return app
 
     async def _main(self, ready: threading.Event) -> None:
