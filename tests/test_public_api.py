@@ -78,8 +78,8 @@ def test_the_served_example_plans_ship_inside_the_package(monkeypatch):
     shipped = [
         path.relative_to(package).as_posix()
         for path in (package / "_examples").rglob("*")
-        if path.is_file() and any(fnmatch.fnmatch(
-            path.relative_to(package).as_posix(), p) for p in patterns)
+        if path.is_file()
+        and any(fnmatch.fnmatch(path.relative_to(package).as_posix(), p) for p in patterns)
     ]
     for recipe in serving.RECIPES.values():
         assert f"_examples/{recipe}" in shipped, recipe

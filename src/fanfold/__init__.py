@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "AggregationSettings": "fanfold.plan",
+    "BatchNotSupportedError": "fanfold.errors",
+    "BatchOptions": "fanfold.scheduling.batches",
     "BudgetError": "fanfold.errors",
     "CacheError": "fanfold.scheduling.cache",
     "CallEstimate": "fanfold.scheduling.costs",
@@ -103,6 +105,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AggregationSettings",
+    "BatchNotSupportedError",
+    "BatchOptions",
     "BudgetError",
     "CacheError",
     "CallEstimate",
@@ -193,6 +197,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from fanfold.errors import (
+        BatchNotSupportedError,
         BudgetError,
         CheckpointStoreError,
         DependencyCycleError,
@@ -287,6 +292,9 @@ if TYPE_CHECKING:
         DurationStore,
         RateLimiter,
         RetryPolicy,
+    )
+    from fanfold.scheduling.batches import (
+        BatchOptions,
     )
     from fanfold.scheduling.cache import (
         CacheError,

@@ -19,6 +19,7 @@ branches existed. Classes defined in other modules are importable from here too.
     + InvalidOptionsError - a subtask's `options` do not suit its kind.
     + InvalidMapError - a subtask's `map` names itself, or neither an input nor a subtask.
     + InvalidOutputSchemaError - an output schema is invalid or cannot be asked for.
+    + BatchNotSupportedError - a subtask asks for a batch it cannot be sent as.
     + MissingInputError - a run lacks an input that a prompt needs.
     + UnknownInputError - a run is given an input the plan does not use.
     + MapInputError - a map's run input is not a list.
@@ -57,6 +58,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 __all__ = [
+    "BatchNotSupportedError",
     "BudgetError",
     "CacheError",
     "CheckpointStoreError",
@@ -150,7 +152,6 @@ def input_example(name: str, interface: InputInterface, value: str | None = None
     if interface == "server":
         return f'{{"inputs": {data}}} (the "inputs" field of the run\'s input)'
     return f"inputs={data}"
-
 
 
 class FanfoldError(Exception):
@@ -301,6 +302,18 @@ class InvalidMapError(PlanError):
         super().__init__(message)
         self.subtask_id = subtask_id
         self.source = source
+
+
+class BatchNotSupportedError(PlanError):
+    """A subtask asks to go through a Batch API (`batch: true`, `--batch`) and cannot."""
+
+    def __init__(self, subtask_id: str, reason: str) -> None:
+        super().__init__(
+            f"subtask {subtask_id!r} cannot be sent as a batch: {reason}; remove its "
+            "`batch: true` (or run without --batch)"
+        )
+        self.subtask_id = subtask_id
+        self.reason = reason
 
 
 class InvalidOutputSchemaError(PlanError):

@@ -67,6 +67,19 @@ BudgetOption = Annotated[
         "price for every model.",
     ),
 ]
+BatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Send every map of at least --batch-min-items items through the provider's "
+        "Batch API: half the price, answers within 24 hours (maps with `batch: true` go "
+        "as a batch anyway).",
+    ),
+]
+BatchMinItemsOption = Annotated[
+    int,
+    typer.Option("--batch-min-items", min=1, metavar="N", help="With --batch: the fewest items."),
+]
 NoCacheOption = Annotated[
     bool,
     typer.Option(

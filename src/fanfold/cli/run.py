@@ -16,6 +16,8 @@ from fanfold.cli._app import (
     set_resume_hint,
 )
 from fanfold.cli._options import (
+    BatchMinItemsOption,
+    BatchOption,
     BudgetOption,
     EventsOption,
     MaxConcurrencyOption,
@@ -97,6 +99,8 @@ def run(
     budget: BudgetOption = None,
     no_cache: NoCacheOption = False,
     shared_limits: SharedLimitsOption = None,
+    batch: BatchOption = False,
+    batch_min_items: BatchMinItemsOption = 100,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -118,7 +122,9 @@ def run(
     Each result shows what it cost (--prices FILE adds or overrides prices). Successful
     model calls are cached across runs, so a repeated call costs nothing and shows as
     cached; --no-cache turns that off. --budget USD stops sending calls before the run
-    would cost more; --dry-run only prints the estimate.
+    would cost more; --dry-run only prints the estimate. --batch sends big maps through
+    the provider's Batch API at half the price (with --checkpoint, a killed run's resume
+    collects the same batch).
 
     \b
     Examples:
@@ -129,6 +135,7 @@ def run(
       fanfold run plan.yaml --quiet --events events.jsonl
       fanfold run plan.yaml --dry-run --prices prices.yaml
       fanfold run plan.yaml --budget 0.50
+      fanfold run plan.yaml --batch --checkpoint runs.db
     """
     from fanfold.cli._output import (
         describe_critical_path,
@@ -162,6 +169,8 @@ def run(
         "budget": budget,
         "cache": not no_cache,
         "shared_limits": shared_limits,
+        "batch": batch,
+        "batch_min_items": batch_min_items,
     }
     if dry_run:
         if plan is None:

@@ -13,7 +13,7 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Checkpointer
 
 from fanfold._langgraph import adopt
-from fanfold.errors import InputInterface, UnknownKindError
+from fanfold.errors import BatchNotSupportedError, InputInterface, UnknownKindError
 from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.graphs.schema import (
     PlanOutput,
@@ -30,6 +30,8 @@ from fanfold.nodes.subtask import SubtaskNode
 from fanfold.plan.graph_checks import AGGREGATE_NODE, check_graph
 from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask, TaskPlan
+from fanfold.scheduling.batch_client import batch_support
+from fanfold.scheduling.batches import BatchOptions
 from fanfold.scheduling.budget import UnknownPriceError, check_budget
 from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
@@ -69,6 +71,7 @@ def compile_plan(
     prices: PriceTable | Mapping[str, Any] | str | Path | None = None,
     budget: float | None = None,
     cache: ResultCache | bool | str | Path | None = None,
+    batch: BatchOptions | bool | None = None,
     input_interface: InputInterface = "python",
 ) -> CompiledPlanGraph:
     """Compile a plan into a LangGraph graph whose model calls start greedily.
@@ -116,6 +119,10 @@ def compile_plan(
             ResultCache; None or False (the default) for none. A call with the same model
             and settings, messages, output schema and kind is then served from it (usage
             0, `cached=True`), and every successful call is stored as soon as it ends.
+        batch: send maps' item calls through the provider's Batch API: True (or
+            `BatchOptions(every_map=True)`) for every llm map of at least `min_items`
+            items (default 100); maps with `batch: true` go as a batch whatever this says.
+            Batched calls cost the batch price (`Price.batch`, default half).
         input_interface: where run inputs come from ("python", "cli" or "server"), so
             that a missing or malformed input's error names that interface's option.
 
@@ -173,6 +180,8 @@ def compile_plan(
         return by_model[id(chat_model)]
 
     limiters = {sid: limiter_for(models[sid]) for sid in plan.ids}
+    batching = batch if isinstance(batch, BatchOptions) else BatchOptions(every_map=bool(batch))
+    batch_maps = _batch_maps(plan, models, batching)
     used = sorted({model_label(m) for m in models.values() if m is not None})
     model_key = "+".join(used) or "none"
     fingerprint = plan.fingerprint()
@@ -190,6 +199,8 @@ def compile_plan(
         durations_key=(fingerprint, model_key),
         prices=table,
         budget=limit,
+        batch=batching,
+        batch_maps=batch_maps,
         input_interface=input_interface,
     )
     if callable(aggregator) and not isinstance(aggregator, BaseChatModel | _DefaultAggregator):
@@ -245,6 +256,25 @@ def _as_cache(cache: ResultCache | bool | str | Path | None) -> ResultCache | No
     if isinstance(cache, ResultCache):
         return cache
     return ResultCache(cache)
+
+
+def _batch_maps(
+    plan: TaskPlan, models: Mapping[str, BaseChatModel | None], options: BatchOptions
+) -> dict[str, bool]:
+    """The maps that may go as a batch -> whether the plan asks (`batch: true`).
+
+    Raises:
+        BatchNotSupportedError: such a map's model has no Batch API fanfold can use.
+    """
+    maps: dict[str, bool] = {}
+    for sub in plan.subtasks:
+        if sub.map is None or sub.kind != "llm" or not (sub.batch or options.every_map):
+            continue
+        reason = batch_support(models.get(sub.id))
+        if reason is not None:
+            raise BatchNotSupportedError(sub.id, reason)
+        maps[sub.id] = sub.batch
+    return maps
 
 
 def _check_prices(runtime: PlanRuntime, table: PriceTable) -> None:

@@ -393,4 +393,3 @@ def _emit(emit: EventSink | None, status: str, **fields: Any) -> None:
         emit(event)
     except Exception:  # noqa: S110 - a closed stream must not fail the run
         pass
-

@@ -76,9 +76,7 @@ class PlanOutput(BaseModel):
     )
 
 
-def plan_input_schema(
-    inputs: dict[str, dict[str, Any]], required: list[str]
-) -> type[BaseModel]:
+def plan_input_schema(inputs: dict[str, dict[str, Any]], required: list[str]) -> type[BaseModel]:
     """The input a caller sends: the run inputs, described one by one.
 
     The keys fanfold itself writes when a run starts (`results`, `run`, and the

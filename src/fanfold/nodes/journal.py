@@ -9,6 +9,11 @@ kept beside it. Entries sit under `("fanfold", "calls", <thread id>)`, keyed by 
 cache's key (`fanfold.scheduling.cache.call_key`) in the cache's record form. A resumed
 thread serves its finished calls from there: the same call is not requested again.
 
+A map sent as a batch keeps its batch there too, under `("fanfold", "batches", <thread
+id>)` keyed by the map's id: the input file's id (written before the batch is created),
+the batch's id (written as soon as it exists) and its lines' custom_ids, so a resumed run
+polls that batch instead of submitting another.
+
 A store that fails never fails a run: a lookup that fails is a miss, a write that fails
 is skipped (with a warning in the log).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph.checkpoint.memory import InMemorySaver
@@ -28,12 +34,14 @@ from fanfold._secrets import redact
 from fanfold.scheduling.cache import CachedCall, call_from_record, call_record
 from fanfold.state.results import TokenUsage
 
-__all__ = ["NAMESPACE", "StoreJournal", "store_beside"]
+__all__ = ["BATCHES", "NAMESPACE", "StoreJournal", "store_beside"]
 
 _log = logging.getLogger(__name__)
 
 NAMESPACE = ("fanfold", "calls")
 """The journal's namespace prefix; the thread id follows it."""
+BATCHES = ("fanfold", "batches")
+"""The namespace prefix of the batches a thread's maps were sent in."""
 
 _beside: weakref.WeakKeyDictionary[Any, BaseStore] = weakref.WeakKeyDictionary()
 
@@ -63,6 +71,7 @@ class StoreJournal:
     def __init__(self, store: BaseStore, thread_id: str) -> None:
         self.store = store
         self.namespace = (*NAMESPACE, str(thread_id))
+        self.batches = (*BATCHES, str(thread_id))
         self._sync = False
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -103,5 +112,23 @@ class StoreJournal:
             await self._call("put", self.namespace, key, record, index=False)
         except Exception as exc:  # noqa: BLE001 - a broken store never fails a run
             _log.warning("fanfold journal: write failed: %s", redact(str(exc)))
+            return False
+        return True
+
+    async def get_batch(self, sid: str) -> dict[str, Any] | None:
+        """The batch map `sid` was sent in, as `put_batch` wrote it, or None."""
+        try:
+            item = await self._call("get", self.batches, sid)
+        except Exception as exc:  # noqa: BLE001 - a broken store is a miss, not a failure
+            _log.warning("fanfold journal: batch lookup failed: %s", redact(str(exc)))
+            return None
+        return None if item is None else dict(item.value)
+
+    async def put_batch(self, sid: str, record: Mapping[str, Any]) -> bool:
+        """Keep the batch map `sid` is sent in (written before this returns)."""
+        try:
+            await self._call("put", self.batches, sid, dict(record), index=False)
+        except Exception as exc:  # noqa: BLE001 - a broken store never fails a run
+            _log.warning("fanfold journal: batch write failed: %s", redact(str(exc)))
             return False
         return True

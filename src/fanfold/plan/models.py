@@ -19,7 +19,13 @@ from pydantic import (
     model_validator,
 )
 
-from fanfold.errors import InvalidOutputSchemaError, PlanError, PlanValidationError, did_you_mean
+from fanfold.errors import (
+    BatchNotSupportedError,
+    InvalidOutputSchemaError,
+    PlanError,
+    PlanValidationError,
+    did_you_mean,
+)
 from fanfold.plan.graph_checks import all_dependencies, check_graph, topological_order
 from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.schemas import schema_problem
@@ -187,11 +193,28 @@ class SubTask(_PlanModel):
         description="Whether this subtask's calls may be served from, and stored in, the "
         "persistent cache when the run has one (false: always call the model).",
     )
+    batch: bool = Field(
+        False,
+        description="For a map of the llm kind: send its item calls as one provider batch "
+        "(OpenAI's Batch API: half the price, answers within 24 hours).",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_choice(cls, value: Any) -> Any:
         return check_model_choice(value)
+
+    @model_validator(mode="after")
+    def _batch_needs_a_map(self) -> SubTask:
+        if self.batch and self.map is None:
+            raise BatchNotSupportedError(
+                self.id, "only a map's item calls go as a batch (give it `map: LIST`)"
+            )
+        if self.batch and self.kind != "llm":
+            raise BatchNotSupportedError(
+                self.id, f"only the llm kind's calls go as a batch, not {self.kind!r}'s"
+            )
+        return self
 
     @field_validator("depends_on", mode="before")
     @classmethod

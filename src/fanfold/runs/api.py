@@ -218,9 +218,7 @@ def start_run(
     """
     task_plan = TaskPlan.coerce(plan)
     run_options = dict(options or {})
-    graph = compile_plan(
-        task_plan, **compile_options(run_options, input_interface=input_interface)
-    )
+    graph = compile_plan(task_plan, **compile_options(run_options, input_interface=input_interface))
     runtime = graph.fanfold_runtime
     assert runtime is not None
     given = dict(inputs or {})
@@ -318,9 +316,7 @@ async def aopen_run(
         task_plan, options = await _stored_run(saver, run_id, target)
         if cache is not None:
             options["cache"] = cache
-        graph = compile_plan(
-            task_plan, **compile_options(options, input_interface=input_interface)
-        )
+        graph = compile_plan(task_plan, **compile_options(options, input_interface=input_interface))
         state = await graph.copy(update={"checkpointer": saver}).aget_state(config)
     values = dict(state.values)
     runtime = graph.fanfold_runtime
@@ -415,9 +411,7 @@ def open_run(
     input_interface: InputInterface = "python",
 ) -> PlanRun:
     """Synchronous `aopen_run`."""
-    return asyncio.run(
-        aopen_run(run_id, checkpoint, cache=cache, input_interface=input_interface)
-    )
+    return asyncio.run(aopen_run(run_id, checkpoint, cache=cache, input_interface=input_interface))
 
 
 def get_run(run_id: str, checkpoint: str | Path) -> RunState:

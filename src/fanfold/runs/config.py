@@ -9,7 +9,8 @@ The command line and `fanfold.runs` read settings the same way:
 
 Run options are plain JSON data, kept in a checkpoint so that a resumed run compiles the
 same graph: `model`, `max_concurrency`, `requests_per_second`, `max_attempts`, `prices`
-(a file), `budget` (USD), `cache` (False for no cache), `shared_limits`, `store`.
+(a file), `budget` (USD), `cache` (False for no cache), `shared_limits`, `store`,
+`batch` (True: maps of `batch_min_items` items or more go through the Batch API).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from fanfold._secrets import strip_password
 from fanfold.errors import InputInterface
+from fanfold.scheduling.batches import BatchOptions
 from fanfold.scheduling.durations import DurationStore, DurationStoreError
 from fanfold.scheduling.prices import PriceTable, load_prices
 from fanfold.scheduling.retry import RetryPolicy
@@ -50,6 +52,8 @@ RUN_OPTIONS = (
     "cache",
     "shared_limits",
     "store",
+    "batch",
+    "batch_min_items",
 )
 """The keys a run's options may have."""
 
@@ -148,5 +152,8 @@ def compile_options(
         "prices": run_prices(options.get("prices")),
         "budget": options.get("budget"),
         "cache": options.get("cache", True) is not False,
+        "batch": BatchOptions.from_env(
+            every_map=bool(options.get("batch")), min_items=options.get("batch_min_items")
+        ),
         "input_interface": input_interface,
     }

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import time
 import uuid
@@ -47,6 +48,8 @@ from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
+from fanfold.scheduling.batch_client import UNLIMITED, BatchRound
+from fanfold.scheduling.batches import BatchJournal
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal, call_key, revive
 from fanfold.scheduling.calls import SubtaskCall, billed_usage
@@ -135,6 +138,7 @@ class Dispatcher:
         self._capped_models: dict[str, BaseChatModel] = {}
         self.budget: Budget | None = budget
         self._aggregate_items: dict[str, int] = {}
+        self._batches: dict[str, BatchRound] = {}
         if runtime.budget is not None and budget is None:
             spent = 0.0
             for res in self.done.values():
@@ -416,10 +420,13 @@ class Dispatcher:
         # on these, and only the items in the window have a task, config and prompt.
         slots: ItemTasks = [self.loop.create_future() for _ in range(count)]
         self._set_item_list(sid, slots)
-        window = asyncio.Semaphore(ITEM_WINDOW)
+        batch = self._open_batch(sid, count)  # a batch waits for every item's request
+        window = asyncio.Semaphore(ITEM_WINDOW if batch is None else count)
         for index in range(count):
             if index in reuse and reuse[index].ok:
                 slots[index].set_result(reuse[index])
+                if batch is not None:
+                    batch.settle(index)
                 continue
             await window.acquire()
             coro = (
@@ -430,8 +437,30 @@ class Dispatcher:
             task = self._spawn(coro, sid, index)
             self._item_tasks.add(task)
             task.add_done_callback(functools.partial(self._item_done, slots[index], window))
-        results = list(await asyncio.gather(*slots)) if slots else []
+            if batch is not None:
+                task.add_done_callback(functools.partial(_settle, batch, index))
+        try:
+            results = list(await asyncio.gather(*slots)) if slots else []
+        finally:
+            if batch is not None:
+                batch.close()
+        if batch is not None:
+            await batch.finish()
         return self._finish(self._combine(sid, results, started))
+
+    def _open_batch(self, sid: str, count: int) -> BatchRound | None:
+        """The batch map `sid`'s items go out in, when it is sent as one."""
+        explicit = self.runtime.batch_maps.get(sid)
+        if explicit is None or not self.runtime.batch.batches(explicit=explicit, count=count):
+            return None
+        journal = self.journal if isinstance(self.journal, BatchJournal) else None
+        emit = functools.partial(self._emit_batch, sid)
+        batch = BatchRound(sid, count, options=self.runtime.batch, journal=journal, emit=emit)
+        self._batches[sid] = batch
+        return batch
+
+    def _emit_batch(self, sid: str, state: dict[str, Any]) -> None:
+        self._emit(sid, "batch", None, batch=state)
 
     def _item_done(
         self,
@@ -575,7 +604,10 @@ class Dispatcher:
         messages = [self._system_message(subtask), HumanMessage(prompt)]
         cache_key: str | None = None
         cached = runtime.cache if subtask.cache else None
-        if model is not None and (cached is not None or self.journal is not None):
+        batch = self._batches.get(sid) if index is not None else None
+        if model is not None and (
+            cached is not None or self.journal is not None or batch is not None
+        ):
             cache_key = call_key(
                 model=model,
                 messages=messages,
@@ -617,6 +649,7 @@ class Dispatcher:
         attempt = 0
         billed = TokenUsage()  # every billed reply of this call, failed attempts included
         spent: float | None = 0.0
+        batched = False  # whether the current attempt goes out in the map's batch
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             # Built from values of the right types already: no validation on the hot path.
@@ -638,7 +671,7 @@ class Dispatcher:
         def count(usage: TokenUsage, reserved: float | None) -> None:
             """Add one attempt's billed usage to the call and swap its reservation for it."""
             nonlocal billed, spent
-            cost = 0.0 if label is None else runtime.prices.cost(label, usage)
+            cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
             billed = billed + usage
             spent = None if spent is None or cost is None else spent + cost
             if self.budget is not None and reserved is not None:
@@ -647,10 +680,15 @@ class Dispatcher:
         error = ""
         while True:
             attempt += 1
+            # A map's first attempts go out as one batch, outside the rate limits.
+            batched = batch is not None and batch.open and attempt == 1 and cache_key is not None
+            limiter = UNLIMITED if batched else runtime.limiters[sid]
             permit = await limiter.acquire(priority_rank, tokens=tokens)
             reserved: float | None = None  # USD set aside in the budget for this attempt
             if self.budget is not None and label is not None:
-                expected = runtime.prices.estimate(label, input_tokens, reply_cap) or 0.0
+                expected = (
+                    runtime.prices.estimate(label, input_tokens, reply_cap, batch=batched) or 0.0
+                )
                 refusal = self.budget.reserve(expected)
                 if refusal is not None:
                     limiter.release(permit)
@@ -663,7 +701,13 @@ class Dispatcher:
             started = time.time()
             first_start = first_start or started
             self._emit(
-                sid, "started", index, started_at=started, attempt=attempt, priority=priority
+                sid,
+                "started",
+                index,
+                started_at=started,
+                attempt=attempt,
+                priority=priority,
+                **({"batch": True} if batched else {}),
             )
             call = SubtaskCall(
                 subtask=subtask,
@@ -679,7 +723,11 @@ class Dispatcher:
                 index=index,
             )
             try:
-                outcome = await runtime.kinds[sid].run(call)
+                if batched and batch is not None and model is not None and cache_key is not None:
+                    lined = dataclasses.replace(call, model=batch.model_for(model))
+                    outcome = await batch.run(index or 0, cache_key, runtime.kinds[sid].run(lined))
+                else:
+                    outcome = await runtime.kinds[sid].run(call)
             except Exception as exc:
                 count(billed_usage(exc) or TokenUsage(), reserved)
                 failure = classify(exc)
@@ -826,6 +874,10 @@ def _retry_reason(failure: Failure, exc: BaseException) -> str:
 def _for_budget(result: SubtaskResult) -> bool:
     """Whether a result was skipped because the budget stopped the run's calls."""
     return result.status == "skipped" and (result.error or "").startswith("budget")
+
+
+def _settle(batch: BatchRound, index: int, _task: object) -> None:
+    batch.settle(index)
 
 
 def _release(limiter: Limiter, permit: Permit, _task: object) -> None:

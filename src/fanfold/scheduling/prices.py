@@ -7,6 +7,10 @@ known price of 0, not an unknown one); a prices file (`load_prices`) or a mappin
 to `compile_plan(prices=...)` overrides or extends it. A model missing from the table has
 an unknown cost (`None`), never 0. A dated snapshot (`gpt-4o-2024-08-06`) is priced like
 its model.
+
+Each price has a batch column too: what the same tokens cost through the provider's
+Batch API (`batch: {input: ..., output: ...}` in a prices file); it defaults to half the
+live price, as OpenAI and Anthropic charge.
 """
 
 from __future__ import annotations
@@ -41,16 +45,30 @@ format_usd = money
 """USD as fanfold prints it (`fanfold.formatting.money`)."""
 
 
+BATCH_DISCOUNT = 0.5
+"""A batch price, unless a table gives one: this share of the live price."""
+
+
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M tokens for one model."""
+    """USD per 1M tokens for one model, live and (when not given: half) through a batch."""
 
     input: float
     output: float
+    batch_input: float | None = None
+    batch_output: float | None = None
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for a call that read `input_tokens` and wrote `output_tokens`."""
         return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+    @property
+    def batch(self) -> Price:
+        """The price of the same call sent in a batch."""
+        return Price(
+            self.input * BATCH_DISCOUNT if self.batch_input is None else self.batch_input,
+            self.output * BATCH_DISCOUNT if self.batch_output is None else self.batch_output,
+        )
 
 
 # List prices (USD per 1M input / output tokens) at the time of writing; they change, so a
@@ -85,12 +103,19 @@ def _price_of(model: str, value: Any, where: str) -> Price:
             f"{where}: the price of {model!r} must be a mapping like {{input: 0.15, output: 0.6}} "
             f"(USD per 1M tokens), not {type(value).__name__}"
         )
-    extra = sorted(str(k) for k in value if k not in ("input", "output"))
+    extra = sorted(str(k) for k in value if k not in ("input", "output", "batch"))
     if extra:
         raise PriceError(
-            f"{where}: the price of {model!r} has unknown keys {extra}; give only 'input' and "
-            "'output' (USD per 1M tokens)"
+            f"{where}: the price of {model!r} has unknown keys {extra}; give only 'input', "
+            "'output' (USD per 1M tokens) and 'batch' ({input: ..., output: ...})"
         )
+    batch = value.get("batch")
+    if batch is not None and not isinstance(batch, Mapping | Price):
+        raise PriceError(
+            f"{where}: the batch price of {model!r} must be a mapping like "
+            f"{{input: 0.075, output: 0.3}} (USD per 1M tokens), not {type(batch).__name__}"
+        )
+    batched = None if batch is None else _price_of(model, batch, f"{where} (batch)")
     numbers: list[float] = []
     for key in ("input", "output"):
         raw = value.get(key)
@@ -103,7 +128,9 @@ def _price_of(model: str, value: Any, where: str) -> Price:
                 f"tokens, at least 0 (got {raw!r})"
             )
         numbers.append(number)
-    return Price(numbers[0], numbers[1])
+    if batched is None:
+        return Price(numbers[0], numbers[1])
+    return Price(numbers[0], numbers[1], batched.input, batched.output)
 
 
 class PriceTable:
@@ -146,25 +173,39 @@ class PriceTable:
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self.price(model) is not None
 
-    def cost(self, model: str | None, usage: TokenUsage) -> float | None:
-        """USD of a call's reported usage; None when the model has no price or the usage
-        gives a total without its input/output split."""
+    def cost(self, model: str | None, usage: TokenUsage, *, batch: bool = False) -> float | None:
+        """USD of a call's reported usage (at the batch price when `batch`); None when the
+        model has no price or the usage gives a total without its input/output split."""
         price = self.price(model)
         if price is None:
             return None
+        if batch:
+            price = price.batch
         if usage.total_tokens and not (usage.input_tokens or usage.output_tokens):
             # A total without its split is priced only when both directions cost the same.
             return price.cost(usage.total_tokens, 0) if price.input == price.output else None
         return price.cost(usage.input_tokens, usage.output_tokens)
 
-    def estimate(self, model: str | None, input_tokens: int, output_tokens: int) -> float | None:
-        """USD of a call expected to read and write these many tokens; None if unpriced."""
+    def estimate(
+        self, model: str | None, input_tokens: int, output_tokens: int, *, batch: bool = False
+    ) -> float | None:
+        """USD of a call expected to read and write these many tokens (at the batch price
+        when `batch`); None if unpriced."""
         price = self.price(model)
-        return None if price is None else price.cost(input_tokens, output_tokens)
+        if price is None:
+            return None
+        return (price.batch if batch else price).cost(input_tokens, output_tokens)
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
+    def as_dict(self) -> dict[str, dict[str, Any]]:
         """The table as plain data (what `run_report(prices=...)` takes)."""
-        return {m: {"input": p.input, "output": p.output} for m, p in sorted(self._prices.items())}
+        return {
+            m: {
+                "input": p.input,
+                "output": p.output,
+                "batch": {"input": p.batch.input, "output": p.batch.output},
+            }
+            for m, p in sorted(self._prices.items())
+        }
 
     def __repr__(self) -> str:
         return f"PriceTable({len(self._prices)} models)"

@@ -21,6 +21,7 @@ from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import as_text, items_text
 from fanfold.plan.template import render
+from fanfold.scheduling.batches import BatchOptions
 from fanfold.scheduling.cache import ResultCache
 from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
@@ -54,6 +55,10 @@ class PlanRuntime:
     """USD a run may spend (None: no limit); see fanfold.scheduling.costs.Budget."""
     cache: ResultCache | None = None
     """The persistent cache of model calls, or None when calls are never cached."""
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    """How map items go through the provider's Batch API."""
+    batch_maps: dict[str, bool] = field(default_factory=dict)
+    """Map subtasks that may go as a batch -> whether the plan says `batch: true`."""
     input_interface: InputInterface = "python"
     """Where run inputs come from; input errors name that interface's option."""
     # Derived from the plan in __post_init__.

@@ -62,6 +62,9 @@ class BatchServerConfig(BaseModel):
         "status inside a batch (the same request sent live succeeds).",
     )
     upload_delay: float = Field(0.0, ge=0.0, description="Seconds before answering an upload.")
+    create_delay: float = Field(
+        0.0, ge=0.0, description="Seconds before answering a batch creation (made already)."
+    )
     content_delay: float = Field(
         0.0, ge=0.0, description="Seconds before answering a file-content download."
     )
@@ -190,6 +193,17 @@ class BatchAPI:
         with self._lock:
             return self._batches[batch_id].state(time.time())[0]
 
+    def input_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        """The request lines of a batch's input file, as uploaded."""
+        with self._lock:
+            data = self._files[self._batches[batch_id].input_file_id].data
+        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+    def cancel(self, batch_id: str) -> None:
+        """Cancel a batch as its owner would from the provider's dashboard."""
+        with self._lock:
+            self._batches[batch_id].cancelled = time.time()
+
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Serve the endpoints on `router` (trailing slashes accepted)."""
         router.add_post("/v1/files{slash:/*}", self._upload)
@@ -298,6 +312,8 @@ class BatchAPI:
             self._batches[batch.id] = batch
             self.creations += 1
             payload = self._payload(batch)
+        if config.create_delay:
+            await asyncio.sleep(config.create_delay)
         return web.json_response(payload, dumps=_dumps)
 
     def _answer(
