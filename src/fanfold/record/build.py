@@ -1,15 +1,7 @@
 """Build a RunRecord from a run's final state and its lifecycle events.
 
-How the segments are read off the events:
-
-- each `started` event of a call is one attempt; an attempt that a `retrying` event
-  follows ended at that event, and the event's `delay` is the backoff that came next;
-- a call becomes ready when its last dependency finished (the run's start for a
-  subtask without dependencies, its map's `started` event for a map item, the upstream
-  item's finish for a map over another map's items); from ready, or from the end of a
-  backoff, to the next `started` it is queued for a slot or a rate limit.
-
-Without events each call is one segment from its `started_at` to its `finished_at`.
+The run's clock (sessions, gaps) is `record.clock`; each call's segments are read by
+`record.calls`; this module adds up subtasks, the aggregate and the totals.
 """
 
 from __future__ import annotations
@@ -20,17 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from fanfold.models.resolve import model_label
 from fanfold.plan.graph import critical_path, remaining_paths
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.plan.prompts import as_text
 from fanfold.plan.template import render
+from fanfold.record.calls import CallReader
+from fanfold.record.clock import RunClock
 from fanfold.record.model import (
     AggregateRecord,
-    CallRecord,
     RecordTotals,
     RunRecord,
-    Segment,
     SubtaskRecord,
 )
 from fanfold.scheduling.events import AGGREGATE, LifecycleEvent, parse_events
@@ -40,10 +31,6 @@ from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage, summariz
 
 __all__ = ["build_record"]
 
-_EPS = 1e-3
-"""Slack (seconds) when matching events to a result's time window."""
-_MIN_GAP = 5e-4
-"""Queued stretches shorter than this are not kept."""
 _DIGITS = 6
 
 
@@ -122,218 +109,42 @@ class _Builder:
         for e in self.events:
             self.by_call.setdefault((e.subtask, e.item), []).append(e)
         self.totals_in = _totals(state.get("totals"))
-        self._clock()
-
-    # -- time -------------------------------------------------------------------------------
-
-    def _clock(self) -> None:
-        times: list[float] = []
-        finishes: list[float] = []
-        for res in self.results.values():
-            for r in [res, *(res.items or [])]:
-                times += [t for t in (r.started_at, r.finished_at) if t is not None]
-                if r.finished_at is not None:
-                    finishes.append(r.finished_at)
-        event_times = [e.time for e in self.events] + [e.time for e in self.aggregate_events]
-        self.t0 = min(times + event_times, default=0.0)
-        self.t_last = max(times + event_times, default=self.t0)
-        wall = self.totals_in.wall_time if self.totals_in is not None else 0.0
-        # This process's share: from its first event, else from the end less its wall time.
-        ends = max(finishes, default=self.t_last)
-        if self.events:
-            current = min(e.time for e in self.events)
-        elif wall > 0:
-            current = ends - wall
-        else:
-            current = self.t0
-        current = max(self.t0, current)
-        earlier = [
-            (r.started_at or r.finished_at, r.finished_at)
-            for res in self.results.values()
-            for r in [res, *(res.items or [])]
-            if r.finished_at is not None and r.finished_at < current - _EPS
-        ]
-        self.end = max(self.t_last, current + wall)
-        self.sessions: list[tuple[float, float]] = []
-        if earlier:
-            first = min(s for s, _ in earlier if s is not None)
-            last = max(e for _, e in earlier if e is not None)
-            self.sessions.append((first, last))
-            self.sessions.append((current, self.end))
-        else:
-            self.sessions.append((self.t0, self.end))
-        self.gaps = [
-            (a[1], b[0])
-            for a, b in zip(self.sessions, self.sessions[1:], strict=False)
-            if b[0] > a[1]
-        ]
-
-    def _running(self, start: float, end: float) -> float:
-        """Seconds of [start, end] during which a process was running."""
-        total = max(0.0, end - start)
-        for lo, hi in self.gaps:
-            total -= max(0.0, min(end, hi) - max(start, lo))
-        return max(0.0, total)
-
-    # -- calls ------------------------------------------------------------------------------
-
-    def _finish_time(self, sid: str) -> float | None:
-        res = self.results.get(sid)
-        if res is None:
-            return None
-        if res.finished_at is not None:
-            return res.finished_at
-        done = [e.time for e in self.by_call.get((sid, None), []) if e.status == res.status]
-        return max(done, default=None)
-
-    def _ready(self, sid: str) -> float | None:
-        if sid not in self.subtasks:
-            return None
-        deps = self.deps.get(sid, ())
-        if not deps:
-            return self.t0
-        finished = [self._finish_time(dep) for dep in deps]
-        if any(t is None for t in finished):
-            return None
-        return max(t for t in finished if t is not None)
-
-    def _model(self, sid: str, res: SubtaskResult | None) -> str | None:
-        if res is not None and res.model is not None:
-            return res.model
-        if self.runtime is not None and sid in self.runtime.models:
-            model = self.runtime.models.get(sid)
-            return model_label(model) if model is not None else None
-        return None
-
-    def _call(
-        self, rid: str, sid: str, index: int | None, res: SubtaskResult | None, ready: float | None
-    ) -> CallRecord:
-        evs = self.by_call.get((sid, index), [])
-        status = res.status if res is not None else ("unfinished" if evs else "not run")
-        call = CallRecord(
-            id=rid,
-            subtask=sid,
-            item=index,
-            status=status,
-            model=self._model(sid, res),
-            ready=ready,
-            cached=bool(res is not None and res.cached),
-            error=res.error if res is not None else None,
+        self.clock = RunClock(self.results, self.events, self.aggregate_events, self.totals_in)
+        self.t0, self.end = self.clock.t0, self.clock.end
+        self.sessions, self.gaps = self.clock.sessions, self.clock.gaps
+        self.calls = CallReader(
+            results=self.results,
+            subtasks=self.subtasks,
+            deps=self.deps,
+            maps=self.maps,
+            by_call=self.by_call,
+            runtime=runtime,
+            prices=self.prices,
+            clock=self.clock,
         )
-        if res is not None:
-            call.usage = res.usage
-            call.cost = self._cost(res)
-            call.cost_source = getattr(res, "cost_source", None)
-            if call.cost is not None and call.cost_source is None and not res.cached:
-                call.cost_source = "price table" if res.attempts else None
-        if status == "skipped" or (res is not None and res.started_at is None):
-            when = [e.time for e in evs if e.status == status]
-            at = max(when, default=None) or (res.finished_at if res else None) or ready
-            if at is not None:
-                call.segments.append(Segment(kind="skip", start=at, end=at, note=call.error or ""))
-                call.start = call.end = at
-            call.attempts = res.attempts if res is not None else 0
-            return call
-        self._attempts(call, evs, res)
-        return call
-
-    def _attempts(
-        self, call: CallRecord, evs: list[LifecycleEvent], res: SubtaskResult | None
-    ) -> None:
-        lo = res.started_at if res is not None else None
-        hi = res.finished_at if res is not None else None
-
-        def inside(t: float) -> bool:
-            return not ((lo is not None and t < lo - _EPS) or (hi is not None and t > hi + _EPS))
-
-        starts = sorted(
-            (e for e in evs if e.status == "started" and inside(e.begin)), key=lambda e: e.begin
-        )
-        retries = [e for e in evs if e.status == "retrying" and inside(e.time)]
-        begins = [e.begin for e in starts]
-        numbers = [e.attempt or i + 1 for i, e in enumerate(starts)]
-        if not starts and lo is not None:  # no events: one segment for the whole call
-            begins, numbers, retries = [lo], [res.attempts if res else 1], []
-        end_of_run = hi if hi is not None else self.end
-        call.start = begins[0] if begins else lo
-        call.end = hi
-        segments = call.segments
-        if call.start is not None and call.ready is not None and call.start - call.ready > _MIN_GAP:
-            segments.append(Segment(kind="queued", start=call.ready, end=call.start))
-        for position, begin in enumerate(begins):
-            number = numbers[position]
-            following = begins[position + 1] if position + 1 < len(begins) else None
-            retry = next(
-                (
-                    r
-                    for r in retries
-                    if r.time >= begin - _EPS
-                    and (following is None or r.time <= following + _EPS)
-                    and (r.attempt or number) == number
-                ),
-                None,
-            )
-            if retry is None:
-                stop = following if following is not None else end_of_run
-                segments.append(
-                    Segment(kind="call", start=begin, end=stop, note=f"attempt {number}")
-                )
-                continue
-            call.retries += 1
-            reason = retry.reason or retry.error or "error"
-            segments.append(
-                Segment(
-                    kind="retry", start=begin, end=retry.time, note=f"attempt {number}: {reason}"
-                )
-            )
-            stop = following if following is not None else end_of_run
-            waited = min(retry.time + max(0.0, retry.delay or 0.0), max(stop, retry.time))
-            if waited > retry.time:
-                segments.append(Segment(kind="backoff", start=retry.time, end=waited))
-            if following is not None and following - waited > _MIN_GAP:
-                segments.append(Segment(kind="queued", start=waited, end=following))
-        call.attempts = max(len(begins), res.attempts if res is not None else 0)
-        for seg in segments:
-            length = self._running(seg.start, seg.end)
-            if seg.kind == "queued":
-                call.queued += length
-            elif seg.kind == "backoff":
-                call.backoff += length
-            elif seg.kind in ("call", "retry") and not call.cached:
-                call.call_time += length  # a cache hit reached no provider
-
-    def _cost(self, res: SubtaskResult) -> float | None:
-        """The cost the run computed; a price given afterwards fills in an unknown one."""
-        if res.cached:
-            return 0.0
-        if res.cost is not None:
-            return res.cost
-        if not res.attempts or res.model is None:
-            return 0.0
-        return self.prices.cost(res.model, res.usage)
 
     # -- subtasks ---------------------------------------------------------------------------
 
     def _subtask(self, sid: str) -> SubtaskRecord:
         res = self.results.get(sid)
         sub = self.subtasks.get(sid)
-        ready = self._ready(sid)
+        ready = self.calls.ready(sid)
         record = SubtaskRecord(
             id=sid,
             kind=(res.kind if res is not None and res.kind else None)
             or (sub.kind if sub else "llm"),
-            model=self._model(sid, res),
+            model=self.calls.model(sid, res),
             depends_on=list(self.deps.get(sid, ())),
             map=sub.map if sub is not None else None,
             status=res.status if res is not None else "not run",
             error=res.error if res is not None else None,
         )
         if sid not in self.maps:
-            call = self._call(sid, sid, None, res, ready)
+            call = self.calls.call(sid, sid, None, res, ready)
             record.calls = [call]
             record.status = call.status
         else:
-            record.calls = self._items(sid, res, ready)
+            record.calls = self.calls.items(sid, res, ready)
             if res is None and any(c.status != "not run" for c in record.calls):
                 record.status = "unfinished"
             elif res is None and self.by_call.get((sid, None)):
@@ -361,30 +172,6 @@ class _Builder:
             res.finished_at if res is not None and res.finished_at else max(ends, default=None)
         )
         return record
-
-    def _items(self, sid: str, res: SubtaskResult | None, ready: float | None) -> list[CallRecord]:
-        starts = [e.time for e in self.by_call.get((sid, None), []) if e.status == "started"]
-        if res is not None and res.started_at is not None:
-            starts = [t for t in starts if t <= res.started_at + _EPS]
-        map_start = max(starts, default=ready)
-        sub = self.subtasks.get(sid)
-        source = None
-        if sub is not None and sub.map in self.maps and sub.map not in sub.placeholders:
-            source = sub.map
-        upstream = self.results.get(source) if source is not None else None
-        out: list[CallRecord] = []
-        for item in res.items or [] if res is not None else []:
-            index = item.index if item.index is not None else len(out)
-            item_ready = map_start
-            if upstream is not None and upstream.items is not None and index < len(upstream.items):
-                before = upstream.items[index].finished_at
-                if before is not None:
-                    item_ready = max(item_ready or before, before)
-            out.append(self._call(item.id, sid, index, item, item_ready))
-        if res is None:  # an unfinished map: its items from their events
-            indexes = sorted({i for (s, i) in self.by_call if s == sid and i is not None})
-            out += [self._call(f"{sid}[{i}]", sid, i, None, map_start) for i in indexes]
-        return out
 
     # -- the whole run ----------------------------------------------------------------------
 
@@ -469,7 +256,7 @@ class _Builder:
         if error:
             record.status, record.error = "failed", str(error)
         if record.start is not None and record.end is not None and not record.cached:
-            record.call_time = self._running(record.start, record.end)
+            record.call_time = self.clock.running(record.start, record.end)
         return record
 
     def _totals(
