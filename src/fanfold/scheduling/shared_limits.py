@@ -57,26 +57,19 @@ from typing import Any
 from fanfold.scheduling.durations import is_postgres_url, one_line, shown_target
 from fanfold.scheduling.limits import Permit, Priority, minute_left, priority_key
 from fanfold.scheduling.pacing import PaceLimits, PaceState
+from fanfold.scheduling.shared_keeper import Keeper
 from fanfold.scheduling.shared_store import (
-    INSERT_STATE,
     SCHEMA,
     TABLES,
-    UPDATE_STATE,
-    UPSERT_HOLDER,
-    PostgresStore,
     SharedLimitsError,
-    Store,
-    lock_state,
     open_store,
 )
 from fanfold.scheduling.shared_sync import (
     Limited,
-    Member,
     Outcome,
     Success,
     Work,
     round_robin_share,
-    sync,
 )
 
 __all__ = ["SCHEMA", "TABLES", "SharedLimitsError", "SharedRateLimiter", "round_robin_share"]
@@ -175,9 +168,6 @@ class SharedRateLimiter:
         self._lock = threading.Lock()
         self._order = itertools.count()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self.state = PaceState.fresh(0.0, self.limits)
-        """The shared state as of this process's last transaction."""
-        self._renew_every = max(0.02, self.lease_seconds / 4)
         self._asks: list[_Ask] = []  # callers waiting, best first (a heap)
         self._live = 0  # callers waiting
         self._held: dict[int, str] = {}  # seq -> lease id of callers holding a slot
@@ -186,30 +176,33 @@ class SharedRateLimiter:
         self._to_release: list[str] = []
         self._pending_successes: list[Success] = []
         self._pending_limited: list[Limited] = []
-        self._recorded_want = 0
-        self._recorded_since = 0.0
         self._closed = False
-        self._stop = False
-        self._wake = threading.Event()
-        self._db_lock = threading.Lock()
-        self._store: Store = open_store(target, self.key, postgres=is_postgres_url(target))
-        if isinstance(self._store, PostgresStore):
-            self._store.on_notify = self._on_notify
+        store = open_store(target, self.key, postgres=is_postgres_url(target))
+        self._keeper = Keeper(
+            store,
+            key=self.key,
+            holder=self.holder,
+            limits=self.limits,
+            lease_seconds=self.lease_seconds,
+            horizon=self.PACE_HORIZON,
+            target=self.target,
+            take_work=self._take_work,
+            give_back=self._give_back,
+            hand_out=self._hand_out,
+        )
+        self._wake = self._keeper.wake
         try:
-            with self._db_lock:
-                self._register()
+            with self._keeper.db_lock:
+                self._keeper.register()
         except Exception as exc:
-            self._store.close()
+            store.close()
             raise SharedLimitsError(
                 f"shared limits target {self.target}: cannot use it: "
                 f"{one_line(exc, target)}; check the path or URL and the rights on it",
                 setting="target",
                 target=self.target,
             ) from exc
-        self._thread = threading.Thread(
-            target=self._keep, name="fanfold-shared-limits", daemon=True
-        )
-        self._thread.start()
+        self._keeper.start()
         atexit.register(self.close)
 
     @classmethod
@@ -269,6 +262,11 @@ class SharedRateLimiter:
             f"tokens_per_minute={self.tokens_per_minute}, adaptive={self.adaptive}, "
             f"lease_seconds={self.lease_seconds})"
         )
+
+    @property
+    def state(self) -> PaceState:
+        """The shared state as of this process's last transaction."""
+        return self._keeper.state
 
     # -- the Limiter API ---------------------------------------------------------------------
 
@@ -392,10 +390,7 @@ class SharedRateLimiter:
         for ask in waiting:
             with contextlib.suppress(RuntimeError):
                 ask.loop.call_soon_threadsafe(_fail, ask.future, f"{self!r} was closed")
-        self._stop = True
-        self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        self._keeper.stop()
         with self._lock:  # the last feedback, and every lease this process still has
             last = Work(
                 want=0,
@@ -408,19 +403,7 @@ class SharedRateLimiter:
             )
             self._held, self._to_release, self._leaseless = {}, [], 0
             self._pending_successes, self._pending_limited = [], []
-        with self._db_lock:
-            try:
-                self._sync(last)
-                with self._store.transaction(self.key) as tx:
-                    tx.execute(
-                        "DELETE FROM fanfold_pace_holders WHERE endpoint = ? AND holder = ?",
-                        (self.key, self.holder),
-                    )
-                    tx.commit = True
-            except Exception as exc:  # the leases expire on their own
-                _log.warning("shared limits: could not leave %s cleanly: %s", self.target, exc)
-            finally:
-                self._store.close()
+        self._keeper.leave(last)
 
     @property
     def waiting(self) -> int:
@@ -430,125 +413,16 @@ class SharedRateLimiter:
 
     def snapshot(self) -> dict[str, Any]:
         """The shared state now: pace, window, slots in use, waiting processes, counters."""
-        with self._db_lock, self._store.transaction(self.key) as tx:
-            row = lock_state(self._store, tx, self.key)
-            state = PaceState.from_row(row) if row is not None else PaceState()
-            in_use = tx.execute(
-                "SELECT COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ? AND expires >= ?",
-                (self.key, tx.now),
-            ).fetchone()[0]
-            holders = tx.execute(
-                "SELECT holder, want FROM fanfold_pace_holders WHERE endpoint = ? AND expires >= ?",
-                (self.key, tx.now),
-            ).fetchall()
-        return {
-            **state.describe(self.limits),
-            "slots_in_use": int(in_use),
-            "holders": {h: int(w) for h, w in holders},
-        }
+        return self._keeper.snapshot()
 
-    # -- the keeper thread --------------------------------------------------------------------
-
-    def _on_notify(self, holder: str) -> None:
-        if holder != self.holder:
-            self._wake.set()
-
-    def _register(self) -> None:
-        """Join the store; reset the shared state if nobody else is using it."""
-        with self._store.transaction(self.key) as tx:
-            row = lock_state(self._store, tx, self.key)
-            now = tx.now
-            fresh = PaceState.fresh(now, self.limits)
-            if row is None:
-                tx.execute(INSERT_STATE, (self.key, *fresh.row()))
-                row = lock_state(self._store, tx, self.key)
-            others = tx.execute(
-                "SELECT COUNT(*) FROM fanfold_pace_holders WHERE endpoint = ? AND expires >= ?",
-                (self.key, now),
-            ).fetchone()[0]
-            leases = tx.execute(
-                "SELECT COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ? AND expires >= ?",
-                (self.key, now),
-            ).fetchone()[0]
-            if not others and not leases:
-                # A new start, as a new process's RateLimiter makes: yesterday's 429s
-                # should not slow today's runs.
-                assert row is not None
-                fresh.granted = PaceState.from_row(row).granted  # sequence numbers go on
-                tx.execute(UPDATE_STATE, (*fresh.row(), self.key))
-                self.state = fresh
-            else:
-                assert row is not None
-                self.state = PaceState.from_row(row)
-            tx.execute(UPSERT_HOLDER, (self.key, self.holder, 0, now, now + self.lease_seconds))
-            tx.commit = True
-            self._recorded_since = now
-
-    def _keep(self) -> None:
-        next_renew = time.monotonic() + self._renew_every
-        last_sync = 0.0
-        blocked = False
-        failures = 0
-        next_try = 0.0  # when the pace lets a blocked process reserve again
-        while True:
-            now = time.monotonic()
-            if blocked:
-                timeout = min(self._store.poll, max(0.0, next_try - now))
-            else:
-                timeout = max(0.0, next_renew - now)
-            self._wake.wait(timeout)
-            self._wake.clear()
-            if self._stop:
-                return
-            now = time.monotonic()
-            renew = now >= next_renew
-            with self._lock:
-                work = self._take_work(renew)
-            if not (
-                work.releases
-                or work.successes
-                or work.limited
-                or renew
-                or work.want != self._recorded_want
-            ):
-                if not work.want:
-                    blocked = False
-                    continue
-                # Waiting: read again only if someone committed, the pace allows another
-                # start, or now and then (leases that expire commit nothing).
-                with self._db_lock:
-                    changed = self._store.changed()
-                due = now >= next_try or now - last_sync >= self._store.force
-                if not changed and not due:
-                    continue
-            try:
-                with self._db_lock:
-                    outcome = self._sync(work)
-            except Exception as exc:
-                failures += 1
-                self._give_back(work)
-                if failures in (1, 10) or failures % 100 == 0:
-                    _log.warning(
-                        "shared limits: %s failed (%d in a row), retrying: %s",
-                        self.target,
-                        failures,
-                        one_line(exc),
-                    )
-                with self._db_lock, contextlib.suppress(Exception):
-                    self._store.recover()
-                self._wake.wait(min(1.0, 0.05 * failures))
-                self._wake.set()
-                continue
-            failures = 0
-            last_sync = now
-            if renew:
-                next_renew = now + self._renew_every
-            self._hand_out(outcome)
-            blocked = outcome.want_after > 0
-            next_try = outcome.mono + outcome.retry_in
+    # -- the waiters (the keeper thread calls these) -----------------------------------------
 
     def _take_work(self, renew: bool) -> Work:
-        """What the next transaction does (lock held)."""
+        """What the next transaction does."""
+        with self._lock:
+            return self._work(renew)
+
+    def _work(self, renew: bool) -> Work:
         limit = self._live
         cap = self.state.cap(self.limits)
         if cap is not None:
@@ -585,23 +459,6 @@ class SharedRateLimiter:
             self._to_release[:0] = work.releases
             self._pending_successes[:0] = work.successes
             self._pending_limited[:0] = work.limited
-
-    def _sync(self, work: Work) -> Outcome:
-        """One transaction (see `shared_sync.sync`); remembers what the store now says."""
-        member = Member(
-            key=self.key,
-            holder=self.holder,
-            limits=self.limits,
-            lease_seconds=self.lease_seconds,
-            horizon=self.PACE_HORIZON,
-            recorded_want=self._recorded_want,
-            recorded_since=self._recorded_since,
-        )
-        outcome = sync(self._store, member, work)
-        self._recorded_want = outcome.want_after
-        self._recorded_since = outcome.since
-        self.state = outcome.state
-        return outcome
 
     def _hand_out(self, outcome: Outcome) -> None:
         """Give the slots just acquired to the best waiters, in priority order."""
