@@ -11,6 +11,8 @@ from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
 
 REPLY_PREFIX = "[simulated server] "
+MODEL_ID = "sim-model"
+"""The model id `/v1/models` lists."""
 _SUMMARY_WORDS = 6
 _JSON_PIECE_CHARS = 16
 _FILLER = (
