@@ -64,6 +64,16 @@ def run(
         float | None,
         typer.Option("--rps", min=0.001, metavar="RPS", help="Provider's request-rate limit."),
     ] = None,
+    tokens_per_minute: Annotated[
+        float | None,
+        typer.Option(
+            "--tpm",
+            min=1,
+            metavar="TPM",
+            help="Provider's token-rate limit, tokens per minute: each call reserves its "
+            "prompt and reply cap, and waits when the minute's tokens are spent.",
+        ),
+    ] = None,
     max_attempts: Annotated[
         int | None,
         typer.Option(min=1, metavar="N", help="Attempts per subtask for transient errors."),
@@ -164,6 +174,7 @@ def run(
         "model": model,
         "max_concurrency": max_concurrency,
         "requests_per_second": requests_per_second,
+        "tokens_per_minute": tokens_per_minute,
         "max_attempts": max_attempts,
         "prices": str(prices.resolve()) if prices is not None else None,
         "budget": budget,

@@ -39,7 +39,14 @@ from pydantic import Field
 from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
 
-__all__ = ["PLAN_PREFIX", "REPLY_PREFIX", "SimulatedChatModel", "SimulatedModelError"]
+__all__ = [
+    "PLAN_PREFIX",
+    "REPLY_PREFIX",
+    "SimulatedChatModel",
+    "SimulatedModelError",
+    "is_plan_schema",
+    "simulated_plan",
+]
 
 #: Every plain-text reply starts with this marker.
 REPLY_PREFIX = "[simulated reply]"
@@ -165,8 +172,8 @@ class SimulatedChatModel(BaseChatModel):
             name, parameters = tool
             digest = _digest(self.seed, "tool", name, prompt)
             args: Any
-            if name == _PLAN_TOOL and "subtasks" in parameters.get("properties", {}):
-                args = _simulated_plan(self.seed, prompt, human)
+            if is_plan_schema(name, parameters):
+                args = simulated_plan(self.seed, prompt, human)
             else:
                 seed = int.from_bytes(digest[:4], "big")
                 args = sample_from_schema(parameters, seed=seed, name=name)
@@ -384,7 +391,13 @@ def _tool_spec(tool: Any) -> tuple[str, dict[str, Any]]:
     return str(body.get("name", "tool")), dict(parameters)
 
 
-def _simulated_plan(seed: int, prompt: str, human: str) -> dict[str, Any]:
+def is_plan_schema(name: str, schema: Mapping[str, Any]) -> bool:
+    """Whether a tool or response schema is fanfold's planner schema."""
+    properties = schema.get("properties")
+    return name == _PLAN_TOOL and isinstance(properties, Mapping) and "subtasks" in properties
+
+
+def simulated_plan(seed: int, prompt: str, human: str) -> dict[str, Any]:
     """A valid fanfold plan for the goal in a planner request, marked as simulated.
 
     Three or four independent aspect subtasks (drawn from the seed and the goal) and a

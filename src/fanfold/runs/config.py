@@ -8,9 +8,10 @@ The command line and `fanfold.runs` read settings the same way:
 - `$FANFOLD_SHARED_LIMITS` shares the provider's limits with other processes.
 
 Run options are plain JSON data, kept in a checkpoint so that a resumed run compiles the
-same graph: `model`, `max_concurrency`, `requests_per_second`, `max_attempts`, `prices`
-(a file), `budget` (USD), `cache` (False for no cache), `shared_limits`, `store`,
-`batch` (True: maps of `batch_min_items` items or more go through the Batch API).
+same graph: `model`, `max_concurrency`, `requests_per_second`, `tokens_per_minute`,
+`max_attempts`, `prices` (a file), `budget` (USD), `cache` (False for no cache),
+`shared_limits`, `store`, `batch` (True: maps of `batch_min_items` items or more go
+through the Batch API).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ RUN_OPTIONS = (
     "model",
     "max_concurrency",
     "requests_per_second",
+    "tokens_per_minute",
     "max_attempts",
     "prices",
     "budget",
@@ -144,6 +146,7 @@ def compile_options(
         "model": options.get("model"),
         "max_concurrency": options.get("max_concurrency"),
         "requests_per_second": options.get("requests_per_second"),
+        "tokens_per_minute": options.get("tokens_per_minute"),
         "retry": RetryPolicy(
             max_attempts=options.get("max_attempts") or RetryPolicy().max_attempts
         ),

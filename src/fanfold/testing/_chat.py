@@ -125,6 +125,7 @@ class _Chat:
                 reply_tokens=config.reply_tokens,
                 scripted=config.scripted,
                 scripted_form=config.scripted_form,
+                plans=config.plans,
             )
             reply = limit_reply(reply, body, config.finish_prompts)
         except Exception as exc:  # a simulator bug should reach the test as a readable 500

@@ -137,6 +137,13 @@ class SimServerConfig(BaseModel):
         "that ignores tools and response formats would.",
     )
 
+    plans: bool = Field(
+        default=False,
+        description="Answer requests for fanfold's planner schema (the FanfoldPlan tool or "
+        "json_schema) with a valid plan for the goal, as the simulated model does, so that "
+        "`fanfold plan` and `run --goal` work against the server.",
+    )
+
     @model_validator(mode="after")
     def _check_fault_rates(self) -> SimServerConfig:
         total = (

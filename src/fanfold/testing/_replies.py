@@ -9,6 +9,7 @@ from typing import Any
 
 from fanfold._text import content_text
 from fanfold.models.schema_values import sample_from_schema
+from fanfold.models.simulated import is_plan_schema, simulated_plan
 
 REPLY_PREFIX = "[simulated server] "
 MODEL_ID = "sim-model"
@@ -114,6 +115,29 @@ def _scripted(prompt: str, scripted: dict[str, Any]) -> Any:
     return _NO_SCRIPT
 
 
+def _asked_schema(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """Name and JSON schema of the tool the reply calls, or of the json_schema asked for."""
+    tool = _chosen_tool(body)
+    if tool is not None:
+        return str(tool.get("name", "tool")), tool.get("parameters") or {}
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        return str(spec.get("name", "value")), spec.get("schema") or {}
+    return None
+
+
+def _planned(body: dict[str, Any], seed: int) -> Any:
+    """A valid plan if ``body`` asks for fanfold's planner schema, as the simulated model
+    answers it; else no script."""
+    asked = _asked_schema(body)
+    if asked is None or not is_plan_schema(*asked):
+        return _NO_SCRIPT
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    prompt = "\n".join(content_text(m.get("content")) for m in messages)
+    return simulated_plan(seed, prompt, last_user_text(body))
+
+
 def plan_reply(
     body: dict[str, Any],
     *,
@@ -121,12 +145,18 @@ def plan_reply(
     reply_tokens: int,
     scripted: dict[str, Any] | None = None,
     scripted_form: str = "auto",
+    plans: bool = False,
 ) -> Reply:
-    """Decide the reply to a chat-completions request body, deterministically."""
+    """Decide the reply to a chat-completions request body, deterministically.
+
+    With ``plans``, a request for fanfold's planner schema gets a valid plan for its goal.
+    """
     prompt = last_user_text(body)
     value_seed = _prompt_seed(seed, prompt)
     prompt_tokens = _count_prompt_tokens(body)
     value = _scripted(prompt, scripted or {})
+    if value is _NO_SCRIPT and plans:
+        value = _planned(body, seed)
     if value is not _NO_SCRIPT and scripted_form == "text":
         text = f"Here is the plan:\n```json\n{json.dumps(value, indent=1)}\n```\nDone."
         pieces = _json_pieces(text)

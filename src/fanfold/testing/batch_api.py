@@ -530,6 +530,7 @@ def _line_answer(
         reply_tokens=config.reply_tokens,
         scripted=config.scripted,
         scripted_form=config.scripted_form,
+        plans=config.plans,
     )
     reply = limit_reply(reply, body, config.finish_prompts)
     model = str(body.get("model") or "sim-model")

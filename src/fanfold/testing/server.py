@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fanfold.testing import _chat, _http
+from fanfold.testing import _chat, _http, _stats
 from fanfold.testing._config import SimServerConfig
 from fanfold.testing._replies import MODEL_ID
 from fanfold.testing._state import RequestRecord, SimState
@@ -28,7 +28,10 @@ __all__ = ["MODEL_ID", "RequestRecord", "SimServer", "SimServerConfig"]
 
 _log = logging.getLogger(__name__)
 
-_ENDPOINTS: tuple[Callable[[web.Application, SimState], None], ...] = (_chat.add_routes,)
+_ENDPOINTS: tuple[Callable[[web.Application, SimState], None], ...] = (
+    _chat.add_routes,
+    _stats.add_routes,
+)
 """Each adds its routes to the server's app; they share the server's state."""
 _MAX_BODY = 64 * 1024 * 1024
 _SHUTDOWN_GRACE = 0.05
@@ -193,6 +196,16 @@ class SimServer:
         """A copy of the request log, in arrival order of the decisions."""
         with self._state.lock:
             return list(self._state.log)
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /stats`` serves: requests, answers per status ("200", "429", "stall",
+        ...), tokens answered, and chat requests in flight now and at most."""
+        return self._state.stats()
+
+    def summary(self) -> str:
+        """The stats as one line, e.g. ``3 requests (200: 2, 429: 1), 60 tokens, at most 2
+        in flight``."""
+        return _stats.stats_summary(self._state.stats())
 
     def reset(self) -> None:
         """Clear the log, counters and first-attempt memory; refill the token bucket."""
