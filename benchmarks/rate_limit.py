@@ -22,9 +22,18 @@ limit; 1.00 is the best any client can sustain), the 429s the server sent, and t
 subtasks lost (not succeeded, or still unfinished at the deadline). Target for fanfold:
 goodput >= 0.90 of the limit and nothing lost.
 
+With `--concurrency-limits`, it runs hidden-*concurrency* cases instead: for each limit
+and each `--latencies-ms`, a server that answers 429 to any request beyond that many in
+flight (no rate limit), and two fanfold runners: cold (`RateLimiter()`, learning the
+window) and told (`RateLimiter(max_concurrency=limit)`, the baseline). Goodput is over
+the busy period (first call's start to last call's end) against what the limit allows
+(limit / mean latency). Targets for the cold runner: goodput >= 0.90, <= 5% of requests
+answered 429, 0 lost.
+
     python benchmarks/rate_limit.py
     python benchmarks/rate_limit.py --subtasks 500 --limit 50 --shape dag --deadline 120
     python benchmarks/rate_limit.py --in-process
+    python benchmarks/rate_limit.py --concurrency-limits 4 16 --latencies-ms 50 500
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import random
 import time
@@ -49,6 +59,7 @@ from fanfold.testing import MODEL_ID, SimServer, SimServerConfig
 
 KEY = "sk-bench-rate-limit"
 GOODPUT_TARGET = 0.90
+SHARE_429_TARGET = 0.05
 
 
 class Server(Protocol):
@@ -145,9 +156,15 @@ class Outcome:
     rate_limited: int
     requests: int
     note: str = ""
+    busy: float = 0.0
+    """First call's start to last call's end, seconds (fanfold runners)."""
 
     def goodput(self, limit: float) -> float:
         return self.succeeded / self.wall / limit if self.wall > 0 else 0.0
+
+    @property
+    def share_429(self) -> float:
+        return self.rate_limited / self.requests if self.requests else 0.0
 
 
 def make_plan(n: int, shape: str, seed: int) -> TaskPlan:
@@ -170,17 +187,27 @@ def make_plan(n: int, shape: str, seed: int) -> TaskPlan:
     return TaskPlan.model_validate({"task": "rate-limit benchmark", "subtasks": subtasks})
 
 
-async def run_fanfold(srv: Server, plan: TaskPlan, deadline: float) -> Outcome:
-    limiter = RateLimiter()  # cold: no rate known, adaptive
+async def run_fanfold(
+    srv: Server,
+    plan: TaskPlan,
+    deadline: float,
+    limiter: RateLimiter | None = None,
+    label: str = "fanfold (adaptive, cold)",
+) -> Outcome:
+    limiter = limiter or RateLimiter()  # cold: no rate known, adaptive
     model = resolve_model(f"openai:{MODEL_ID}", base_url=srv.base_url, api_key=KEY)
     graph = compile_plan(plan, model=model, aggregator=None, rate_limiter=limiter)
     succeeded: set[str] = set()
+    starts: list[float] = []
+    ends: list[float] = []
 
     async def consume() -> None:
         async for chunk in graph.astream({"inputs": {}}, stream_mode="custom"):
             if isinstance(chunk, dict) and chunk.get("type") == EVENT_TYPE:
                 if chunk["status"] == "succeeded":
                     succeeded.add(chunk["subtask"])
+                    starts.append(chunk["started_at"])
+                    ends.append(chunk["finished_at"])
 
     note = ""
     start = time.perf_counter()
@@ -194,13 +221,14 @@ async def run_fanfold(srv: Server, plan: TaskPlan, deadline: float) -> Outcome:
     n = len(plan.subtasks)
     counts = srv.status_counts()
     return Outcome(
-        "fanfold (adaptive, cold)",
+        label,
         wall,
         len(succeeded),
         n - len(succeeded),
         counts.get(429, 0),
         srv.request_count,
         note,
+        busy=max(ends) - min(starts) if starts else 0.0,
     )
 
 
@@ -244,6 +272,72 @@ async def warm_up(srv: Server) -> None:
     await asyncio.gather(*(llm.ainvoke(f"warm {i}") for i in range(5)))
 
 
+def allowed_rate(limit: int, latency_ms: float, sigma: float) -> float:
+    """Requests per second a concurrency limit allows: limit / mean latency (lognormal)."""
+    return limit / (latency_ms / 1000.0 * math.exp(sigma**2 / 2))
+
+
+def window_targets(goodput: float, share_429: float, lost: int) -> str:
+    """The hidden-concurrency targets, and whether they are met."""
+    met = goodput >= GOODPUT_TARGET and share_429 <= SHARE_429_TARGET and lost == 0
+    return (
+        f"target goodput >= {GOODPUT_TARGET:.2f}, 429s <= {SHARE_429_TARGET:.0%}, 0 lost: "
+        f"{'met' if met else 'missed'}"
+    )
+
+
+async def concurrency_cases(args: argparse.Namespace) -> None:
+    """Each hidden concurrency limit at each latency: cold fanfold vs. told fanfold."""
+    print(
+        f"hidden concurrency limits (429 beyond them, retry hints "
+        f"{'on' if args.hints else 'off'}), latency lognormal sigma {args.sigma:g}, "
+        f"about {args.case_seconds:g} s of work per case; goodput over the busy period "
+        f"against limit / mean latency; server "
+        f"{'on a thread of this process' if args.in_process else 'in a child process'}"
+    )
+    header = (
+        f"{'limit':>5} {'lat ms':>6} {'n':>5} {'runner':<26} {'busy s':>7} {'goodput':>7} "
+        f"{'429 share':>9} {'lost':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for limit in args.concurrency_limits:
+        for latency_ms in args.latencies_ms:
+            allowed = allowed_rate(limit, latency_ms, args.sigma)
+            n = max(40, round(args.case_seconds * allowed))
+            plan = make_plan(n, "independent", args.seed)
+            config = SimServerConfig(
+                latency_median=latency_ms / 1000.0,
+                latency_sigma=args.sigma,
+                rate_limit_concurrency=limit,
+                retry_after_hints=args.hints,
+                seed=args.seed,
+            )
+            deadline = args.deadline or max(30.0, 8 * n / allowed)
+            with serving(config, in_process=args.in_process) as srv:
+                await warm_up(srv)
+                srv.reset()
+                cold = await run_fanfold(srv, plan, deadline, RateLimiter(), "fanfold cold")
+                srv.reset()
+                told = await run_fanfold(
+                    srv, plan, deadline, RateLimiter(max_concurrency=limit), "fanfold told"
+                )
+            for outcome in (cold, told):
+                good = outcome.succeeded / outcome.busy / allowed if outcome.busy else 0.0
+                extra = ""
+                if outcome is cold:
+                    extra = "  " + window_targets(good, outcome.share_429, outcome.lost)
+                    told_good = told.succeeded / told.busy / allowed if told.busy else 0.0
+                    if told_good:
+                        extra += f"; {good / told_good:.2f} x told"
+                print(
+                    f"{limit:>5} {latency_ms:>6g} {n:>5} {outcome.runner:<26} "
+                    f"{outcome.busy:>7.2f} {good:>7.2f} {outcome.share_429:>9.1%} "
+                    f"{outcome.lost:>5}{extra}",
+                    flush=True,
+                )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subtasks", type=int, default=500)
@@ -258,7 +352,23 @@ async def main() -> None:
     parser.add_argument(
         "--in-process", action="store_true", help="run the server on a thread of this process"
     )
+    parser.add_argument(
+        "--concurrency-limits",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="run hidden-concurrency cases with these limits instead",
+    )
+    parser.add_argument("--latencies-ms", type=float, nargs="+", default=[50.0, 500.0])
+    parser.add_argument("--case-seconds", type=float, default=4.0, help="work per case (4)")
+    parser.add_argument(
+        "--no-hints", dest="hints", action="store_false", help="429s without retry-after"
+    )
     args = parser.parse_args()
+    if args.concurrency_limits:
+        await concurrency_cases(args)
+        return
     ideal = args.subtasks / args.limit
     deadline = args.deadline or max(30.0, 6 * ideal)
 

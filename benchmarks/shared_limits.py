@@ -21,9 +21,19 @@ call's start to the last call's end, divided by the hidden limit; 1.00 is the be
 client can sustain), the share of requests answered 429, the subtasks lost (not
 succeeded, or unfinished at the deadline) and the pace each process ended with.
 
+With `--concurrency-limits`, it runs hidden-*concurrency* cases instead: for each limit
+and each `--latencies-ms`, a server with no rate limit that answers 429 to any request
+beyond that many in flight, and for each `--processes` count the shared runner (cold,
+learning one window together) and a told baseline (each process given its share of the
+limit as `max_concurrency`). Goodput is over the busy period against what the limit
+allows (limit / mean latency); targets for the shared runner: goodput >= 0.90, <= 5% of
+requests answered 429, 0 lost.
+
     python benchmarks/shared_limits.py
     python benchmarks/shared_limits.py --subtasks 600 --limit 50 --processes 1 2 4 8
     python benchmarks/shared_limits.py --store "$FANFOLD_TEST_POSTGRES_DSN"
+    python benchmarks/shared_limits.py --concurrency-limits 4 16 --latencies-ms 50 500 \
+        --processes 1 3
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rate_limit import Server, serving
+from rate_limit import Server, allowed_rate, serving, window_targets
 
 from fanfold import EVENT_TYPE, TaskPlan, compile_plan, resolve_model
 from fanfold.scheduling.limits import RateLimiter
@@ -103,7 +113,9 @@ def _client(config: dict[str, Any], go: Any, results: Any) -> None:
 
 async def _run_client(config: dict[str, Any], go: Any, results: Any) -> None:
     limiter: RateLimiter
-    if config["store"] is None:
+    if config.get("told") is not None:
+        limiter = RateLimiter(max_concurrency=config["told"])  # its share of a known limit
+    elif config["store"] is None:
         limiter = RateLimiter()  # cold, adaptive: what each process had before
     else:
         limiter = SharedRateLimiter.open(config["store"], config["key"])
@@ -142,6 +154,7 @@ def run(
     subtasks: int,
     deadline: float,
     label: str,
+    told: int | None = None,
 ) -> Outcome:
     """`processes` clients, `subtasks` in all, let go together against the server."""
     context = multiprocessing.get_context("spawn")
@@ -160,6 +173,7 @@ def run(
                     "prefix": f"p{i}",
                     "subtasks": size,
                     "deadline": deadline,
+                    "told": None if told is None else max(1, told // processes),
                 },
                 go,
                 results,
@@ -205,6 +219,52 @@ def warm_up(srv: Server) -> None:
     asyncio.run(calls())
 
 
+def concurrency_cases(args: argparse.Namespace) -> None:
+    """Each hidden concurrency limit at each latency, for each process count."""
+    print(
+        f"hidden concurrency limits (no rate limit; 429 beyond them), latency lognormal "
+        f"sigma {args.sigma:g}, about {args.case_seconds:g} s of work per case split between "
+        f"the processes; goodput over the busy period against limit / mean latency"
+    )
+    header = (
+        f"{'limit':>5} {'lat ms':>6} {'n':>5} {'procs':>5} {'limiter':<22} {'busy s':>7} "
+        f"{'goodput':>7} {'429 share':>9} {'lost':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or str(Path(tmp) / "limits.db")
+        kind = "PostgreSQL" if store.startswith("postgres") else "SQLite"
+        for limit in args.concurrency_limits:
+            for latency_ms in args.latencies_ms:
+                allowed = allowed_rate(limit, latency_ms, args.sigma)
+                n = max(40, round(args.case_seconds * allowed))
+                config = SimServerConfig(
+                    latency_median=latency_ms / 1000.0,
+                    latency_sigma=args.sigma,
+                    rate_limit_concurrency=limit,
+                    seed=args.seed,
+                )
+                deadline = args.deadline or max(30.0, 8 * n / allowed)
+                common = {"subtasks": n, "deadline": deadline}
+                with serving(config, in_process=False) as srv:
+                    warm_up(srv)
+                    for procs in args.processes:
+                        shared = run(srv, procs, store=store, label=f"shared ({kind})", **common)
+                        told = run(srv, procs, store=None, label="told", told=limit, **common)
+                        for o in (shared, told):
+                            good = o.succeeded / o.busy / allowed if o.busy else 0.0
+                            extra = ""
+                            if o is shared:
+                                extra = "  " + window_targets(good, o.share_429, o.lost)
+                            print(
+                                f"{limit:>5} {latency_ms:>6g} {n:>5} {procs:>5} "
+                                f"{o.limiter:<22} {o.busy:>7.2f} {good:>7.2f} "
+                                f"{o.share_429:>9.1%} {o.lost:>5}{extra}",
+                                flush=True,
+                            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subtasks", type=int, default=400, help="subtasks in all (400)")
@@ -218,7 +278,20 @@ def main() -> None:
     )
     parser.add_argument("--deadline", type=float, default=None, help="seconds per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--concurrency-limits",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="run hidden-concurrency cases with these limits instead",
+    )
+    parser.add_argument("--latencies-ms", type=float, nargs="+", default=[50.0, 500.0])
+    parser.add_argument("--case-seconds", type=float, default=4.0, help="work per case (4)")
     args = parser.parse_args()
+    if args.concurrency_limits:
+        concurrency_cases(args)
+        return
     ideal = args.subtasks / args.limit
     deadline = args.deadline or max(30.0, 6 * ideal)
     config = SimServerConfig(
