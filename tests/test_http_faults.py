@@ -325,6 +325,39 @@ async def test_malformed_json_in_a_stream_is_retried_and_succeeds():
     assert [r.attempts for r in final["results"].values()] == [2] * n
 
 
+async def test_a_retry_after_a_stream_cut_mid_reply_is_marked_so_the_partial_text_can_be_dropped():
+    """Tokens of an attempt cut off mid-stream, then of its retry, each tagged with their
+    attempt: the retry's tokens alone are the result (the aggregate's too)."""
+    n = 3
+    with serving(latency=0.005, drop_rate=1.0, fault_first_attempts_only=True) as srv:
+        model = openai_model(srv)
+        graph = compile_plan(
+            plan_of(n), model=model, aggregator=model, retry=FAST, rate_limiter=RateLimiter()
+        )
+        text: dict[tuple[str, int], str] = {}
+        final: dict[str, Any] = {}
+        async for mode, item in graph.astream({"inputs": {}}, stream_mode=["messages", "values"]):
+            if mode == "values":
+                final = item
+                continue
+            message, metadata = item
+            key = (metadata["langgraph_node"], metadata["fanfold_attempt"])
+            text[key] = text.get(key, "") + message.content
+        counts = srv.status_counts()
+
+    assert counts == {"drop": n + 1, 200: n + 1}
+    results = final["results"]
+    assert_all_succeeded(results, n)
+    for sid, result in results.items():
+        assert result.attempts == 2
+        assert text[(sid, 2)] == result.output
+        partial = text[(sid, 1)]
+        assert partial and result.output.startswith(partial) and partial != result.output
+    assert text[("aggregate", 2)] == final["output"]
+    assert final["output"].startswith(text[("aggregate", 1)])
+    assert {attempt for _, attempt in text} == {1, 2}
+
+
 # -- the attempt budget ---------------------------------------------------------------------
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
@@ -25,12 +29,16 @@ from langgraph.types import Overwrite
 
 from fanfold import SubtaskResult
 from fanfold._langgraph import (
+    ATTEMPT_KEY,
     PARENT_STREAM_KEY,
     RUNTIME_KEY,
     adopt,
+    attempt_config,
     events_wanted,
+    stored_once,
     subtask_call_config,
 )
+from fanfold.checkpoints import open_checkpointer
 from fanfold.graphs.channels import ResultsChannel
 
 
@@ -234,3 +242,96 @@ def test_a_channel_instance_in_annotated_metadata_is_the_fields_channel():
     # from_checkpoint(): a graph compiled afresh reads the typed view back.
     again = builder.compile(checkpointer=saver).get_state(config).values["results"]
     assert again == {"b": SubtaskResult(id="b", status="failed")}
+
+
+# 8. stored_once ---------------------------------------------------------------------------
+
+
+class Big(TypedDict, total=False):
+    big: Annotated[dict[str, Any], stored_once()]
+    seen: Annotated[list[Any], operator.add]
+
+
+class OldBig(TypedDict, total=False):
+    big: dict[str, Any]
+    seen: Annotated[list[Any], operator.add]
+
+
+def chain_of(schema: Any, n: int) -> StateGraph:
+    """Nodes n0 -> n1 -> ... each reading `big` and adding its length to `seen`."""
+    builder = StateGraph(schema)
+    for i in range(n):
+        builder.add_node(f"n{i}", lambda state: {"seen": [len(state["big"]["doc"])]})
+        builder.add_edge(START if i == 0 else f"n{i - 1}", f"n{i}")
+    return builder
+
+
+@asynccontextmanager
+async def saver_for(kind: str, tmp_path: Any) -> AsyncIterator[Any]:
+    if kind == "memory":
+        yield InMemorySaver()
+        return
+    dsn = os.environ.get("FANFOLD_TEST_POSTGRES_DSN")
+    if kind == "postgres" and not dsn:
+        pytest.skip("FANFOLD_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL)")
+    async with open_checkpointer(dsn if kind == "postgres" else str(tmp_path / "c.db")) as saver:
+        yield saver
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory", "postgres"])
+async def test_a_value_written_once_is_stored_in_one_checkpoint_and_read_back_from_later_ones(
+    kind, tmp_path
+):
+    doc = "x" * 200_000
+    config: RunnableConfig = {"configurable": {"thread_id": f"once-{uuid.uuid4().hex}"}}
+    async with saver_for(kind, tmp_path) as saver:
+        graph = chain_of(Big, 5).compile(checkpointer=saver, interrupt_before=["n3"])
+        await graph.ainvoke({"big": {"doc": doc}, "seen": []}, config)
+        # Resumed in a graph compiled afresh, as `fanfold resume` does.
+        again = chain_of(Big, 5).compile(checkpointer=saver)
+        state = await again.ainvoke(None, config)
+        assert state["seen"] == [len(doc)] * 5
+        history = [snapshot async for snapshot in again.aget_state_history(config)]
+        assert len(history) >= 6
+        # Every step's state has it (the input checkpoint holds the input itself).
+        assert all(s.values["big"] == {"doc": doc} for s in history if s.metadata["step"] >= 0)
+        stored = [t.checkpoint["channel_values"].get("big") async for t in saver.alist(config)]
+        assert len(stored) == len(history)
+        assert sum(1 for v in stored if v is not None) <= 1  # at most the step that wrote it
+        if kind == "postgres":
+            await saver.adelete_thread(config["configurable"]["thread_id"])
+
+
+async def test_a_checkpoint_written_before_the_value_was_stored_once_still_reads_back(tmp_path):
+    config: RunnableConfig = {"configurable": {"thread_id": "old"}}
+    async with open_checkpointer(str(tmp_path / "old.db")) as saver:
+        old = chain_of(OldBig, 4).compile(checkpointer=saver, interrupt_before=["n2"])
+        await old.ainvoke({"big": {"doc": "abc"}, "seen": []}, config)
+        new = chain_of(Big, 4).compile(checkpointer=saver)
+        assert (await new.aget_state(config)).values["big"] == {"doc": "abc"}
+        assert (await new.ainvoke(None, config))["seen"] == [3] * 4
+
+
+# 9. attempt_config ------------------------------------------------------------------------
+
+
+def test_metadata_of_a_calls_config_reaches_the_messages_streams_metadata(echo):
+    async def a(state: S, config: RunnableConfig) -> S:
+        for attempt in (1, 2):
+            await echo.ainvoke([HumanMessage(f"try {attempt}")], attempt_config(config, attempt))
+        return {"seen": ["a"]}
+
+    builder = StateGraph(S)
+    builder.add_node("a", a)
+    builder.add_edge(START, "a")
+
+    async def collect() -> list[tuple[Any, dict[str, Any]]]:
+        graph = builder.compile()
+        return [chunk async for chunk in graph.astream({"seen": []}, stream_mode="messages")]
+
+    chunks = asyncio.run(collect())
+    by_attempt: dict[int, str] = {}
+    for message, meta in chunks:
+        assert meta["langgraph_node"] == "a"
+        by_attempt[meta[ATTEMPT_KEY]] = by_attempt.get(meta[ATTEMPT_KEY], "") + message.content
+    assert by_attempt == {1: "echo: try 1", 2: "echo: try 2"}

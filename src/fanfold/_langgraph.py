@@ -27,16 +27,30 @@ changes one fails there, loudly, first:
    `BaseChannel` instance in a field's `Annotated` metadata, passes node writes and
    `Overwrite` values to its `update()`, stores `checkpoint()` in checkpoints, and
    rebuilds it with `from_checkpoint()`.
+8. `stored_once`: a `DeltaChannel` (public, but beta in LangGraph 1.2) written once is
+   snapshotted in the checkpoint of the step that wrote it and left out of every later
+   checkpoint, which rebuild it from their ancestors (`get_state()`, resume, and a
+   SQLite, PostgreSQL or in-memory saver alike); a checkpoint written before fanfold
+   used it (the value stored as it is) still reads back.
+9. `attempt_config` (in `fanfold.scheduling.calls`, which imports no LangGraph): the
+   "messages" stream hands out the chat model call's metadata (its config's `metadata`)
+   with each chunk, so the attempt number fanfold adds there (`ATTEMPT_KEY`) reaches
+   the consumer beside `langgraph_node`.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
+from langgraph.channels import DeltaChannel
 from langgraph.graph.state import CompiledStateGraph
+
+from fanfold.scheduling.calls import ATTEMPT_KEY as ATTEMPT_KEY
+from fanfold.scheduling.calls import attempt_config as attempt_config
 
 RUNTIME_KEY = "__pregel_runtime"
 PARENT_STREAM_KEY = "__pregel_stream"
@@ -45,6 +59,17 @@ NS_SEP = "|"
 STEP_TAG_PREFIX = "graph:step:"
 
 G = TypeVar("G", bound=CompiledStateGraph)
+
+
+def _last_write(value: Any, writes: Sequence[Any]) -> Any:
+    """A DeltaChannel reducer that keeps the last write (batching-invariant, as required)."""
+    return writes[-1]
+
+
+def stored_once() -> DeltaChannel[Any]:
+    """A last-value channel kept out of every checkpoint after the one that wrote it
+    (assumption 8), for a large value written once, such as a run's inputs."""
+    return DeltaChannel(_last_write, dict)
 
 
 def adopt(compiled: CompiledStateGraph, cls: type[G], **extra: Any) -> G:

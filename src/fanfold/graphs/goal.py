@@ -28,7 +28,7 @@ from langgraph.types import Checkpointer, Overwrite
 from pydantic import Field, WithJsonSchema
 from typing_extensions import TypedDict
 
-from fanfold._langgraph import adopt
+from fanfold._langgraph import adopt, stored_once
 from fanfold.errors import ModelNotAllowedError, PlanValidationError
 from fanfold.graphs.channels import ModelValueChannel, ResultsChannel
 from fanfold.graphs.compile import compile_plan
@@ -93,9 +93,9 @@ class GoalOutput(TypedDict, total=False):
 
 
 class GoalState(GoalOutput, total=False):
-    """The state of a goal graph: its output plus the run inputs."""
+    """The state of a goal graph: its output plus the run inputs (stored once)."""
 
-    inputs: dict[str, Any]
+    inputs: Annotated[dict[str, Any], stored_once()]
 
 
 def compile_goal(

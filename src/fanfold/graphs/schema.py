@@ -7,6 +7,7 @@ from typing import Annotated, Any, TypedDict
 from pydantic import BaseModel, Field, WithJsonSchema, create_model
 from pydantic.json_schema import SkipJsonSchema
 
+from fanfold._langgraph import stored_once
 from fanfold.graphs.channels import ModelValueChannel, OutputTypes, ResultsChannel
 from fanfold.state.results import RunTotals, SubtaskResult
 
@@ -24,10 +25,11 @@ class PlanState(BaseModel):
 
     `inputs` come from the caller, each subtask node adds its entry to `results`, and the
     aggregate node writes `output`, `totals` and, if aggregation failed, `aggregate_error`.
-    Results and totals are kept as plain data in checkpoints (see `graphs.channels`).
+    Results and totals are kept as plain data in checkpoints (see `graphs.channels`);
+    the inputs are stored in the first checkpoint only, however many steps the run takes.
     """
 
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: Annotated[dict[str, Any], stored_once()] = Field(default_factory=dict)
     run: dict[str, Any] = Field(
         default_factory=dict,
         description="Caller's notes about the run; `fanfold run --checkpoint` keeps the plan "

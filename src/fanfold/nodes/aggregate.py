@@ -30,7 +30,7 @@ from fanfold.plan.prompts import aggregate_messages
 from fanfold.plan.schemas import OutputMismatchError, validate_data
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import call_key, revive
-from fanfold.scheduling.calls import bill, billed_usage
+from fanfold.scheduling.calls import attempt_config, bill, billed_usage
 from fanfold.scheduling.dispatcher import Dispatcher
 from fanfold.scheduling.retry import classify
 from fanfold.scheduling.runtime import PlanRuntime
@@ -188,7 +188,9 @@ async def _model_aggregate(
         first_start = first_start or started
         say("started", started_at=started, attempt=attempt)
         try:
-            output, usage = await _ask(model, messages, schema, config, cap)
+            output, usage = await _ask(
+                model, messages, schema, attempt_config(config, attempt), cap
+            )
         except Exception as exc:
             seconds += time.time() - started
             usage = billed_usage(exc) or TokenUsage()

@@ -13,6 +13,16 @@ from langchain_core.runnables import RunnableConfig
 from fanfold.plan.models import SubTask
 from fanfold.state.results import SubtaskResult, TokenUsage
 
+ATTEMPT_KEY = "fanfold_attempt"
+"""Metadata key of a call's attempt number (1 for the first), e.g. in the "messages" stream."""
+
+
+def attempt_config(config: RunnableConfig, attempt: int) -> RunnableConfig:
+    """`config` with the attempt number in its metadata, so a consumer of the "messages"
+    stream can drop the partial tokens of a failed attempt (see `fanfold._langgraph`)."""
+    metadata = {**(config.get("metadata") or {}), ATTEMPT_KEY: attempt}
+    return {**config, "metadata": metadata}
+
 
 @dataclass(frozen=True)
 class SubtaskCall:

@@ -52,7 +52,7 @@ from fanfold.scheduling.batch_client import UNLIMITED, BatchRound
 from fanfold.scheduling.batches import BatchJournal
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal, call_key, revive
-from fanfold.scheduling.calls import SubtaskCall, billed_usage
+from fanfold.scheduling.calls import KindOutput, SubtaskCall, attempt_config, billed_usage
 from fanfold.scheduling.events import EVENT_TYPE
 from fanfold.scheduling.limits import Limiter, Permit
 from fanfold.scheduling.retry import Failure, classify
@@ -717,7 +717,7 @@ class Dispatcher:
                 dependencies=deps,
                 inputs=self.inputs,
                 model=model,
-                config=config,
+                config=attempt_config(config, attempt),
                 attempt=attempt,
                 item=item,
                 index=index,
@@ -725,9 +725,10 @@ class Dispatcher:
             try:
                 if batched and batch is not None and model is not None and cache_key is not None:
                     lined = dataclasses.replace(call, model=batch.model_for(model))
-                    outcome = await batch.run(index or 0, cache_key, runtime.kinds[sid].run(lined))
+                    kind_run = _run_kind(runtime.kinds[sid], lined)
+                    outcome = await batch.run(index or 0, cache_key, kind_run)
                 else:
-                    outcome = await runtime.kinds[sid].run(call)
+                    outcome = await _run_kind(runtime.kinds[sid], call)
             except Exception as exc:
                 count(billed_usage(exc) or TokenUsage(), reserved)
                 failure = classify(exc)
@@ -882,6 +883,17 @@ def _settle(batch: BatchRound, index: int, _task: object) -> None:
 
 def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
     limiter.release(permit)
+
+
+async def _run_kind(kind: Any, call: SubtaskCall) -> KindOutput:
+    """Run `kind` with the attempt's config as the ambient config too (see SubtaskCall)."""
+    ambient = {k: v for k, v in call.config.items() if k != "run_name"}
+    token = var_child_runnable_config.set(ambient)  # type: ignore[arg-type]
+    try:
+        output: KindOutput = await kind.run(call)
+        return output
+    finally:
+        var_child_runnable_config.reset(token)
 
 
 def _attempts(n: int) -> str:
