@@ -238,3 +238,55 @@ def test_dry_run_of_a_goal_is_one_error_line():
     result = CliRunner().invoke(app, ["run", "--goal", "Compare teas", "--dry-run"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: --dry-run needs a PLAN file")
+
+
+# -- splitters and maps over their pieces ---------------------------------------------------
+
+SPLIT = {
+    "task": "Read a document",
+    "inputs": {"doc": {"description": "a Markdown document"}},
+    "subtasks": [
+        {
+            "id": "parts",
+            "prompt": "{doc}",
+            "kind": "split_text",
+            "options": {"max_tokens": 20, "overlap": 0},
+        },
+        {"id": "read", "prompt": "Read {item}", "map": "parts", "expected_output_tokens": 10},
+        {"id": "digest", "prompt": "Digest {read}", "depends_on": ["read"]},
+    ],
+}
+DOC = "\n\n".join(f"# Part {i}\n\n" + "word " * 30 for i in range(6))
+
+
+def test_a_splitter_over_a_given_input_is_split_locally_to_count_its_maps_calls():
+    from fanfold.nodes.splitters import split_text
+
+    pieces = split_text(DOC, max_tokens=20, overlap=0)
+    estimate = estimate_plan(SPLIT, {"doc": DOC}, model="openai:gpt-4o")
+    calls = by_id(estimate)
+    assert len(pieces) > 6
+    assert calls["read"].calls == calls["read"].items == len(pieces)
+    assert estimate.unknown_maps == []
+    assert "calls unknown" not in "\n".join(estimate.lines())
+    assert calls["parts"].calls == 0  # the split itself calls no model
+    # Without the document the split is unknown, as before.
+    assert estimate_plan(SPLIT, model="openai:gpt-4o").unknown_maps == ["read"]
+
+
+def test_a_dependent_of_a_map_counts_its_items_one_by_one_as_the_run_renders_them(echo_factory):
+    estimate = estimate_plan(SPLIT, {"doc": DOC}, model="openai:gpt-4o", aggregator=None)
+    model = echo_factory(replies={"Read": "x" * 40})  # 10 tokens, as expected_output_tokens
+    compile_plan(SPLIT, model=model, aggregator=None).invoke({"inputs": {"doc": DOC}})
+    call = model.call_for("digest")
+    sent = math.ceil(sum(len(str(m.content)) for m in call.messages) / 4)
+    assert by_id(estimate)["digest"].input_tokens_per_call == pytest.approx(sent, rel=0.1)
+
+
+def test_the_aggregates_reply_is_counted_at_its_models_max_tokens():
+    model = {"name": "openai:gpt-4o", "max_tokens": 1000}
+    estimate = estimate_plan(TEA, {"teas": ["x"]}, model=model)
+    assert estimate.aggregate is not None
+    assert estimate.aggregate.output_tokens == 1000  # what the run reserves and caps at
+    plain = estimate_plan(TEA, {"teas": ["x"]}, model="openai:gpt-4o")
+    assert plain.aggregate is not None and plain.aggregate.output_tokens == 256

@@ -41,6 +41,9 @@ class NodeKind:
     needs_model: bool = False
     description: str = ""
     validate: KindValidator | None = None
+    local: bool = False
+    """Its function is sync, cheap and needs no network, so `estimate` runs it (for
+    example a splitter, to count the items of the map over its pieces)."""
 
     async def run(self, call: SubtaskCall) -> KindOutput:
         """Run the kind; a sync function runs in a worker thread."""
@@ -69,6 +72,7 @@ class NodeKindRegistry:
         description: str = ...,
         validate: KindValidator | None = ...,
         replace: bool = ...,
+        local: bool = ...,
     ) -> NodeKind: ...
 
     @overload
@@ -81,6 +85,7 @@ class NodeKindRegistry:
         description: str = ...,
         validate: KindValidator | None = ...,
         replace: bool = ...,
+        local: bool = ...,
     ) -> Callable[[KindFunction], KindFunction]: ...
 
     def register(
@@ -92,6 +97,7 @@ class NodeKindRegistry:
         description: str = "",
         validate: KindValidator | None = None,
         replace: bool = False,
+        local: bool = False,
     ) -> NodeKind | Callable[[KindFunction], KindFunction]:
         """Register a node kind; use directly or as a decorator.
 
@@ -103,6 +109,8 @@ class NodeKindRegistry:
             validate: called with each subtask of this kind when a plan is compiled;
                 raises a PlanError for wrong settings (e.g. bad `options`).
             replace: allow replacing an existing kind of the same name.
+            local: the function is sync, cheap and needs no network: `fanfold estimate`
+                runs it when its prompt's values are given (splitters are).
 
         Raises:
             ValueError: the name is taken and `replace` is false.
@@ -117,6 +125,7 @@ class NodeKindRegistry:
                     description=description,
                     validate=validate,
                     replace=replace,
+                    local=local,
                 )
                 return fn
 
@@ -128,7 +137,12 @@ class NodeKindRegistry:
                 f"node kind {name!r} is already registered; pass replace=True to override it"
             )
         kind = NodeKind(
-            name, function, needs_model=needs_model, description=description, validate=validate
+            name,
+            function,
+            needs_model=needs_model,
+            description=description,
+            validate=validate,
+            local=local,
         )
         self._kinds[name] = kind
         return kind
@@ -164,6 +178,7 @@ def register_node_kind(
     description: str = "",
     validate: KindValidator | None = None,
     replace: bool = False,
+    local: bool = False,
 ) -> Any:
     """Register a node kind in the default registry (also usable as a decorator)."""
     return node_kinds.register(
@@ -173,4 +188,5 @@ def register_node_kind(
         description=description,
         validate=validate,
         replace=replace,
+        local=local,
     )

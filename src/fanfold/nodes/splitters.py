@@ -468,6 +468,7 @@ register_node_kind(
     "split_text",
     run_split_text,
     validate=check_split_text,
+    local=True,
     description="Split the prompt's text by Markdown headings, then by size (options: "
     "max_tokens, overlap); outputs a list of {text, headings, tokens}.",
 )
@@ -475,6 +476,7 @@ register_node_kind(
     "split_rows",
     run_split_rows,
     validate=check_split_rows,
+    local=True,
     description="Split the prompt's CSV or JSON Lines into partitions of rows (options: rows, "
     "format); outputs a list of {rows, first_row, last_row}.",
 )

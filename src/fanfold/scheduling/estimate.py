@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fanfold.plan.model_spec import ModelSpec, check_model_choice
 from fanfold.plan.models import SubTask, TaskPlan, list_input
 from fanfold.plan.prompts import DEFAULT_SYSTEM, as_text, subtask_prompt
 from fanfold.plan.template import render
+from fanfold.scheduling.calls import SubtaskCall
 from fanfold.scheduling.estimate_models import CallEstimate, PlanEstimate, SecondsSource
 from fanfold.scheduling.play_out import play_out as _play_out
 from fanfold.scheduling.prices import PriceTable, price_table
@@ -25,6 +27,8 @@ from fanfold.scheduling.tokens import (
     DEFAULT_OUTPUT_TOKENS,
     aggregate_input_tokens,
     output_tokens,
+    reply_tokens,
+    text_tokens,
 )
 
 __all__ = ["CallEstimate", "PlanEstimate", "estimate_plan"]
@@ -58,6 +62,64 @@ def _needs_model(kinds: Any, sub: SubTask) -> bool:
     except KeyError:
         names = kinds.names() if hasattr(kinds, "names") else []
         raise UnknownKindError(sub.id, sub.kind, names) from None
+
+
+def _local_function(kinds: Any, sub: SubTask) -> Any:
+    """The function of `sub`'s kind when the kind is local (sync, cheap, no network)."""
+    if kinds is None:
+        return None
+    try:
+        kind = kinds.get(sub.kind)
+    except KeyError:
+        return None
+    function = getattr(kind, "function", None)
+    if not getattr(kind, "local", False) or function is None:
+        return None
+    return None if inspect.iscoroutinefunction(function) else function
+
+
+def _local_outputs(
+    task_plan: TaskPlan,
+    order: list[str],
+    kinds: Any,
+    *,
+    task: str,
+    values: Mapping[str, Any],
+    maps: frozenset[str],
+) -> dict[str, Any]:
+    """Outputs of the local subtasks (splitters) whose prompt's values are all known,
+    computed as the run computes them: subtask id -> output."""
+    known: dict[str, Any] = {}
+    for sid in order:
+        sub = task_plan.subtask(sid)
+        function = _local_function(kinds, sub)
+        if function is None or sub.map is not None or not set(sub.depends_on) <= set(known):
+            continue
+        dependencies = {dep: known[dep] for dep in sub.depends_on}
+        if any(
+            name not in values and name not in dependencies and name != "task"
+            for name in sub.placeholders
+        ):
+            continue
+        try:
+            prompt = subtask_prompt(
+                sub, task=task, inputs=values, dependencies=dependencies, maps=maps
+            )
+            call = SubtaskCall(
+                subtask=sub,
+                task=task,
+                prompt=prompt,
+                messages=[],
+                dependencies={},
+                inputs=values,
+                model=None,
+                config={},
+            )
+            output = function(call)
+        except Exception:  # noqa: BLE001 - the run reports it; the estimate stays unknown
+            continue
+        known[sid] = getattr(output, "output", output)  # a KindOutput or a bare value
+    return known
 
 
 class _Lenient(dict[str, Any]):
@@ -161,13 +223,17 @@ def estimate_plan(
         else:
             labels[sub.id] = None
     aggregate_label: str | None = None
+    aggregate_choice: Any = None  # the aggregate's model (or its spec): its max_tokens
     if runtime is not None:
         if runtime.aggregate_model is not None:
+            aggregate_choice = runtime.aggregate_model
             aggregate_label = model_label(runtime.aggregate_model)
     elif aggregator is True:
         if task_plan.aggregation.enabled:
-            aggregate_label = model_spec_label(task_plan.aggregation.model or model)
+            aggregate_choice = task_plan.aggregation.model or model
+            aggregate_label = model_spec_label(aggregate_choice)
     elif isinstance(aggregator, BaseChatModel | str | ModelSpec | Mapping):
+        aggregate_choice = aggregator
         aggregate_label = model_spec_label(aggregator)
 
     values: dict[str, Any] = {
@@ -183,6 +249,9 @@ def estimate_plan(
     if durations is not None:
         learned = durations.load(task_plan.fingerprint(), "+".join(used) or "none")
 
+    # Splitters over given inputs are split now, as the run would split them.
+    local = _local_outputs(task_plan, order, registry, task=task, values=values, maps=maps)
+
     # Items per map (None: known only during the run), in dependency order.
     items: dict[str, int | None] = {}
     for sid in order:
@@ -190,7 +259,10 @@ def estimate_plan(
         if sub.map is None:
             continue
         if sub.map in subtasks:
+            pieces = list_input(local.get(sub.map)) if sub.map in local else None
             items[sid] = items.get(sub.map) if sub.map in maps else None
+            if pieces is not None:
+                items[sid] = len(pieces)
         else:
             given = list_input(values.get(sub.map))
             items[sid] = len(given) if given is not None else None
@@ -212,13 +284,17 @@ def estimate_plan(
         for dep in deps[sid]:
             dep_tokens = reply(dep)
             text = "x" * (dep_tokens * CHARS_PER_TOKEN)
-            if dep in maps:
+            if dep in local:
+                stand_ins[dep] = local[dep]  # the output itself
+            elif dep in maps:
                 stand_ins[dep] = [text] * (items.get(dep) or 1)
             else:
                 stand_ins[dep] = text
         listed: list[Any] | None = None
         sample: Any = None
-        if sub.map is not None and sub.map in subtasks:
+        if sub.map is not None and sub.map in local:
+            listed = list_input(local[sub.map])
+        elif sub.map is not None and sub.map in subtasks:
             # An item of another subtask's list: a stand-in as long as its expected reply.
             tokens = reply(sub.map)
             sample = "x" * (tokens * CHARS_PER_TOKEN)
@@ -302,7 +378,7 @@ def estimate_plan(
         outputs = {
             sid: (
                 (items.get(sid) or 1) if sid in maps else 0,
-                reply(sid),
+                text_tokens(as_text(local[sid])) if sid in local else reply(sid),
             )
             for sid in order
         }
@@ -310,16 +386,17 @@ def estimate_plan(
         agg_in = aggregate_input_tokens(
             task, outputs, instructions=settings.instructions, system=settings.system
         )
-        agg_cost = table.estimate(aggregate_label, agg_in, default_output_tokens)
+        agg_out = reply_tokens(aggregate_choice, default=default_output_tokens)
+        agg_cost = table.estimate(aggregate_label, agg_in, agg_out)
         aggregate = CallEstimate(
             id="aggregate",
             kind="aggregate",
             model=aggregate_label,
             calls=1,
             input_tokens_per_call=agg_in,
-            output_tokens_per_call=default_output_tokens,
+            output_tokens_per_call=agg_out,
             input_tokens=agg_in,
-            output_tokens=default_output_tokens,
+            output_tokens=agg_out,
             cost_per_call=agg_cost,
             cost=agg_cost,
             seconds_per_call=default_seconds,

@@ -100,14 +100,17 @@ def aggregate_input_tokens(
     return -(-chars // CHARS_PER_TOKEN)
 
 
-def reply_tokens(model: BaseChatModel | None, expected: int | None = None) -> int:
+def reply_tokens(
+    model: Any, expected: int | None = None, *, default: int = DEFAULT_OUTPUT_TOKENS
+) -> int:
     """The reply length a call is reserved for: its model's own cap (`max_tokens`) when
-    it sets one, else `expected`, else DEFAULT_OUTPUT_TOKENS.
+    it sets one, else `expected`, else `default` (DEFAULT_OUTPUT_TOKENS).
 
     The run reserves a call's budget and rate-limit tokens against this size, and under a
-    budget caps the call's reply at it.
+    budget caps the call's reply at it; `estimate` counts the aggregate's reply so.
+    `model` is a chat model, or (before it is resolved) its spec, as `reply_limit` takes.
     """
-    cap = output_cap(model) if model is not None else None
+    cap = reply_limit(model) if model is not None else None
     if cap is not None:
         return cap
-    return expected if expected is not None else DEFAULT_OUTPUT_TOKENS
+    return expected if expected is not None else default
