@@ -10,6 +10,7 @@ lower bound. The browser tests need `chromium` on PATH (CI installs it).
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import shutil
@@ -655,3 +656,64 @@ def test_browser_screenshot_is_a_nontrivial_png(real_run: dict[str, Any], tmp_pa
     # A blank or one-colour page compresses to a handful of identical scanlines.
     assert len(set(rows)) > 300
     assert len(set(b"".join(rows[::8]))) > 100
+
+
+# What the browser check below does on the page, as a user would; it writes what it saw
+# into `data-check` on <html>, which `--dump-dom` then shows.
+INTERACT = """<script>
+(function(){
+  var out={},box=document.querySelector(".graph-box"),svg=box.querySelector("svg");
+  function scale(){return parseFloat(svg.getAttribute("data-scale"));}
+  function click(id){document.getElementById(id).click();}
+  var overview=document.getElementById("ff-overview");
+  out.overviewFirst=!!overview&&!!(overview.compareDocumentPosition(box)&4);
+  out.startScale=scale();
+  out.startFits=svg.getBoundingClientRect().width<=box.clientWidth;
+  click("ff-zoom-in");out.zoomedIn=scale();
+  click("ff-zoom-out");click("ff-zoom-out");out.zoomedOut=scale();
+  click("ff-zoom-in");click("ff-zoom-in");click("ff-zoom-in");click("ff-zoom-in");
+  click("ff-zoom-in");click("ff-zoom-in");click("ff-zoom-in");click("ff-zoom-in");
+  out.bigScale=scale();out.overflows=box.scrollWidth>box.clientWidth;
+  box.scrollLeft=0;box.scrollTop=0;
+  var at={bubbles:true,clientX:600,clientY:400};
+  box.dispatchEvent(new MouseEvent("mousedown",at));
+  box.dispatchEvent(new MouseEvent("mousemove",{bubbles:true,clientX:450,clientY:330}));
+  window.dispatchEvent(new MouseEvent("mouseup",{bubbles:true}));
+  out.panned=[box.scrollLeft,box.scrollTop];
+  box.dispatchEvent(new MouseEvent("mousemove",{bubbles:true,clientX:0,clientY:0}));
+  out.afterRelease=[box.scrollLeft,box.scrollTop];
+  var find=document.getElementById("ff-find");find.value="s057";
+  find.dispatchEvent(new Event("input",{bubbles:true}));
+  var found=svg.querySelectorAll(".found");out.found=[];
+  for(var i=0;i<found.length;i++)out.found.push(found[i].getAttribute("data-subtask"));
+  if(found.length){var r=found[0].getBoundingClientRect(),b=box.getBoundingClientRect();
+    out.foundInView=r.right>b.left&&r.left<b.right&&r.bottom>b.top&&r.top<b.bottom;}
+  click("ff-fit");out.fitScale=scale();
+  out.fitFits=svg.getBoundingClientRect().width<=box.clientWidth+1;
+  document.documentElement.setAttribute("data-check",JSON.stringify(out));
+})();
+</script>"""
+
+
+@needs_chromium
+def test_browser_pans_zooms_fits_and_finds_a_subtask_in_a_large_plan(tmp_path: Path):
+    state, _plan = big_run(subtasks=120, items=5)
+    doc = run_report(state, prices=PRICES, max_concurrency=8)
+    path = tmp_path / "big.html"
+    path.write_text(doc.replace("</body>", INTERACT + "</body>"), encoding="utf-8")
+    dom = chromium(tmp_path, "--window-size=1280,900", "--dump-dom", path.as_uri()).stdout
+
+    assert 'data-report-ready="1"' in dom
+    found = re.search(r'<html[^>]* data-check="([^"]*)"', dom)
+    assert found, "the page's check did not run"
+    check = json.loads(html.unescape(found.group(1)))
+    assert check["overviewFirst"]  # above 60 subtasks, the layered overview comes first
+    assert check["startScale"] < 1 and check["startFits"]  # opened fitted to the screen
+    assert check["zoomedIn"] == pytest.approx(check["startScale"] * 1.25, rel=0.01)
+    assert check["zoomedOut"] < check["startScale"]
+    assert check["bigScale"] > 1 and check["overflows"]
+    assert check["panned"] == [150, 70]  # dragged 150 px left and 70 px up
+    assert check["afterRelease"] == check["panned"]  # no drag once the button is up
+    assert check["found"] == ["s057"] and check["foundInView"]
+    assert check["fitScale"] == pytest.approx(check["startScale"], rel=0.01)
+    assert check["fitFits"]
