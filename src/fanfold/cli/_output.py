@@ -95,8 +95,14 @@ def _cost_lines(totals: RecordTotals) -> list[str]:
     else:
         unknown = ", ".join(totals.unknown_cost_models)
         cost = f"cost: {money(totals.known_cost)} + unknown (no price for {unknown})"
-    if len(totals.cost_by_model) > 1 or totals.unknown_cost_models:
-        cost += " (" + ", ".join(f"{m} {money(c)}" for m, c in totals.cost_by_model.items()) + ")"
+    priced = {m: c for m, c in totals.cost_by_model.items() if c is not None}
+    if len(totals.cost_by_model) > 1 and priced:
+        cost += " (" + ", ".join(f"{m} {money(c)}" for m, c in priced.items()) + ")"
+    sources = totals.cost_sources
+    if list(sources) == ["gateway"]:
+        cost += ", as the gateway reported it"
+    elif "gateway" in sources:
+        cost += " (" + ", ".join(f"{n} from the {s}" for s, n in sorted(sources.items())) + ")"
     lines = [cost]
     if totals.cached:
         lines.append(

@@ -160,6 +160,24 @@ def serve_sim(
         str | None,
         typer.Option(metavar="auto|text", help="'text': scripted values as JSON in prose."),
     ] = None,
+    rate_limit_headers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate-limit-header",
+            metavar="NAME=VALUE",
+            help="Answer the hidden limits' 429s with this header instead of the retry-after "
+            "ones, e.g. llm_provider-retry-after=60 as LiteLLM does (repeatable).",
+        ),
+    ] = None,
+    reply_headers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reply-header",
+            metavar="NAME=VALUE",
+            help="Add this header to every reply, e.g. x-litellm-response-cost=0.002 "
+            "(repeatable).",
+        ),
+    ] = None,
     plans: Annotated[
         bool | None,
         typer.Option(
@@ -187,6 +205,9 @@ def serve_sim(
     given["fail_prompts"] = _pairs(fail_prompts, "--fail-prompt", int, last=True)
     given["finish_prompts"] = _pairs(finish_prompts, "--finish-prompt", str, last=True)
     given["scripted"] = _pairs(scripted, "--scripted", json.loads, last=False)
+    headers = _pairs(rate_limit_headers, "--rate-limit-header", str, last=False)
+    given["rate_limit_headers"] = headers or None
+    given["reply_headers"] = _pairs(reply_headers, "--reply-header", str, last=False)
     knobs = {name: given[name] for name in SimServerConfig.model_fields}
     try:
         config = SimServerConfig(**{k: v for k, v in knobs.items() if v is not None})

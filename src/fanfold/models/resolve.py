@@ -143,6 +143,9 @@ def _openai(spec: str, name: str, **kwargs: Any) -> BaseChatModel:
         options["stream_usage"] = True
     # Local OpenAI-compatible servers often need no key, but the SDK insists on one.
     options["api_key"] = key or "unused"
+    # The reply's headers: a gateway's cost (x-litellm-response-cost) and the requests
+    # left in the provider's window (x-ratelimit-remaining-requests).
+    options["include_response_headers"] = True
     options.update(kwargs)
     if "http_async_client" not in options:
         from fanfold.models.http import loop_local_async_client

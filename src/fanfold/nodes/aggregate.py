@@ -32,6 +32,8 @@ from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import attempt_config, bill, billed_usage
 from fanfold.scheduling.dispatcher import Dispatcher
+from fanfold.scheduling.gateway import ReplyReport
+from fanfold.scheduling.limits import minute_left
 from fanfold.scheduling.retry import classify
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import messages_tokens, reply_tokens
@@ -188,7 +190,7 @@ async def _model_aggregate(
         first_start = first_start or started
         say("started", started_at=started, attempt=attempt)
         try:
-            output, usage = await _ask(
+            output, usage, said = await _ask(
                 model, messages, schema, attempt_config(config, attempt), cap
             )
         except Exception as exc:
@@ -197,15 +199,14 @@ async def _model_aggregate(
             billed, spent = _count(runtime, label, budget, reserved, usage, billed, spent)
             failure = classify(exc)
             error = describe_error(exc)
-            too_long = failure.retry_after is not None and failure.retry_after > policy.max_backoff
-            if failure.transient and attempt < policy.max_attempts and not too_long:
-                delay = policy.backoff(attempt, failure.retry_after)
+            delay = policy.wait(attempt, failure.retry_after, minute_left=minute_left())
+            if failure.transient and attempt < policy.max_attempts and delay is not None:
                 say("retrying", attempt=attempt, error=error, delay=delay)
                 await asyncio.sleep(delay)
                 continue
             return outcome("failed", error=error)
         seconds += time.time() - started
-        billed, spent = _count(runtime, label, budget, reserved, usage, billed, spent)
+        billed, spent = _count(runtime, label, budget, reserved, usage, billed, spent, said.cost)
         if key is not None and runtime.cache is not None:
             runtime.cache.put(
                 key,
@@ -227,9 +228,13 @@ def _count(
     usage: TokenUsage,
     billed: TokenUsage,
     spent: float | None,
+    said: float | None = None,
 ) -> tuple[TokenUsage, float | None]:
-    """Add one attempt's billed usage and swap its reservation for what it cost."""
-    cost = 0.0 if label is None else runtime.prices.cost(label, usage)
+    """Add one attempt's billed usage and swap its reservation for what it cost (what the
+    gateway `said`, else the price table's figure)."""
+    cost = said
+    if cost is None:
+        cost = 0.0 if label is None else runtime.prices.cost(label, usage)
     if budget is not None and reserved is not None:
         budget.settle(reserved, cost)
     return billed + usage, None if spent is None or cost is None else spent + cost
@@ -241,9 +246,9 @@ async def _ask(
     schema: type[BaseModel] | dict[str, Any] | None,
     config: RunnableConfig,
     cap: int,
-) -> tuple[Any, TokenUsage]:
-    """One call of the aggregate model: its checked output and usage."""
-    output, usage = await ask_model(
+) -> tuple[Any, TokenUsage, ReplyReport]:
+    """One call of the aggregate model: its checked output, usage and report."""
+    output, usage, said = await ask_model(
         model,
         messages,
         config,
@@ -255,9 +260,9 @@ async def _ask(
         ),
     )
     if schema is None:
-        return output, usage
+        return output, usage, said
     try:
-        return validate_output(schema, output), usage
+        return validate_output(schema, output), usage, said
     except AggregateOutputError as exc:
         raise bill(exc, usage) from None
 

@@ -26,7 +26,7 @@ async def run_llm(call: SubtaskCall) -> KindOutput:
     schema = call.subtask.output_schema
     what = f"the reply to subtask {call.subtask.id!r}"
     cap = output_cap(call.model)
-    output, usage = await ask_model(
+    output, usage, report = await ask_model(
         call.model,
         call.messages,
         call.config,
@@ -38,9 +38,9 @@ async def run_llm(call: SubtaskCall) -> KindOutput:
         ),
     )
     if schema is None:
-        return KindOutput(output, usage)
+        return KindOutput(output, usage, report)
     try:
-        return KindOutput(validate_data(schema, output, what=what), usage)
+        return KindOutput(validate_data(schema, output, what=what), usage, report)
     except OutputMismatchError as exc:
         raise bill(StructuredOutputError(str(exc)), usage) from exc
 

@@ -12,6 +12,7 @@ from langchain_core.runnables import RunnableConfig
 from fanfold._text import message_text
 from fanfold.plan.schemas import WRAPPED_KEY, Schema, tool_schema
 from fanfold.scheduling.calls import bill, billed_usage
+from fanfold.scheduling.gateway import ReplyReport, report_of
 from fanfold.state.results import TokenUsage
 
 CUT_OFF = frozenset({"length", "max_tokens", "MAX_TOKENS"})
@@ -107,8 +108,9 @@ async def ask_model(
     what: str,
     cap: int | None,
     mismatch: Callable[[str], Exception],
-) -> tuple[Any, TokenUsage]:
-    """One model call: its text, or its structured answer unwrapped but not yet validated.
+) -> tuple[Any, TokenUsage, ReplyReport]:
+    """One model call: its text, or its structured answer unwrapped but not yet validated,
+    with its usage and what the reply said of itself (cost, requests left).
 
     A schema for a list, a string or a number is asked for wrapped in an object (a tool
     call's arguments always are one) and unwrapped from the answer.
@@ -122,7 +124,7 @@ async def ask_model(
         reply = await model.ainvoke(list(messages), config)
         usage = TokenUsage.from_metadata(reply.usage_metadata)
         check_complete(reply, usage, what=what, cap=cap)
-        return message_text(reply), usage
+        return message_text(reply), usage, report_of(reply)
     asked, wrapped = tool_schema(schema)
     structured = model.with_structured_output(asked, include_raw=True)
     try:
@@ -143,4 +145,4 @@ async def ask_model(
         if not isinstance(parsed, dict) or WRAPPED_KEY not in parsed:
             raise bill(mismatch(f"no {WRAPPED_KEY!r} field"), usage)
         parsed = parsed[WRAPPED_KEY]
-    return parsed, usage
+    return parsed, usage, report_of(raw)

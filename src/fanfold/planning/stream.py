@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, message_chunk_to_message
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ValidationError
 
 from fanfold._text import content_text
@@ -104,7 +104,18 @@ def _streamable(runnable: Runnable[Any, Any]) -> Runnable[Any, Any] | None:
 
 
 def _with_stream_usage(runnable: Runnable[Any, Any], model: BaseChatModel) -> Runnable[Any, Any]:
-    """Ask for token usage in the stream when the model has that switch (OpenAI, Anthropic)."""
+    """Ask for token usage in the stream when the model has that switch (OpenAI, Anthropic).
+
+    A streamed structured reply carries no response headers (langchain-openai warns when
+    asked for them): the streamed call asks for none.
+    """
+    if (
+        getattr(model, "include_response_headers", False)
+        and isinstance(runnable, RunnableBinding)
+        and runnable.bound is model
+    ):
+        quiet = model.model_copy(update={"include_response_headers": False})
+        runnable = RunnableBinding(bound=quiet, kwargs=runnable.kwargs, config=runnable.config)
     if "stream_usage" in type(model).model_fields:
         return runnable.bind(stream_usage=True)
     return runnable

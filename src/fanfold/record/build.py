@@ -287,6 +287,10 @@ class _Builder:
                 _spend(by_model, aggregate.model or "(aggregate's model)", aggregate_cost)
         unknown = sorted(m for m, c in by_model.items() if c is None)
         known = sum(c for c in by_model.values() if c is not None)
+        sources: dict[str, int] = {}
+        for c in calls:
+            if c.cost_source:
+                sources[c.cost_source] = sources.get(c.cost_source, 0) + 1
         wall = sum(b - a for a, b in self.sessions)
         bound = max(path, call_time / self.max_concurrency) if self.max_concurrency else path
         speedup = call_time / wall if made and wall > 0 else None
@@ -309,6 +313,7 @@ class _Builder:
             known_cost=known,
             cost_by_model=by_model,
             unknown_cost_models=unknown,
+            cost_sources=sources,
             aggregate_cost=aggregate_cost,
             wall_time=wall,
             not_running=sum(b - a for a, b in self.gaps),

@@ -137,6 +137,10 @@ class RecordTotals(_Model):
     known_cost: float = 0.0
     cost_by_model: dict[str, float | None] = Field(default_factory=dict)
     unknown_cost_models: list[str] = Field(default_factory=list)
+    cost_sources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Calls per source of their cost: 'gateway' (the reply said), 'price table'.",
+    )
     aggregate_cost: float | None = 0.0
     wall_time: float = 0.0
     not_running: float = Field(0.0, description="Seconds between processes (resumed runs).")

@@ -92,7 +92,14 @@ class _Unlimited:
     def release(self, permit: Permit | None = None) -> None:
         return None
 
-    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None:
+    def record_success(
+        self,
+        tokens: int = 0,
+        permit: Permit | None = None,
+        *,
+        remaining: int | None = None,
+        refill_in: float | None = None,
+    ) -> None:
         return None
 
     def record_rate_limited(

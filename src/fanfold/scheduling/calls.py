@@ -11,6 +11,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from fanfold.plan.models import SubTask
+from fanfold.scheduling.gateway import ReplyReport
 from fanfold.state.results import SubtaskResult, TokenUsage
 
 ATTEMPT_KEY = "fanfold_attempt"
@@ -58,10 +59,12 @@ class SubtaskCall:
 
 @dataclass(frozen=True)
 class KindOutput:
-    """A kind's result with its token usage; a kind may also return a bare value."""
+    """A kind's result with its token usage (and what the reply said of its cost and the
+    provider's limits); a kind may also return a bare value."""
 
     output: Any
     usage: TokenUsage = field(default_factory=TokenUsage)
+    report: ReplyReport = field(default_factory=ReplyReport)
 
 
 class KindRunner(Protocol):

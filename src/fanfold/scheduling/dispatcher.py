@@ -54,8 +54,8 @@ from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal, call_key, revive
 from fanfold.scheduling.calls import KindOutput, SubtaskCall, attempt_config, billed_usage
 from fanfold.scheduling.events import EVENT_TYPE
-from fanfold.scheduling.limits import Limiter, Permit
-from fanfold.scheduling.retry import Failure, classify
+from fanfold.scheduling.limits import Limiter, Permit, minute_left
+from fanfold.scheduling.retry import Failure, classify, is_timeout
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.tokens import (
     aggregate_input_tokens,
@@ -553,6 +553,7 @@ class Dispatcher:
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
             cost=cost,
+            cost_source=_cost_source({r.cost_source for r in items if r.cost_source}),
             cached=cached,
             cached_usage=cached_usage if any(r.cached for r in items) else None,
         )
@@ -650,6 +651,7 @@ class Dispatcher:
         billed = TokenUsage()  # every billed reply of this call, failed attempts included
         spent: float | None = 0.0
         batched = False  # whether the current attempt goes out in the map's batch
+        sources: set[str] = set()  # where the attempts' costs came from
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             # Built from values of the right types already: no validation on the hot path.
@@ -665,13 +667,21 @@ class Dispatcher:
                 index=index,
                 usage=billed,
                 cost=spent,
+                cost_source=_cost_source(sources),
                 **fields,
             )
 
-        def count(usage: TokenUsage, reserved: float | None) -> None:
-            """Add one attempt's billed usage to the call and swap its reservation for it."""
+        def count(usage: TokenUsage, reserved: float | None, said: float | None = None) -> None:
+            """Add one attempt's billed usage to the call and swap its reservation for what
+            it cost: what the gateway `said`, else the price table's figure."""
             nonlocal billed, spent
-            cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
+            if said is not None:
+                cost: float | None = said
+                sources.add("gateway")
+            else:
+                cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
+                if label is not None and (usage.total_tokens or cost):
+                    sources.add("price table")
             billed = billed + usage
             spent = None if spent is None or cost is None else spent + cost
             if self.budget is not None and reserved is not None:
@@ -738,11 +748,9 @@ class Dispatcher:
                     )
                 limiter.release(permit)
                 error = describe_error(exc)
-                too_long = failure.retry_after is not None and (
-                    failure.retry_after > policy.max_backoff
-                )
-                if failure.transient and attempt < budget and not too_long:
-                    delay = policy.backoff(attempt, failure.retry_after)
+                delay = policy.wait(attempt, failure.retry_after, minute_left=minute_left())
+                too_long = delay is None
+                if failure.transient and attempt < budget and delay is not None:
                     self._emit(
                         sid,
                         "retrying",
@@ -764,9 +772,17 @@ class Dispatcher:
                     )
                 elif failure.transient:
                     error = f"{error} (gave up after {_attempts(attempt)})"
+                if is_timeout(exc):
+                    error += _gateway_retrying_note(limiter)
                 return self._report(result("failed", error=error), sid, index)
-            limiter.record_success(outcome.usage.total_tokens, permit)
-            count(outcome.usage, reserved)
+            report = outcome.report
+            limiter.record_success(
+                outcome.usage.total_tokens,
+                permit,
+                remaining=report.remaining_requests,
+                refill_in=report.refill_in(started),
+            )
+            count(outcome.usage, reserved, report.cost)
             done = result("succeeded", output=outcome.output)
             if cache_key is not None:
                 # Stored now, before LangGraph commits the node: a run killed from here on
@@ -870,6 +886,24 @@ def _retry_reason(failure: Failure, exc: BaseException) -> str:
         return f"{failure.status} from the provider"
     name = type(exc).__name__
     return "timeout" if "timeout" in name.lower() else name
+
+
+def _gateway_retrying_note(limiter: Limiter) -> str:
+    """What a timeout may mean when the endpoint has been answering 429s."""
+    if not limiter.rate_limited:
+        return ""
+    return (
+        f"; the endpoint answered {limiter.rate_limited} 429s in this run, so a gateway "
+        "(such as the LiteLLM proxy) may be retrying the call internally until it times out: "
+        "turn its retries off (num_retries: 0 in its config) and fanfold paces the 429s itself"
+    )
+
+
+def _cost_source(sources: set[str]) -> str | None:
+    """Where a call's cost came from: "gateway", "price table" or "mixed"."""
+    if not sources:
+        return None
+    return next(iter(sources)) if len(sources) == 1 else "mixed"
 
 
 def _for_budget(result: SubtaskResult) -> bool:

@@ -84,7 +84,14 @@ class Limiter(Protocol):
 
     def release(self, permit: Permit | None = None) -> None: ...
 
-    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None: ...
+    def record_success(
+        self,
+        tokens: int = 0,
+        permit: Permit | None = None,
+        *,
+        remaining: int | None = None,
+        refill_in: float | None = None,
+    ) -> None: ...
 
     def record_rate_limited(
         self,
@@ -301,8 +308,16 @@ class RateLimiter:
 
     # -- feedback ---------------------------------------------------------------------
 
-    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None:
-        """A call succeeded: the window and the pace may grow."""
+    def record_success(
+        self,
+        tokens: int = 0,
+        permit: Permit | None = None,
+        *,
+        remaining: int | None = None,
+        refill_in: float | None = None,
+    ) -> None:
+        """A call succeeded: the window and the pace may grow. `remaining`: requests the
+        provider says are left in its window, which refills in `refill_in` seconds."""
         with self._lock:
             now = time.monotonic()
             in_flight = latency = None
@@ -310,7 +325,14 @@ class RateLimiter:
                 in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
                 latency = now - permit.started
                 _discount_just_started(self._running, self._rejected_before, permit, now, latency)
-            self.state.on_success(now, self.limits, in_flight=in_flight, latency=latency)
+            self.state.on_success(
+                now,
+                self.limits,
+                in_flight=in_flight,
+                latency=latency,
+                remaining=remaining,
+                refill_in=refill_in,
+            )
             self._grant_free()
 
     def record_rate_limited(

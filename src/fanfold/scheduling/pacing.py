@@ -20,7 +20,10 @@ When limits are not stated, two things are learned from the provider's answers:
 
 A 429 whose retry-after is long (a per-minute counter, `BUDGET_HINT` seconds or more)
 is a spent budget, not a pace: starts pause until the next minute (at most the
-retry-after, at most `max_pause`) and neither the pace nor the window shrinks.
+retry-after, at most `max_pause`) and neither the pace nor the window shrinks. A
+success that says how many requests are left in the current window
+(`x-ratelimit-remaining-requests`) keeps a count: when it runs out, starts pause until
+the window refills, then go again as fast as the window and pace allow (a burst).
 
 Starts are not booked ahead at a pace: the next start is computed from the last one at
 the pace in effect now, so when the pace rises the waiting calls go at the new pace.
@@ -37,6 +40,23 @@ Verdict = Literal["window", "rate", "budget", "ignored"]
 
 BUDGET_HINT = 10.0
 """A retry-after of this many seconds or more means a spent per-minute budget."""
+MINUTE = 60.0
+REFILL_MARGIN = 0.25
+"""Seconds waited past a window's refill, so the first call lands in the new window."""
+
+
+def is_minute_budget(retry_after: float | None) -> bool:
+    """Whether a 429's retry-after means a per-minute counter (`BUDGET_HINT` to 60 s):
+    waited for until the minute refills, however long the retry policy's max_backoff."""
+    return retry_after is not None and BUDGET_HINT <= retry_after <= MINUTE + 1.0
+
+
+def refill_wait(retry_after: float, minute_left: float | None) -> float:
+    """Seconds until a spent per-minute budget refills: to the next minute on the wall
+    clock (as LiteLLM and most gateways count), never longer than the retry-after."""
+    if minute_left is None:
+        return retry_after
+    return min(retry_after, minute_left + REFILL_MARGIN)
 
 
 @dataclass(frozen=True)
@@ -118,6 +138,10 @@ class PaceState:
     window_cuts: int = 0
     rate_cuts: int = 0
     pauses: int = 0
+    quota_left: float | None = None
+    """Requests left in the provider's current window, as it last said (None: not said)."""
+    quota_until: float = 0.0
+    """When that window refills."""
 
     @classmethod
     def fresh(cls, now: float, limits: PaceLimits) -> PaceState:
@@ -159,6 +183,8 @@ class PaceState:
         start = self.paused_until
         if rate is not None:
             start = max(start, self.last_start + 1.0 / rate)
+        if self.quota_left is not None and self.quota_left < 1:
+            start = max(start, self.quota_until)  # the window's requests are spent
         return start
 
     def start_delay(self, now: float, tokens: int, limits: PaceLimits) -> float:
@@ -191,6 +217,11 @@ class PaceState:
         start = max(now, self.next_start(limits))
         self.last_start = start
         delay = start - now
+        if self.quota_left is not None:
+            if start >= self.quota_until:
+                self.quota_left = None  # a new window: nothing known of it yet
+            else:
+                self.quota_left -= 1
         budget = limits.tokens_per_minute
         if budget is not None and tokens:
             level = self._token_level(now, budget) - tokens
@@ -228,9 +259,25 @@ class PaceState:
         *,
         in_flight: int | None = None,
         latency: float | None = None,
+        remaining: int | None = None,
+        refill_in: float | None = None,
     ) -> None:
-        """A call succeeded; `in_flight`: calls in flight when it started (itself not counted)."""
+        """A call succeeded.
+
+        Args:
+            in_flight: calls in flight when it started (itself not counted).
+            latency: seconds it took.
+            remaining: requests the provider says are left in its current window.
+            refill_in: seconds until that window refills.
+        """
         self.succeeded += 1
+        if remaining is not None and refill_in is not None and refill_in >= 0:
+            until = now + refill_in
+            left = float(remaining)
+            if self.quota_left is not None and abs(until - self.quota_until) < 1.0:
+                # Replies come back out of order: within one window the lowest count is news.
+                left = min(left, self.quota_left)
+            self.quota_left, self.quota_until = left, until
         count = self._decayed(now, limits)
         if count < 0.5:
             self.successes_since = now  # a new stretch after a quiet spell
@@ -294,7 +341,9 @@ class PaceState:
             return "ignored"
         cap = limits.max_pause if max_pause is None else min(max_pause, limits.max_pause)
         if retry_after is not None and retry_after >= BUDGET_HINT:
-            wait = retry_after if minute_left is None else min(retry_after, minute_left + 0.25)
+            wait = refill_wait(retry_after, minute_left)
+            if is_minute_budget(retry_after):
+                cap = limits.max_pause  # a minute's refill is waited for, not given up on
             self.paused_until = max(self.paused_until, now + min(wait, cap))
             self.pauses += 1
             return "budget"

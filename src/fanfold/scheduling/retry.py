@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fanfold.scheduling.pacing import is_minute_budget, refill_wait
+
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 
 
@@ -44,6 +46,19 @@ class RetryPolicy:
             return min(self.max_backoff, max(0.0, retry_after)) * random.uniform(1.0, 1.2)
         base = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
         return max(0.0, base * random.uniform(1 - self.jitter, 1 + self.jitter))
+
+    def wait(
+        self, attempt: int, retry_after: float | None, *, minute_left: float | None = None
+    ) -> float | None:
+        """Seconds before the next attempt; None when the provider asks for longer than
+        `max_backoff`. A per-minute budget (a retry-after of 10 to 60 s) is waited for
+        until the minute refills (`minute_left`: seconds to the next wall-clock minute)."""
+        if is_minute_budget(retry_after):
+            assert retry_after is not None
+            return refill_wait(retry_after, minute_left)
+        if retry_after is not None and retry_after > self.max_backoff:
+            return None
+        return self.backoff(attempt, retry_after)
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,18 @@ def classify(exc: BaseException, _depth: int = 0) -> Failure:
 _SDK_MODULES = ("openai", "httpx", "httpx2", "httpcore", "langchain_openai", "anthropic", "aiohttp")
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is a request that timed out."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or "timeout" in type(seen).__name__.lower():
+            return True
+        seen = seen.__cause__
+    return False
+
+
 def _raised_in_sdk(exc: BaseException) -> bool:
     """Whether the innermost frame that raised `exc` belongs to a provider SDK or transport."""
     tb = exc.__traceback__
@@ -130,23 +157,34 @@ def _status_of(exc: BaseException) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked to wait (`retry-after-ms`, else `Retry-After`), or None.
+RETRY_AFTER_PREFIXES = ("", "llm_provider-")
+"""Where a retry-after may come: the server's own header, or a provider's as LiteLLM
+forwards it (`llm_provider-retry-after`)."""
 
-    A value that is not a number of (milli)seconds or an HTTP date counts as absent.
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait, or None.
+
+    Read from `retry-after-ms`, else `Retry-After`, else LiteLLM's forwarded
+    `llm_provider-retry-after-ms` and `llm_provider-retry-after`. A value that is not a
+    number of (milli)seconds or an HTTP date counts as absent.
     """
     headers: Any = getattr(getattr(exc, "response", None), "headers", None)
     if headers is None:
         return None
-    try:
-        ms = headers.get("retry-after-ms")
-        value = headers.get("retry-after")
-    except (TypeError, ValueError, AttributeError):
-        return None
-    seconds = _number(ms)
-    if seconds is not None:
-        return seconds / 1000.0
-    return retry_after_seconds(value)
+    for prefix in RETRY_AFTER_PREFIXES:
+        try:
+            ms = headers.get(f"{prefix}retry-after-ms")
+            value = headers.get(f"{prefix}retry-after")
+        except (TypeError, ValueError, AttributeError):
+            return None
+        seconds = _number(ms)
+        if seconds is not None:
+            return seconds / 1000.0
+        seconds = retry_after_seconds(value)
+        if seconds is not None:
+            return seconds
+    return None
 
 
 def retry_after_seconds(value: Any) -> float | None:

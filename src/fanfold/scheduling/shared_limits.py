@@ -343,13 +343,23 @@ class SharedRateLimiter:
             return
         loop.call_soon(self._wake.set)
 
-    def record_success(self, tokens: int = 0, permit: Permit | None = None) -> None:
-        """A call succeeded: the shared window and pace grow (at the next transaction)."""
+    def record_success(
+        self,
+        tokens: int = 0,
+        permit: Permit | None = None,
+        *,
+        remaining: int | None = None,
+        refill_in: float | None = None,
+    ) -> None:
+        """A call succeeded: the shared window and pace grow (at the next transaction);
+        `remaining` requests are left in the provider's window, which refills in
+        `refill_in` seconds."""
         with self._lock:
-            success = Success(None, None)
+            success = Success(None, None, remaining, refill_in)
             if permit is not None:
                 in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
-                success = Success(in_flight, time.monotonic() - permit.started)
+                latency = time.monotonic() - permit.started
+                success = Success(in_flight, latency, remaining, refill_in)
             self._pending_successes.append(success)
 
     def record_rate_limited(

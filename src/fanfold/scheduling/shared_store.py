@@ -36,7 +36,7 @@ NOTIFY_CHANNEL = "fanfold_limits"
 
 
 def _column_type(name: str) -> str:
-    nullable = {"rate", "window", "ceiling", "tokens", "rtt"}
+    nullable = {"rate", "window", "ceiling", "tokens", "rtt", "quota_left"}
     integer = {
         "cut_seq",
         "granted",
@@ -47,7 +47,9 @@ def _column_type(name: str) -> str:
         "pauses",
     }
     kind = "BIGINT" if name in integer else "DOUBLE PRECISION"
-    return kind if name in nullable else f"{kind} NOT NULL"
+    # A default on each column: a process of an older release, which names fewer
+    # columns, can still insert a row.
+    return kind if name in nullable else f"{kind} NOT NULL DEFAULT 0"
 
 
 STATE_COLUMNS = PaceState.columns()

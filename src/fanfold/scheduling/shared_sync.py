@@ -30,6 +30,8 @@ from fanfold.scheduling.shared_store import (
 class Success:
     in_flight: int | None
     latency: float | None
+    remaining: int | None = None
+    refill_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,14 @@ def sync(store: Store, me: Member, work: Work) -> Outcome:
         changed = freed = False
         cap_before = state.cap(limits)
         for success in work.successes:
-            state.on_success(now, limits, in_flight=success.in_flight, latency=success.latency)
+            state.on_success(
+                now,
+                limits,
+                in_flight=success.in_flight,
+                latency=success.latency,
+                remaining=success.remaining,
+                refill_in=success.refill_in,
+            )
         for limited in work.limited:
             state.on_rate_limited(
                 now,

@@ -72,6 +72,11 @@ class SubtaskResult(BaseModel):
         "model has no price (never 0 for an unknown price). 0 for a cached result, a skip, "
         "or a kind that calls no model.",
     )
+    cost_source: str | None = Field(
+        default=None,
+        description="Where `cost` came from: 'gateway' (the reply said what it cost), "
+        "'price table', or 'mixed' (a map's items, a retried call).",
+    )
     cached: bool = Field(
         default=False,
         description="Served from the persistent cache: no request was made and usage is 0 "

@@ -81,6 +81,9 @@ class _Chat:
         retry_ms = state.admit(config, arrived)
         if retry_ms is not None:
             state.record(arrived, prompt, 429)
+            if config.rate_limit_headers is not None:
+                message = f"Rate limit reached for {MODEL_ID}."
+                return _http.error(429, message, dict(config.rate_limit_headers))
             return _http.rate_limited(
                 retry_ms, config.retry_after_header, hints=config.retry_after_hints
             )
@@ -154,4 +157,5 @@ class _Chat:
             return web.Response(body=encoded[: len(encoded) // 2], content_type="application/json")
         if fault == "drop":
             return await _http.drop(request, encoded)
-        return web.Response(body=encoded, content_type="application/json")
+        headers = config.reply_headers or None
+        return web.Response(body=encoded, content_type="application/json", headers=headers)

@@ -73,6 +73,16 @@ class SimServerConfig(BaseModel):
         description="Send 'retry-after-ms' and 'Retry-After' with the hidden limits' 429s; "
         "False answers them with no hint, as LiteLLM's max_parallel_requests does.",
     )
+    rate_limit_headers: dict[str, str] | None = Field(
+        default=None,
+        description="If set, the headers of the hidden limits' 429s instead of the "
+        "retry-after ones, e.g. {'llm_provider-retry-after': '60'} as LiteLLM answers.",
+    )
+    reply_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers added to every non-streamed reply, e.g. "
+        "{'x-litellm-response-cost': '0.002'} or x-ratelimit-remaining-requests.",
+    )
     error_500_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability of answering 500 (after the latency)."
     )
