@@ -139,6 +139,16 @@ def test_a_window_that_says_it_is_spent_holds_starts_until_it_refills() -> None:
     assert state.start_delay(10.3, 0, limits_) == 0.0
 
 
+async def test_calls_still_in_flight_count_against_the_requests_left() -> None:
+    # LiteLLM counts a call in x-ratelimit-remaining-requests when it ends: the two
+    # calls still in flight will spend two of the three it says are left.
+    limiter = RateLimiter()
+    permits = [await limiter.acquire() for _ in range(3)]
+    limiter.record_success(0, permits[0], remaining=3, refill_in=30.0)
+    limiter.release(permits[0])
+    assert limiter.state.quota_left == 1
+
+
 def test_a_reply_says_when_its_window_refills() -> None:
     report = read_report({"X-RateLimit-Remaining-Requests": "0"}, None)
     assert report.remaining_requests == 0

@@ -25,6 +25,7 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -319,6 +320,8 @@ class RateLimiter:
         """A call succeeded: the window and the pace may grow. `remaining`: requests the
         provider says are left in its window, which refills in `refill_in` seconds."""
         with self._lock:
+            if remaining is not None:
+                remaining = left_after(remaining, self._running, permit)
             now = time.monotonic()
             in_flight = latency = None
             if permit is not None:
@@ -369,6 +372,13 @@ class RateLimiter:
         """Callers queued for a slot."""
         with self._lock:
             return sum(1 for w in self._waiters if not w.granted)
+
+
+def left_after(remaining: int, running: Mapping[int, Any], permit: Permit | None) -> int:
+    """Requests left once the calls still in flight are counted: a gateway may count a
+    call when it ends (LiteLLM does), so those in flight are spent already."""
+    others = len(running) - int(permit is not None and permit.seq in running)
+    return max(0, remaining - others)
 
 
 def _discount_just_started(

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanfold.scheduling.durations import is_postgres_url, one_line, shown_target
-from fanfold.scheduling.limits import Permit, Priority, minute_left, priority_key
+from fanfold.scheduling.limits import Permit, Priority, left_after, minute_left, priority_key
 from fanfold.scheduling.pacing import PaceLimits, PaceState
 from fanfold.scheduling.shared_keeper import Keeper
 from fanfold.scheduling.shared_store import (
@@ -355,6 +355,8 @@ class SharedRateLimiter:
         `remaining` requests are left in the provider's window, which refills in
         `refill_in` seconds."""
         with self._lock:
+            if remaining is not None:
+                remaining = left_after(remaining, self._held, permit)
             success = Success(None, None, remaining, refill_in)
             if permit is not None:
                 in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
