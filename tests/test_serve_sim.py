@@ -54,6 +54,14 @@ OPTIONS: dict[str, tuple[list[str], Any]] = {
     "scripted": (["--scripted", 'PICK={"a": "x=y"}'], {"PICK": {"a": "x=y"}}),
     "scripted_form": (["--scripted-form", "text"], "text"),
     "plans": (["--plans"], True),
+    "rate_limit_headers": (
+        ["--rate-limit-header", "llm_provider-retry-after=60"],
+        {"llm_provider-retry-after": "60"},
+    ),
+    "reply_headers": (
+        ["--reply-header", "x-litellm-response-cost=0.5"],
+        {"x-litellm-response-cost": "0.5"},
+    ),
 }
 
 
