@@ -257,6 +257,9 @@ def concurrency_cases(args: argparse.Namespace) -> None:
                             extra = ""
                             if o is shared:
                                 extra = "  " + window_targets(good, o.share_429, o.lost)
+                                if told.busy and told.succeeded:
+                                    told_good = told.succeeded / told.busy / allowed
+                                    extra += f"; {good / told_good:.2f} x told"
                             print(
                                 f"{limit:>5} {latency_ms:>6g} {n:>5} {procs:>5} "
                                 f"{o.limiter:<22} {o.busy:>7.2f} {good:>7.2f} "
