@@ -251,3 +251,22 @@ def test_batch_with_a_model_that_has_no_batch_api_is_a_plan_error() -> None:
 def test_batch_on_another_kind_is_a_plan_error() -> None:
     with pytest.raises(BatchNotSupportedError, match="only the llm kind"):
         compile_plan(map_plan(kind="template"), model="simulated")
+
+
+def test_estimate_shows_live_and_batch_prices_side_by_side() -> None:
+    from fanfold import estimate_plan
+
+    plan = map_plan()
+    plan["subtasks"].append({"id": "live", "map": "tickets", "prompt": "Summarise {item}"})
+    estimate = estimate_plan(
+        plan, {"tickets": tickets(4)}, model="openai:gpt-4o-mini", aggregator=None
+    )
+    batched, live = estimate.subtasks
+    assert batched.batch and not live.batch
+    assert batched.live_cost and batched.batch_cost
+    assert batched.batch_cost == pytest.approx(batched.live_cost / 2)
+    assert batched.cost == batched.batch_cost and live.cost == live.live_cost
+    assert estimate.batch_cost == pytest.approx(batched.batch_cost + live.batch_cost)
+    assert estimate.cost == pytest.approx(batched.batch_cost + live.live_cost)
+    text = "\n".join(estimate.lines())
+    assert "(live $" in text and "sent batch" in text and "with every map as a batch" in text

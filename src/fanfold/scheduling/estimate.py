@@ -346,9 +346,14 @@ def estimate_plan(
             seconds, source = expected[sid]
         if label is not None:
             sources.add(source)
-        per_call_cost = table.estimate(label, in_one, out_tokens) if label is not None else 0.0
+        batched = sub.batch and sub.map is not None
+        per_call_cost = (
+            table.estimate(label, in_one, out_tokens, batch=batched) if label is not None else 0.0
+        )
         in_all: int | None
         out_all: int | None
+        live_cost: float | None = None
+        batch_cost: float | None = None
         if label is None:
             in_all, out_all, cost = 0, 0, 0.0
         elif count is None:
@@ -356,7 +361,10 @@ def estimate_plan(
         else:
             in_all = -(-chars_total // CHARS_PER_TOKEN)
             out_all = out_tokens * count
-            cost = table.estimate(label, in_all, out_all)
+            if sub.map is not None:
+                live_cost = table.estimate(label, in_all, out_all)
+                batch_cost = table.estimate(label, in_all, out_all, batch=True)
+            cost = batch_cost if batched else table.estimate(label, in_all, out_all)
         estimates[sid] = CallEstimate(
             id=sid,
             kind=sub.kind,
@@ -368,6 +376,9 @@ def estimate_plan(
             output_tokens=out_all,
             cost_per_call=per_call_cost,
             cost=cost,
+            batch=batched,
+            live_cost=live_cost,
+            batch_cost=batch_cost,
             seconds_per_call=seconds,
             seconds_source=source,
             items=items.get(sid),
@@ -418,6 +429,11 @@ def estimate_plan(
         elif call.model not in by_model:
             by_model[call.model] = 0.0
     known = sum(c for c in by_model.values() if c is not None)
+    all_batched = None
+    if not unknown_price:
+        all_batched = sum(
+            (c.batch_cost if c.batch_cost is not None else c.cost) or 0.0 for c in every
+        )
 
     jobs = {
         sid: ((1 if e.calls is None else e.calls) if e.model is not None else 0, e.seconds_per_call)
@@ -445,6 +461,7 @@ def estimate_plan(
         output_tokens=sum(c.output_tokens or 0 for c in every),
         cost=None if unknown_price else known,
         known_cost=known,
+        batch_cost=all_batched,
         cost_by_model=by_model,
         unknown_price_models=sorted(unknown_price),
         wall_time=wall,

@@ -30,6 +30,11 @@ class CallEstimate(BaseModel):
     output_tokens: int | None = None
     cost_per_call: float | None = Field(None, description="USD; None when unpriced.")
     cost: float | None = Field(None, description="USD; None when unpriced or calls unknown.")
+    batch: bool = Field(False, description="Whether the plan sends its calls as a batch.")
+    live_cost: float | None = Field(None, description="For a map: USD of its calls sent live.")
+    batch_cost: float | None = Field(
+        None, description="For a map: USD of its calls sent as a batch (the batch price)."
+    )
     seconds_per_call: float = 0.0
     seconds_source: SecondsSource = "none"
     items: int | None = Field(None, description="For a map: its items, when known.")
@@ -51,6 +56,9 @@ class PlanEstimate(BaseModel):
         None, description="USD for the counted calls; None when a model is unpriced."
     )
     known_cost: float = Field(0.0, description="USD over the calls with a known price.")
+    batch_cost: float | None = Field(
+        None, description="USD if every map went as a batch (`--batch`); None when unpriced."
+    )
     cost_by_model: dict[str, float | None] = Field(default_factory=dict)
     unknown_price_models: list[str] = Field(default_factory=list)
     wall_time: float = Field(0.0, description="Expected seconds from start to the end.")
@@ -128,10 +136,17 @@ def _call_line(call: CallEstimate, width: int) -> str:
         return f"{call.id:<{width}}  {call.kind:<10} no model call"
     if call.calls is None:
         return f"{call.id:<{width}}  {call.kind:<10} {model}: calls unknown, per item: {per_call}"
+    prices = ""
+    if call.batch_cost is not None:
+        chosen = "batch" if call.batch else "live"
+        prices = (
+            f" (live {format_usd(call.live_cost)}, batch {format_usd(call.batch_cost)}; "
+            f"sent {chosen})"
+        )
     return (
         f"{call.id:<{width}}  {call.kind:<10} {model}: {call.calls} call(s), "
         f"{(call.input_tokens or 0) + (call.output_tokens or 0):,} tokens, "
-        f"{format_usd(call.cost)}; per call: {per_call}"
+        f"{format_usd(call.cost)}{prices}; per call: {per_call}"
     )
 
 
@@ -143,4 +158,7 @@ def _cost_text(estimate: PlanEstimate) -> str:
         unknown = ", ".join(estimate.unknown_price_models)
         text = f"{format_usd(estimate.known_cost)} + unknown for {unknown}"
     extra = " (and the items of maps whose lists are unknown)" if estimate.unknown_maps else ""
-    return f"{text}{extra}" + (f"  [{models}]" if models else "")
+    batched = ""
+    if estimate.batch_cost is not None and estimate.batch_cost != estimate.cost:
+        batched = f"; with every map as a batch: {format_usd(estimate.batch_cost)}"
+    return f"{text}{extra}{batched}" + (f"  [{models}]" if models else "")
