@@ -270,3 +270,34 @@ def test_estimate_shows_live_and_batch_prices_side_by_side() -> None:
     assert estimate.cost == pytest.approx(batched.batch_cost + live.live_cost)
     text = "\n".join(estimate.lines())
     assert "(live $" in text and "sent batch" in text and "with every map as a batch" in text
+
+
+def test_the_record_live_view_and_report_show_the_batch(server: SimServer) -> None:
+    from fanfold.progress import PlainProgress, Progress
+    from fanfold.record import build_record
+    from fanfold.report import run_report
+
+    server.batch_api.update(validate_seconds=0.1, completion_delay=0.3, finalize_seconds=0.1)
+    graph = compile_plan(map_plan(), model=openai_model(server), aggregator=None, batch=FAST)
+    state, events = run(graph, tickets(3))
+    progress, lines = Progress(), []
+    plain = PlainProgress(lines.append)
+    snapshots = []
+    for event in events:
+        progress.feed(event)
+        plain.feed(event)
+        snapshots.extend(row.batch for row in progress.snapshot().running if row.batch)
+    statuses = [b["status"] for b in snapshots]
+    assert statuses[0] == "validating" and "in_progress" in statuses
+    assert any(line.startswith("  batch     classify: batch-") for line in lines)
+    assert any(line.endswith("completed: 3/3 done") for line in lines)
+
+    record = build_record(state, events=events, runtime=graph.fanfold_runtime)
+    batch = record.subtasks[0].batch
+    assert batch is not None and batch.status == "completed"
+    assert (batch.total, batch.completed, batch.failed) == (3, 3, 0)
+    assert [s for s, _ in batch.states] == ["validating", "in_progress", "finalizing", "completed"]
+    assert batch.start is not None and batch.end is not None and batch.start <= batch.end
+    html = run_report(state, events=events, runtime=graph.fanfold_runtime)
+    assert html.count('class="bar batch bs-') == 4
+    assert f"batch {batch.id} completed: 3/3 done" in html

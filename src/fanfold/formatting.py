@@ -11,8 +11,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["money", "seconds", "tokens"]
+__all__ = ["batch_state", "money", "seconds", "tokens"]
 
 
 def seconds(value: float | None) -> str:
@@ -52,3 +54,16 @@ def money(usd: float | None) -> str:
 def tokens(count: int | None) -> str:
     """A token count with thousands separators; "" for None."""
     return "" if count is None else f"{count:,}"
+
+
+def batch_state(state: Mapping[str, Any] | None) -> str:
+    """A provider batch's state: "batch batch_abc in_progress: 3/10 done, 1 failed"."""
+    if not state:
+        return ""
+    text = f"batch {state.get('id') or '?'} {state.get('status') or '?'}"
+    total = state.get("total")
+    if total:
+        text += f": {state.get('completed') or 0}/{total} done"
+        if state.get("failed"):
+            text += f", {state['failed']} failed"
+    return text

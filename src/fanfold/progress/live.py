@@ -10,6 +10,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from fanfold.formatting import batch_state
 from fanfold.progress.model import Progress
 from fanfold.progress.render import render_progress
 from fanfold.progress.snapshot import SubtaskProgress
@@ -66,6 +67,12 @@ class PlainProgress:
         """Print the line of a finished (or retried) subtask; items and starts print none."""
         parsed = LifecycleEvent.parse(event)
         if parsed is None or parsed.item is not None or parsed.status == "started":
+            return
+        if parsed.status == "batch":
+            state = parsed.batch if isinstance(parsed.batch, dict) else None
+            self._write(
+                f"  batch     {parsed.subtask}: {batch_state(state).removeprefix('batch ')}"
+            )
             return
         self._write(
             retry_line(parsed)

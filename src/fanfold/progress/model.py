@@ -155,6 +155,8 @@ class Progress:
         elif status == "retrying":
             entry.retrying = True
             entry.error = event.reason or event.error
+        elif status == "batch" and isinstance(event.batch, dict):
+            entry.batch = event.batch
         elif status in FINISHED_STATES:
             entry.state = FINISHED_STATES[status]
             entry.retrying = False
@@ -238,6 +240,7 @@ class Progress:
                 retrying=entry.retrying,
                 error=entry.error if entry.retrying else None,
                 items=entry.items,
+                batch=entry.batch,
             )
             for entry in self.subtasks.values()
             if entry.state == "running"

@@ -7,7 +7,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from fanfold.formatting import money
+from fanfold.formatting import batch_state, money
 from fanfold.progress.snapshot import Eta, ItemCounts, ProgressSnapshot, RunningRow
 
 __all__ = ["eta_text", "format_seconds", "render_progress"]
@@ -111,6 +111,8 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
         table.add_column(no_wrap=True, overflow="ellipsis")
         for row in rows:
             notes = []
+            if row.batch is not None:
+                notes.append(batch_state(row.batch))
             if row.items is not None:
                 notes.append(_items_text(row.items))
             if row.attempt > 1:

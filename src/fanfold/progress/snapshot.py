@@ -68,6 +68,8 @@ class SubtaskProgress:
     """Items that succeeded in an earlier run and are not run again."""
     preloaded: bool = False
     """Finished before this run started (a resumed or retried run)."""
+    batch: dict[str, Any] | None = None
+    """For a map sent as a provider batch: its id, status and counts, as last reported."""
 
     @property
     def items(self) -> ItemCounts | None:
@@ -139,6 +141,8 @@ class RunningRow:
     error: str | None = None
     """The error being retried, while `retrying`."""
     items: ItemCounts | None = None
+    batch: dict[str, Any] | None = None
+    """The provider batch the subtask's items went out in, as last reported."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 from fanfold.record.build import build_record
 from fanfold.record.model import (
     AggregateRecord,
+    BatchRecord,
     CallRecord,
     RecordTotals,
     RunRecord,
@@ -23,6 +24,7 @@ from fanfold.record.model import (
 
 __all__ = [
     "AggregateRecord",
+    "BatchRecord",
     "CallRecord",
     "RecordTotals",
     "RunRecord",

@@ -20,6 +20,7 @@ from fanfold.record.calls import CallReader
 from fanfold.record.clock import RunClock
 from fanfold.record.model import (
     AggregateRecord,
+    BatchRecord,
     RecordTotals,
     RunRecord,
     SubtaskRecord,
@@ -125,6 +126,32 @@ class _Builder:
 
     # -- subtasks ---------------------------------------------------------------------------
 
+    def _batch(self, sid: str) -> BatchRecord | None:
+        """The provider batch of map `sid`, from its `batch` events (None: not batched)."""
+        reports = [
+            (e.time, e.batch)
+            for e in self.by_call.get((sid, None), [])
+            if e.status == "batch" and isinstance(e.batch, dict)
+        ]
+        if not reports:
+            return None
+        last = reports[-1][1]
+        batch = BatchRecord(
+            id=last.get("id"),
+            status=str(last.get("status") or "unknown"),
+            total=int(last.get("total") or 0),
+            completed=int(last.get("completed") or 0),
+            failed=int(last.get("failed") or 0),
+            start=reports[0][0],
+        )
+        for when, state in reports:
+            status = str(state.get("status"))
+            if not batch.states or batch.states[-1][0] != status:
+                batch.states.append((status, when))
+            if status in ("completed", "expired", "cancelled", "failed") and batch.end is None:
+                batch.end = when
+        return batch
+
     def _subtask(self, sid: str) -> SubtaskRecord:
         res = self.results.get(sid)
         sub = self.subtasks.get(sid)
@@ -149,6 +176,7 @@ class _Builder:
                 record.status = "unfinished"
             elif res is None and self.by_call.get((sid, None)):
                 record.status = "unfinished"
+        record.batch = self._batch(sid)
         calls = record.calls
         record.usage = sum((c.usage for c in calls), TokenUsage())
         costs = [c.cost for c in calls if c.status != "not run"]
@@ -390,6 +418,9 @@ def _relative(record: RunRecord, t0: float) -> RunRecord:
 
     for sub in record.subtasks:
         sub.start, sub.end = rel(sub.start), rel(sub.end)
+        if sub.batch is not None:
+            sub.batch.start, sub.batch.end = rel(sub.batch.start), rel(sub.batch.end)
+            sub.batch.states = [(s, _r(t - t0)) for s, t in sub.batch.states]
         sub.queued, sub.backoff, sub.call_time = _r(sub.queued), _r(sub.backoff), _r(sub.call_time)
         for call in sub.calls:
             call.ready, call.start, call.end = rel(call.ready), rel(call.start), rel(call.end)

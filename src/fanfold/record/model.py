@@ -74,6 +74,21 @@ class CallRecord(_Model):
     segments: list[Segment] = Field(default_factory=list)
 
 
+class BatchRecord(_Model):
+    """The provider batch a map's items went out in, from its `batch` events."""
+
+    id: str | None = None
+    status: str = Field(description="As last reported: validating, in_progress, completed...")
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    start: float | None = Field(None, description="When it was first reported.")
+    end: float | None = Field(None, description="When it was first reported final.")
+    states: list[tuple[str, float]] = Field(
+        default_factory=list, description="Each status with when it was first reported."
+    )
+
+
 class SubtaskRecord(_Model):
     """One subtask of the plan, with its call (or its map's item calls)."""
 
@@ -96,6 +111,7 @@ class SubtaskRecord(_Model):
     start: float | None = None
     end: float | None = None
     critical: bool = False
+    batch: BatchRecord | None = Field(None, description="For a map sent as a provider batch.")
     calls: list[CallRecord] = Field(default_factory=list)
 
 

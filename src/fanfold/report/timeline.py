@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from fanfold.formatting import seconds
-from fanfold.record.model import CallRecord, RunRecord, Segment, SubtaskRecord
+from fanfold.formatting import batch_state, seconds
+from fanfold.record.model import BatchRecord, CallRecord, RunRecord, Segment, SubtaskRecord
 from fanfold.report._html import DIAMOND, e, slug
 
 OPEN_ITEMS = 12
@@ -54,6 +54,7 @@ class _Track:
         segments: list[Segment],
         busy: list[tuple[float, float]] | None = None,
         extent: tuple[float, float] | None = None,
+        batch: BatchRecord | None = None,
     ) -> str:
         out = [
             f'<line class="grid" x1="{self.x(t):.2f}" x2="{self.x(t):.2f}" y1="0" y2="16"/>'
@@ -93,6 +94,8 @@ class _Track:
                 f'x="{x1:.2f}" y="{y}" width="{max(x2 - x1, 1.5):.2f}" height="{h}">'
                 f"<title>{e(tip)}</title></rect>"
             )
+        if batch is not None:
+            out += self._batch(row_id, group, batch)
         for start, end in busy or []:
             out.append(
                 f'<rect class="busy" x="{self.x(start):.2f}" y="6" '
@@ -102,6 +105,24 @@ class _Track:
             '<svg class="track" viewBox="0 0 1000 16" preserveAspectRatio="none" '
             f'width="100%" height="16" aria-hidden="true">{"".join(out)}</svg>'
         )
+
+    def _batch(self, row_id: str, group: str, batch: BatchRecord) -> list[str]:
+        """The provider batch as one bar, a stretch per status it went through."""
+        end = batch.end if batch.end is not None else self.span
+        states = batch.states or [(batch.status, batch.start or 0.0)]
+        out = []
+        for i, (status, start) in enumerate(states):
+            stop = states[i + 1][1] if i + 1 < len(states) else end
+            if stop <= start and i + 1 < len(states):
+                continue
+            x1, x2 = self.x(start), self.x(max(stop, start))
+            tip = f"{row_id} · batch {batch.id} {status} · +{seconds(start)} → +{seconds(stop)}"
+            out.append(
+                f'<rect class="bar batch bs-{slug(status)}" data-subtask="{e(group)}" '
+                f'data-call="{e(row_id)}" x="{x1:.2f}" y="1" width="{max(x2 - x1, 1.5):.2f}" '
+                f'height="14"><title>{e(tip)}</title></rect>'
+            )
+        return out
 
 
 def _info(call: CallRecord | SubtaskRecord, items: int = 0) -> str:
@@ -149,13 +170,18 @@ def timeline(record: RunRecord) -> str:
         )
         opened = " open" if len(items) <= OPEN_ITEMS else ""
         cls = "g-row" + (" crit" if sub.critical else "")
-        span_bar = track.svg(sub.id, sub.id, sub.status, False, [], _union(spans), extent)
+        span_bar = track.svg(
+            sub.id, sub.id, sub.status, False, [], _union(spans), extent, batch=sub.batch
+        )
+        info = _info(sub, len(items))
+        if sub.batch is not None:
+            info = f"{info} · {batch_state(sub.batch.model_dump())}"
         body.append(
             f'<details class="g-group" data-id="{e(sub.id)}" data-status="{e(sub.status)}"'
             f'{opened}><summary class="{cls}" data-id="{e(sub.id)}" '
             f'data-status="{e(sub.status)}"><span class="g-label">'
             f'{DIAMOND if sub.critical else ""}<span class="caret"></span>{dot}{e(sub.id)}</span>'
-            f'{span_bar}<span class="g-info">{e(_info(sub, len(items)))}</span></summary>'
+            f'{span_bar}<span class="g-info">{e(info)}</span></summary>'
             + "".join(
                 _line(
                     track,
@@ -191,6 +217,7 @@ def timeline(record: RunRecord) -> str:
         '<span class="chip backoff"></span>retry backoff '
         '<span class="chip wait"></span>waiting for a slot / rate limit '
         '<span class="chip st-skipped"></span>skipped '
+        '<span class="chip batch"></span>provider batch '
         '<span class="chip notrun"></span>not running '
         '<span class="chip crit"></span>critical path ◆'
     )

@@ -11,6 +11,11 @@ Statuses, in the order a call goes through them:
   (`reason` says why: "429 from the provider", "timeout", ...);
 - `succeeded`, `failed`, `skipped`: the call is over.
 
+A map sent as a provider batch also reports `batch` events (no `item`) whose `batch`
+holds the batch's `id`, `status` (validating, in_progress, finalizing, completed,
+expired, cancelled, failed) and request counts (`total`, `completed`, `failed`), each
+time they change; its items' `started` events carry `batch: true`.
+
 Between being ready (its dependencies done; for a map item, its map started) and its
 next `started`, a call is queued: waiting for a concurrency slot or a rate limit
 (`CallState` names these states for the views). A map's own `started` carries `items`
@@ -38,7 +43,7 @@ EVENT_TYPE = "fanfold.subtask"
 AGGREGATE = "aggregate"
 """The `subtask` of the aggregate step's events."""
 
-EventStatus = Literal["started", "retrying", "succeeded", "failed", "skipped"]
+EventStatus = Literal["started", "retrying", "succeeded", "failed", "skipped", "batch"]
 CallState = Literal["queued", "backoff", "calling", "done"]
 """Where a call is: queued for a slot or a limit, in backoff before a retry, at the
 provider, or over."""
@@ -69,6 +74,9 @@ class LifecycleEvent(BaseModel):
     cost: float | None = None
     cost_source: str | None = None
     cached: bool = False
+    batch: dict[str, Any] | bool | None = None
+    """On a `batch` event: the batch's id, status and counts; on a batched item's
+    `started`: True."""
 
     @property
     def call(self) -> str:
