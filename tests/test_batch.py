@@ -65,6 +65,10 @@ def test_a_batched_map_sends_one_batch_and_no_live_request(server: SimServer) ->
     assert result.output == [{"label": "simulated label"}] * 5
     assert server.batch_api.creations == 1
     assert server.request_count == 0
+    (batch_id,) = server.batch_api.batch_ids()
+    assert result.batch["id"] == batch_id and result.batch["status"] == "completed"
+    assert result.batch["input_file_id"] and result.batch["output_file_id"]
+    assert result.to_state()["batch"] == result.batch  # kept in the checkpoint
     states = [e["batch"]["status"] for e in events if e["status"] == "batch"]
     assert states[-1] == "completed"
     started = [e for e in events if e["status"] == "started" and e.get("item") is not None]

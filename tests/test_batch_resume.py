@@ -141,6 +141,7 @@ def test_killed_after_submitting_the_resume_collects_the_same_batch(
     assert_all_classified(report, server)
     assert api.creations == 1
     assert api.batch_ids() == [batch_id]
+    assert report["results"]["classify"]["batch"]["id"] == batch_id
 
 
 @pytest.mark.slow

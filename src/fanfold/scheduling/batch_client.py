@@ -170,6 +170,7 @@ class BatchRound:
         """Whether item requests still join this batch (a retry after it went out is live)."""
         self.state: dict[str, Any] = {"id": None, "status": "collecting", "total": 0}
         """The batch's id, status and request counts, as last seen."""
+        self._files: dict[str, str | None] = {}
         self.submitted = 0
         """Batches this round created (0 when it adopted one made before a resume)."""
 
@@ -327,7 +328,18 @@ class BatchRound:
         except Exception as exc:  # noqa: BLE001 - best effort on the way out
             _log.warning("fanfold could not cancel batch %s: %s", batch_id, redact(str(exc)))
 
+    def summary(self) -> dict[str, Any] | None:
+        """The batch's ids, last status and counts (None when no batch went out)."""
+        if self.state["id"] is None:
+            return None
+        return {**self.state, **self._files}
+
     def _seen(self, batch: Any) -> None:
+        self._files = {
+            "input_file_id": batch.input_file_id,
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+        }
         counts = batch.request_counts
         state = {
             "id": batch.id,

@@ -444,9 +444,11 @@ class Dispatcher:
         finally:
             if batch is not None:
                 batch.close()
+        combined = self._combine(sid, results, started)
         if batch is not None:
             await batch.finish()
-        return self._finish(self._combine(sid, results, started))
+            combined.batch = batch.summary()
+        return self._finish(combined)
 
     def _open_batch(self, sid: str, count: int) -> BatchRound | None:
         """The batch map `sid`'s items go out in, when it is sent as one."""

@@ -86,6 +86,11 @@ class SubtaskResult(BaseModel):
         default=None,
         description="For a cached result: the tokens the original call used (not billed now).",
     )
+    batch: dict[str, Any] | None = Field(
+        default=None,
+        description="For a map sent as a provider batch: the batch's id, its input, output "
+        "and error files' ids, its last status and its request counts.",
+    )
 
     @property
     def duration(self) -> float | None:
