@@ -305,3 +305,32 @@ def test_the_record_live_view_and_report_show_the_batch(server: SimServer) -> No
     html = run_report(state, events=events, runtime=graph.fanfold_runtime)
     assert html.count('class="bar batch bs-') == 4
     assert f"batch {batch.id} completed: 3/3 done" in html
+
+
+def test_run_with_the_batch_flag_batches_big_maps_on_the_command_line(
+    server: SimServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fanfold.cli import EXIT_ERROR, EXIT_OK, app
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({**map_plan(batch=False), "aggregation": {"enabled": False}}))
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("FANFOLD_BATCH_POLL", "0.05")
+    args = ["run", str(plan), "-m", "openai:gpt-4o-mini", "--no-cache", "--json",
+            "-i", f"tickets={json.dumps(tickets(3))}"]  # fmt: skip
+    done = CliRunner().invoke(app, [*args, "--batch", "--batch-min-items", "3"])
+    assert done.exit_code == EXIT_OK, done.output
+    assert server.batch_api.creations == 1 and server.request_count == 0
+    done = CliRunner().invoke(app, [*args, "--batch"])  # 3 items: below the default 100
+    assert done.exit_code == EXIT_OK, done.output
+    assert server.batch_api.creations == 1 and server.request_count == 3
+    refused = CliRunner().invoke(app, ["run", str(plan), "-m", "simulated", "--batch",
+                                       "-i", f"tickets={json.dumps(tickets(3))}"])  # fmt: skip
+    assert refused.exit_code == EXIT_ERROR
+    assert "cannot be sent as a batch" in refused.output
+    assert "Traceback" not in refused.output
