@@ -11,36 +11,24 @@ carries a `plan` instead of a `goal`, validates that plan and makes no model cal
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import get_runtime
-from langgraph.types import Checkpointer, Overwrite
-from pydantic import Field, WithJsonSchema
-from typing_extensions import TypedDict
+from langgraph.types import Checkpointer
 
-from fanfold._langgraph import adopt, stored_once
-from fanfold.errors import ModelNotAllowedError, PlanValidationError
-from fanfold.graphs.channels import ModelValueChannel, ResultsChannel
+from fanfold._langgraph import adopt
 from fanfold.graphs.compile import compile_plan
-from fanfold.graphs.compiled import _BUDGET_KWARG, _DISPATCHER_KWARG, CompiledPlanGraph
-from fanfold.graphs.planner_step import PlannerOutcome, PlannerStep
+from fanfold.graphs.goal_nodes import GoalContext, GoalNodes
+from fanfold.graphs.goal_schema import GoalInput, GoalOutput, GoalState, goal_or_plan_input
+from fanfold.graphs.planner_step import PlannerStep
 from fanfold.models.resolve import model_label, resolve_model
-from fanfold.nodes.run_scope import background_loop
-from fanfold.plan.model_spec import ModelSpec
 from fanfold.plan.models import TaskPlan
 from fanfold.scheduling.costs import UnknownPriceError
 from fanfold.scheduling.runtime import PlanRuntime
-from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
 __all__ = ["CompiledGoalGraph", "GoalInput", "GoalOutput", "GoalState", "compile_goal"]
 
@@ -48,54 +36,6 @@ PLANNER_NODE = "planner"
 RUN_PLAN_NODE = "run_plan"
 
 _PROBE_PLAN = {"task": "-", "subtasks": [{"id": "probe", "prompt": "-"}]}
-
-
-_PLAN_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "title": "Plan",
-    "description": "A plan as JSON data (a plan file's fields: task, inputs, subtasks, "
-    "aggregation), run as given without planning; give it instead of a goal.",
-    "additionalProperties": True,
-}
-
-
-class GoalInput(TypedDict, total=False):
-    """What a goal graph is invoked with: a `goal` or a `plan` (not both), and `inputs`."""
-
-    goal: Annotated[str, Field(description="The job to plan and run, in plain words.")]
-    """The job to plan and run, in plain words."""
-    plan: Annotated[dict[str, Any], WithJsonSchema(_PLAN_JSON_SCHEMA)]
-    """A plan as JSON data (what `TaskPlan.model_validate` takes): run without planning."""
-    inputs: Annotated[
-        dict[str, Any], Field(description="The run inputs, name -> value, as the plan names them.")
-    ]
-    """Run inputs, name -> value. The planner is offered every name given here."""
-
-
-class GoalOutput(TypedDict, total=False):
-    """What a goal graph returns; checkpoints hold all of it as plain data."""
-
-    goal: str | None
-    """The goal that was planned; None when the run was given a plan."""
-    plan: dict[str, Any] | None
-    """The plan that ran, as JSON data (`TaskPlan.model_validate` rebuilds it): the one
-    the planner made, or the one the input gave."""
-    results: Annotated[dict[str, SubtaskResult], ResultsChannel()]
-    """Subtask id -> SubtaskResult, as `compile_plan`'s graph returns them."""
-    output: Any
-    """The aggregate of the results (None without aggregation or when it failed)."""
-    totals: Annotated[RunTotals | None, ModelValueChannel(RunTotals)]
-    """Counts, tokens, cost and wall time of the run, the planner's calls included."""
-    aggregate_error: str | None
-    planner_usage: Annotated[TokenUsage | None, ModelValueChannel(TokenUsage)]
-    """Tokens of every planner call, rejected plans included; None when the run was given
-    a plan."""
-
-
-class GoalState(GoalOutput, total=False):
-    """The state of a goal graph: its output plus the run inputs (stored once)."""
-
-    inputs: Annotated[dict[str, Any], stored_once()]
 
 
 def compile_goal(
@@ -206,7 +146,7 @@ def compile_goal(
         cache=probe.cache,
         budget=probe.budget,
     )
-    nodes = _GoalNodes(
+    nodes = GoalNodes(
         step=step,
         model=subtask_model,
         descriptions=dict(inputs or {}),
@@ -253,7 +193,7 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        input = _goal_or_plan_input(input, served=self.fanfold_served)
+        input = goal_or_plan_input(input, served=self.fanfold_served)
         context = self._context(kwargs)
         try:
             yield from super().stream(input, config, **kwargs)
@@ -263,315 +203,10 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        input = _goal_or_plan_input(input, served=self.fanfold_served)
+        input = goal_or_plan_input(input, served=self.fanfold_served)
         context = self._context(kwargs)
         try:
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk
         finally:
             context.close()
-
-
-@dataclass
-class GoalContext:
-    """LangGraph's per-run context for a goal graph.
-
-    Attributes:
-        user: the context the caller passed to invoke/stream, if any (the plan's node
-            kinds get it).
-        dispatch: whether the planner may start subtasks while the plan streams.
-        planned: what this run's planner step produced (its dispatcher and budget).
-    """
-
-    user: Any = None
-    dispatch: bool = True
-    planned: PlannerOutcome | None = None
-
-    def close(self) -> None:
-        """Cancel calls the planner started that no plan run took over."""
-        dispatcher = self.planned.dispatcher if self.planned is not None else None
-        if dispatcher is not None and not dispatcher.loop.is_closed():
-            dispatcher.loop.call_soon_threadsafe(dispatcher.cancel)
-
-
-def _given_goal(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
-
-def _goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
-    """A goal graph's input with the goal or the plan it gives made explicit.
-
-    An input that resumes (None, a `Command`) is returned as it is, and so is one with
-    neither a goal nor a plan (it runs again what the thread holds). A blank goal next
-    to a plan counts as no goal, so a form that sends empty fields still works.
-
-    Raises:
-        PlanValidationError: the input gives both a goal and a plan, or its plan is not
-            a mapping or does not validate as a TaskPlan.
-    """
-    if not isinstance(input, Mapping):
-        return input
-    extra = sorted(set(input) - set(GoalInput.__annotations__))
-    if served and extra:
-        raise PlanValidationError(
-            f"a run's input holds only 'goal' or 'plan', and 'inputs', not "
-            f"{', '.join(repr(k) for k in extra)}; fanfold writes results, output and "
-            'totals itself. Send {"goal": "...", "inputs": {...}} or {"plan": {...}, '
-            '"inputs": {...}}'
-        )
-    if input.get("inputs") is not None and not isinstance(input["inputs"], Mapping):
-        raise PlanValidationError(
-            f"a run's inputs must be a mapping of input name -> value, not "
-            f"{type(input['inputs']).__name__}; pass {{'inputs': {{'topic': ...}}}}"
-        )
-    goal, plan = input.get("goal"), input.get("plan")
-    if plan is None or (isinstance(plan, Mapping) and not plan):
-        given = dict(input)
-        if "goal" in given or "plan" in given:
-            given["plan"] = None
-        return given
-    if _given_goal(goal):
-        raise PlanValidationError(
-            "the input gives both a goal and a plan; give either a 'goal' to plan or a "
-            "'plan' to run as it is, not both"
-        )
-    if not isinstance(plan, Mapping):
-        raise PlanValidationError(
-            f"the input's plan must be a plan as JSON data (a mapping with a plan file's "
-            f"fields: task, subtasks, ...), not {type(plan).__name__}"
-        )
-    checked = TaskPlan.model_validate(dict(plan)).model_dump(mode="json")
-    return {**input, "goal": None, "plan": checked}
-
-
-class _GoalNodes:
-    """The two nodes' work; the sync and async variants differ only in how they call."""
-
-    def __init__(
-        self,
-        *,
-        step: PlannerStep,
-        model: BaseChatModel,
-        descriptions: dict[str, str],
-        compile_options: dict[str, Any],
-        allowed_models: frozenset[str] | None,
-        streamed: bool,
-    ) -> None:
-        self.step = step
-        self.model = model
-        self.descriptions = descriptions
-        self.compile_options = compile_options
-        self.streamed = streamed
-        self.allowed_models = allowed_models
-
-    # -- planner -------------------------------------------------------------------------
-
-    def _goal(self, state: GoalState) -> str:
-        goal = state.get("goal")
-        if goal is None and state.get("plan") is None:
-            raise PlanValidationError(
-                "the input has neither a goal nor a plan; invoke the graph with "
-                "{'goal': '...', 'inputs': {...}} or {'plan': {...}, 'inputs': {...}}"
-            )
-        if goal is not None and not isinstance(goal, str):
-            raise PlanValidationError(
-                f"the goal must be a string, not {type(goal).__name__}; invoke the graph "
-                "with {'goal': '...', 'inputs': {...}}"
-            )
-        return goal or ""
-
-    def _planning(self, state: GoalState, config: RunnableConfig) -> Any:
-        """The planner step's coroutine for this run; it records its outcome in the context."""
-        goal = self._goal(state)
-        offered = dict(self.descriptions)
-        for input_name in state.get("inputs") or {}:
-            offered.setdefault(input_name, "")
-        context = _goal_context()
-        try:
-            writer: Any = get_stream_writer()
-        except RuntimeError:  # pragma: no cover - always inside a node here
-            writer = None
-        dispatch = self.streamed and context is not None and context.dispatch
-
-        async def planning() -> dict[str, Any]:
-            outcome = await self.step.run(
-                goal,
-                offered=offered,
-                values=dict(state.get("inputs") or {}),
-                config=config,
-                emit=writer,
-                dispatch=dispatch,
-            )
-            if context is not None:
-                context.planned = outcome
-            return self._planned(outcome.plan, outcome.usage)
-
-        return planning()
-
-    def _planned(self, plan: TaskPlan, usage: TokenUsage | None) -> dict[str, Any]:
-        if self.allowed_models is not None:
-            _check_models(plan, self.allowed_models)  # before the thread keeps the plan
-        # A new plan clears what an earlier run on the same thread left behind.
-        return {
-            "plan": plan.model_dump(mode="json"),
-            "planner_usage": usage,
-            "results": Overwrite({}),
-            "output": None,
-            "totals": None,
-            "aggregate_error": None,
-        }
-
-    @staticmethod
-    def _given(state: GoalState) -> TaskPlan | None:
-        """The plan this run was given, if any: the state's plan when it holds no goal."""
-        data = state.get("plan")
-        if state.get("goal") is not None or data is None:
-            return None
-        plan: TaskPlan = TaskPlan.model_validate(data)
-        return plan
-
-    def plan(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        given = self._given(state)
-        if given is not None:
-            return self._planned(given, None)
-        # The planner streams on the loop that runs synchronous runs' calls.
-        future = asyncio.run_coroutine_threadsafe(
-            _in_context(contextvars.copy_context(), self._planning(state, config)),
-            background_loop(),
-        )
-        result: dict[str, Any] = future.result()
-        return result
-
-    async def aplan(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        given = self._given(state)
-        if given is not None:
-            return self._planned(given, None)
-        result: dict[str, Any] = await self._planning(state, config)
-        return result
-
-    # -- run_plan ------------------------------------------------------------------------
-
-    def _graph(self, state: GoalState) -> tuple[CompiledPlanGraph, dict[str, Any], dict[str, Any]]:
-        """The plan's graph, its input, and the keyword arguments that hand it the
-        planner's dispatcher and budget."""
-        data = state.get("plan")
-        if data is None:
-            raise PlanValidationError(
-                "the state holds no plan to run; the planner node writes it before run_plan"
-            )
-        plan = TaskPlan.model_validate(data)
-        if self.allowed_models is not None:
-            _check_models(plan, self.allowed_models)
-        graph = compile_plan(
-            plan,
-            model=self.model,
-            checkpointer=False,  # the plan runs within one node: its steps need no checkpoints
-            **self.compile_options,
-        )
-        handover: dict[str, Any] = {}
-        context = _goal_context()
-        planned = context.planned if context is not None else None
-        if planned is not None and planned.plan.model_dump(mode="json") == data:
-            handover = {_DISPATCHER_KWARG: planned.dispatcher, _BUDGET_KWARG: planned.budget}
-        elif planned is not None and planned.dispatcher is not None:
-            # The plan was edited since (a review): the calls started for it are stale.
-            context.close()  # type: ignore[union-attr]
-        return graph, {"inputs": dict(state.get("inputs") or {})}, handover
-
-    def _finished(
-        self, graph: CompiledPlanGraph, final: Mapping[str, Any], state: GoalState
-    ) -> dict[str, Any]:
-        results: dict[str, SubtaskResult] = final.get("results") or {}
-        runtime = graph.fanfold_runtime
-        assert runtime is not None
-        # In plan order, whatever order the nested run finished them in.
-        ordered = [sid for sid in runtime.plan.ids if sid in results]
-        totals = final.get("totals")
-        usage = state.get("planner_usage")
-        if isinstance(totals, RunTotals) and usage is not None:
-            context = _goal_context()
-            planned = context.planned if context is not None else None
-            label = self.step.label
-            if planned is not None:
-                totals = totals.with_planner(
-                    usage=planned.usage,
-                    cost=planned.cost,
-                    model=label,
-                    seconds=planned.seconds,
-                    started_at=planned.started_at,
-                    finished_at=time.time(),
-                    cached_usage=planned.cached_usage,
-                )
-            else:  # a resumed thread: the planner ran in an earlier process
-                cost = self.step.prices.cost(label, usage)
-                totals = totals.with_planner(usage=usage, cost=cost, model=label, seconds=0.0)
-        return {
-            "results": Overwrite({sid: results[sid].to_state() for sid in ordered}),
-            "output": runtime.output_state(final.get("output")),
-            "totals": totals,
-            "aggregate_error": final.get("aggregate_error"),
-        }
-
-    def run(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        graph, payload, handover = self._graph(state)
-        final = graph.invoke(payload, config, context=_caller_context(), **handover)
-        return self._finished(graph, final, state)
-
-    async def arun(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
-        graph, payload, handover = self._graph(state)
-        final = await graph.ainvoke(payload, config, context=_caller_context(), **handover)
-        return self._finished(graph, final, state)
-
-
-def _check_models(plan: TaskPlan, allowed: Collection[str]) -> None:
-    """Refuse a plan whose subtasks or aggregation choose a model not in `allowed`.
-
-    Raises:
-        ModelNotAllowedError: naming the first such subtask and model.
-    """
-    choices = [(f"subtask {s.id!r}", s.model) for s in plan.subtasks]
-    choices.append(("the aggregation", plan.aggregation.model))
-    for who, choice in choices:
-        if choice is None:
-            continue
-        if isinstance(choice, ModelSpec):
-            name = choice.name
-            if choice.settings:
-                raise ModelNotAllowedError(
-                    f"{who} gives model settings ({', '.join(sorted(choice.settings))}); "
-                    f"this server's operator chooses them: remove them, or remove 'model'",
-                    model=name,
-                )
-        else:
-            name = choice if isinstance(choice, str) else type(choice).__name__
-        if name not in allowed:
-            listed = ", ".join(repr(m) for m in sorted(allowed))
-            raise ModelNotAllowedError(
-                f"{who} asks for model {name!r}, which this server does not allow (allowed: "
-                f"{listed}); remove its 'model' to use the server's model",
-                model=name,
-            )
-
-
-def _goal_context() -> GoalContext | None:
-    """This goal run's context, or None outside `CompiledGoalGraph.stream`."""
-    try:
-        context = get_runtime().context
-    except (RuntimeError, KeyError):  # pragma: no cover - always inside a node here
-        return None
-    return context if isinstance(context, GoalContext) else None
-
-
-def _caller_context() -> Any:
-    """The context the caller gave the goal graph, passed on to the plan's node kinds."""
-    try:
-        context = get_runtime().context
-    except (RuntimeError, KeyError):  # pragma: no cover - always inside a node here
-        return None
-    return context.user if isinstance(context, GoalContext) else context
-
-
-async def _in_context(context: contextvars.Context, coro: Any) -> Any:
-    """Run `coro` as a task inside `context` (callbacks and config contextvars)."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_task(coro, context=context)
