@@ -606,11 +606,17 @@ def test_run_with_both_plan_and_goal_is_one_error_line(runner, research_plan_pat
     assert_one_line_error(result, "not both")
 
 
-def test_run_goal_with_checkpoint_is_one_error_line_that_names_fanfold_plan(runner, tmp_path):
+def test_run_goal_with_checkpoint_prints_a_run_id_that_resumes_as_finished(runner, tmp_path):
     db = tmp_path / "runs.db"
-    result = runner.invoke(app, ["run", "--goal", GOAL, "-m", "simulated", "--checkpoint", str(db)])
-    assert_one_line_error(result, "--checkpoint", "fanfold plan")
-    assert not db.exists()
+    result = runner.invoke(
+        app, ["run", "--goal", GOAL, "-m", "simulated", "--checkpoint", str(db), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    run_id = result.stderr.split("run id: ", 1)[1].split()[0]
+    again = runner.invoke(app, ["resume", run_id, "--checkpoint", str(db), "--json"])
+    assert again.exit_code == 0, again.output
+    assert "already finished" in again.stderr
+    assert json.loads(again.stdout)["plan"] == json.loads(result.stdout)["plan"]
 
 
 @pytest.mark.parametrize("option", ["--max-subtasks", "--plan-attempts"])

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "EmptyPlanError": "fanfold.errors",
     "EventsFileError": "fanfold.errors",
     "FanfoldError": "fanfold.errors",
+    "GoalRun": "fanfold.runs",
     "GraphvizNotFoundError": "fanfold.errors",
     "InputSpec": "fanfold.plan",
     "InvalidMapError": "fanfold.errors",
@@ -99,6 +100,7 @@ _EXPORTS: dict[str, str] = {
     "resolve_model": "fanfold.models",
     "resume_run": "fanfold.runs",
     "run_plan": "fanfold.runs",
+    "start_goal_run": "fanfold.runs",
     "start_run": "fanfold.runs",
 }
 """Public name -> the module that defines it."""
@@ -123,6 +125,7 @@ __all__ = [
     "EmptyPlanError",
     "EventsFileError",
     "FanfoldError",
+    "GoalRun",
     "GraphvizNotFoundError",
     "InputSpec",
     "InvalidMapError",
@@ -192,6 +195,7 @@ __all__ = [
     "resolve_model",
     "resume_run",
     "run_plan",
+    "start_goal_run",
     "start_run",
 ]
 
@@ -275,6 +279,7 @@ if TYPE_CHECKING:
         plan_to_yaml,
     )
     from fanfold.runs import (
+        GoalRun,
         PlanRun,
         RunState,
         aget_run,
@@ -285,6 +290,7 @@ if TYPE_CHECKING:
         open_run,
         resume_run,
         run_plan,
+        start_goal_run,
         start_run,
     )
     from fanfold.scheduling import (

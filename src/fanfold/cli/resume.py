@@ -29,8 +29,9 @@ def resume(
     """Finish an interrupted run, or retry the failed subtasks of a finished one.
 
     Subtasks whose results were checkpointed are not requested again, and neither are
-    calls that finished before the run stopped (they are in the cache, unless the run
-    had --no-cache). The run's prices and budget apply again. Progress shows as with
+    calls that finished before the run stopped (the run's store journals them). A goal
+    run (`run --goal --checkpoint`) keeps the plan it had made: no second planner call.
+    The run's prices and budget apply again. Progress shows as with
     `fanfold run`; --events gets this run's events only.
 
     \b
@@ -38,14 +39,32 @@ def resume(
       fanfold resume RUN_ID --checkpoint runs.db   # the id `fanfold run --checkpoint` printed
       fanfold resume RUN_ID --checkpoint runs.db --quiet --events resumed.jsonl
     """
+    from fanfold.cli._goal import finish_goal
     from fanfold.cli._output import exit_status, print_record, run_record, write_report
     from fanfold.runs.api import open_run
+    from fanfold.runs.goal_runs import GoalRun
     from fanfold.runs.watch import Watch, progress_mode
     from fanfold.scheduling.storage import shown_target
 
     prepared = open_run(
         run_id, checkpoint, cache=False if no_cache else None, input_interface="cli"
     )
+    keep = report is not None or as_json
+    if isinstance(prepared, GoalRun):
+        if prepared.mode == "finished":
+            typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
+        else:
+            set_resume_hint(f"fanfold resume {run_id} --checkpoint {shown_target(checkpoint)}")
+            kept = "with its plan" if prepared.plan is not None else "planning again"
+            typer.echo(f"resuming goal run {run_id}: continuing {kept}", err=True)
+        finish_goal(
+            prepared,
+            show_plan=False,
+            as_json=as_json,
+            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep),
+            report=report,
+            max_concurrency=prepared.options.get("max_concurrency"),
+        )
     task_plan = prepared.plan
     if prepared.mode == "finished":
         typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
@@ -67,7 +86,6 @@ def resume(
     else:
         failed = len(task_plan.ids) - len([s for s in task_plan.ids if s in prepared.kept])
         typer.echo(f"resuming run {run_id}: retrying {failed} subtasks", err=True)
-    keep = report is not None or as_json
     watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep)
     watch.set_runtime(prepared.runtime, inputs=prepared.inputs)
     watch.preload(prepared.kept, reused_items=prepared.reused_items)

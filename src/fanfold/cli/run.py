@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -28,9 +28,6 @@ from fanfold.cli._options import (
     ReportOption,
     SharedLimitsOption,
 )
-
-if TYPE_CHECKING:
-    from fanfold.runs.watch import Watch
 
 
 @app.command(epilog=EXIT_STATUSES)
@@ -142,11 +139,13 @@ def run(
       fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
       fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
       fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
+      fanfold run --goal "Compare three note-taking apps" --checkpoint runs.db
       fanfold run plan.yaml --quiet --events events.jsonl
       fanfold run plan.yaml --dry-run --prices prices.yaml
       fanfold run plan.yaml --budget 0.50
       fanfold run plan.yaml --batch --checkpoint runs.db
     """
+    from fanfold.cli._goal import run_goal
     from fanfold.cli._output import (
         describe_critical_path,
         exit_status,
@@ -192,16 +191,11 @@ def run(
         print_estimate(plan, options, inputs=parse_inputs(input or []), as_json=as_json)
         raise typer.Exit(code=EXIT_OK)
     if goal is not None:
-        if checkpoint is not None:
-            raise CliError(
-                "--checkpoint needs a PLAN file: write the plan with "
-                "`fanfold plan GOAL -o plan.yaml`, then run `fanfold run plan.yaml --checkpoint "
-                f"{shown_target(checkpoint)}`"
-            )
         planner = {"attempts": plan_attempts, "max_subtasks": max_subtasks}
-        _run_goal(
+        run_goal(
             goal,
             options,
+            checkpoint=checkpoint,
             planner={k: v for k, v in planner.items() if v is not None},
             inputs=parse_inputs(input or []),
             show_plan=show_plan,
@@ -244,76 +238,6 @@ def run(
     record = run_record(
         state, watch, runtime=runtime, max_concurrency=max_concurrency, inputs=prepared.inputs
     )
-    print_record(task_plan, record, as_json=as_json)
-    if report is not None:
-        write_report(report, record)
-    raise typer.Exit(code=exit_status(state, task_plan))
-
-
-def _run_goal(
-    goal: str,
-    options: dict[str, Any],
-    *,
-    planner: dict[str, Any],
-    inputs: dict[str, str],
-    show_plan: bool,
-    as_json: bool,
-    watch: Watch,
-    report: Path | None = None,
-    max_concurrency: int | None = None,
-) -> NoReturn:
-    """`fanfold run --goal`: plan and run in one goal graph, then report like `run PLAN`."""
-    import asyncio
-
-    from fanfold.cli._output import (
-        describe_critical_path,
-        exit_status,
-        print_record,
-        run_record,
-        to_jsonable,
-        write_report,
-    )
-    from fanfold.errors import PlanError
-    from fanfold.graphs.compile import compile_plan
-    from fanfold.graphs.goal import compile_goal
-    from fanfold.plan.models import TaskPlan
-    from fanfold.runs.config import compile_options
-    from fanfold.runs.stream import stream_run
-
-    cli_options = compile_options(options, input_interface="cli")
-    graph = compile_goal(**planner, **cli_options)
-    planned: list[TaskPlan] = []
-
-    def announce(values: dict[str, Any]) -> None:
-        if planned or not values.get("plan"):
-            return
-        task_plan = TaskPlan.model_validate(values["plan"])
-        planned.append(task_plan)
-        usage = values.get("planner_usage")
-        tokens = f", {usage.total_tokens} planner tokens" if usage else ""
-        ids = ", ".join(task_plan.ids)
-        watch.note(f"  planned   {len(task_plan.ids)} subtasks{tokens}: {ids}")
-        if show_plan or watch.live:
-            runtime = compile_plan(task_plan, **cli_options).fanfold_runtime
-            assert runtime is not None
-            try:
-                watch.set_runtime(runtime, inputs=runtime.run_inputs(inputs))
-            except PlanError:
-                watch.set_runtime(runtime)  # the run itself will say what is missing
-            if show_plan:
-                watch.echo(describe_critical_path(runtime), err=as_json)
-
-    payload = {"goal": goal, "inputs": inputs}
-    with watch:
-        state = asyncio.run(
-            stream_run(graph, payload, {}, on_event=watch.feed, nested=True, on_values=announce)
-        )
-    task_plan = TaskPlan.model_validate(state["plan"])
-    # No runtime: the record reads the plan (and its aggregation) from state["plan"].
-    record = run_record(state, watch, max_concurrency=max_concurrency, inputs=inputs)
-    record.goal = goal
-    record.plan = to_jsonable(state["plan"])
-    record.planner_usage = state.get("planner_usage")
     print_record(task_plan, record, as_json=as_json)
     if report is not None:
         write_report(report, record)

@@ -82,7 +82,9 @@ def compile_goal(
             once made, so a thread resumed after `run_plan` failed, or after an
             `interrupt_before=["run_plan"]` review (`update_state` may edit `plan`),
             runs the saved plan without planning again. The plan runs inside one
-            node, so a resumed `run_plan` runs all of the plan's subtasks again.
+            node, so a resumed `run_plan` runs the plan again; with a LangGraph store
+            (`compile(store=...)`, the server's, or `fanfold.runs`'s), its calls that
+            had finished are journaled there and not requested again.
         name: the graph's name in traces.
         allowed_models: the model names a plan's subtasks and aggregation may choose
             (`model:`), besides none; a plan naming another model, or giving model

@@ -25,7 +25,7 @@ from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import _BUDGET_KWARG, _DISPATCHER_KWARG, CompiledPlanGraph
 from fanfold.graphs.goal_schema import GoalState, check_models
 from fanfold.graphs.planner_step import PlannerOutcome, PlannerStep
-from fanfold.nodes.run_scope import background_loop
+from fanfold.nodes.run_scope import background_loop, run_journal
 from fanfold.plan.models import TaskPlan
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
@@ -111,6 +111,7 @@ class GoalNodes:
                 config=config,
                 emit=writer,
                 dispatch=dispatch,
+                journal=run_journal(config),
             )
             if context is not None:
                 context.planned = outcome

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypedDict
 
 from fanfold._langgraph import stored_once
@@ -47,6 +48,10 @@ class GoalInput(TypedDict, total=False):
         dict[str, Any], Field(description="The run inputs, name -> value, as the plan names them.")
     ]
     """Run inputs, name -> value. The planner is offered every name given here."""
+    run: Annotated[dict[str, Any], SkipJsonSchema()]
+    """How the run API started the run (`fanfold.runs`): the goal, its options and the
+    planner's, kept in the checkpoint so that a resume needs only the run id. Not shown
+    in the JSON schema, and refused from a served graph's callers."""
 
 
 class GoalOutput(TypedDict, total=False):
@@ -92,7 +97,7 @@ def goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
     """
     if not isinstance(input, Mapping):
         return input
-    extra = sorted(set(input) - set(GoalInput.__annotations__))
+    extra = sorted(set(input) - (set(GoalInput.__annotations__) - {"run"}))
     if served and extra:
         raise PlanValidationError(
             f"a run's input holds only 'goal' or 'plan', and 'inputs', not "

@@ -31,7 +31,7 @@ from fanfold.nodes.run_scope import subtask_config
 from fanfold.plan.models import SubTask, TaskPlan
 from fanfold.planning.planner import FanfoldPlan, PlannerSession, plan_from_data
 from fanfold.planning.stream import astream_plan_with_usage
-from fanfold.scheduling.cache import ResultCache, call_key
+from fanfold.scheduling.cache import CallJournal, ResultCache, call_key
 from fanfold.scheduling.costs import Budget, BudgetError, PriceTable, format_usd, messages_tokens
 from fanfold.scheduling.dispatcher import EVENT_TYPE, Dispatcher, EventSink
 from fanfold.scheduling.runtime import PlanRuntime
@@ -102,8 +102,10 @@ class _Streamed:
         config: RunnableConfig,
         emit: EventSink | None,
         budget: Budget | None,
+        journal: CallJournal | None = None,
     ) -> None:
         self.step = step
+        self.journal = journal
         self.offered = dict(offered)
         self.values = dict(values)
         self.config = config
@@ -176,6 +178,7 @@ class _Streamed:
                 call_config=functools.partial(subtask_config, self.config, self.run_id),
                 emit=self.emit,
                 budget=self.budget,
+                journal=self.journal,
             )
             self.dispatcher.start()
         else:
@@ -254,6 +257,7 @@ class PlannerStep:
         config: RunnableConfig,
         emit: EventSink | None,
         dispatch: bool = True,
+        journal: CallJournal | None = None,
     ) -> PlannerOutcome:
         """Plan `goal`; with `dispatch`, start subtasks as the plan streams.
 
@@ -262,6 +266,8 @@ class PlannerStep:
             values: the run's input values.
             config: the planner node's config (calls started here are parented to it).
             emit: receives lifecycle events, or None.
+            journal: where a checkpointed run journals the calls started while the
+                plan streams (a resumed run requests none of them again).
 
         Raises:
             PlannerError: no valid plan within the attempts (started calls are cancelled).
@@ -306,7 +312,13 @@ class PlannerStep:
             reserved += estimate or 0.0
 
         streamed = _Streamed(
-            self, offered=offered, values=values, config=config, emit=emit, budget=budget
+            self,
+            offered=offered,
+            values=values,
+            config=config,
+            emit=emit,
+            budget=budget,
+            journal=journal,
         )
         try:
             plan, usage = await astream_plan_with_usage(

@@ -187,16 +187,7 @@ class RunScope:
             return dispatcher
 
     def _journal(self, config: RunnableConfig) -> StoreJournal | None:
-        """The run's journal: its LangGraph store, when the run is on a checkpointed thread."""
-        thread_id = (config.get("configurable") or {}).get("thread_id")
-        if thread_id is None:
-            return None
-        try:
-            store = get_runtime().store
-        except (RuntimeError, KeyError):
-            store = None
-        store = store or self.store
-        return StoreJournal(store, str(thread_id)) if store is not None else None
+        return run_journal(config, self.store)
 
     def close(self) -> None:
         """Cancel calls still running (safe from any thread, without waiting)."""
@@ -217,6 +208,19 @@ class RunScope:
             await dispatcher.aclose()
         else:
             self.close()
+
+
+def run_journal(config: RunnableConfig, store: BaseStore | None = None) -> StoreJournal | None:
+    """A node's run journal: its LangGraph store (else `store`), on a checkpointed thread."""
+    thread_id = (config.get("configurable") or {}).get("thread_id")
+    if thread_id is None:
+        return None
+    try:
+        found = get_runtime().store
+    except (RuntimeError, KeyError):
+        found = None
+    found = found or store
+    return StoreJournal(found, str(thread_id)) if found is not None else None
 
 
 def subtask_config(

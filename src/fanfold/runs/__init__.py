@@ -1,6 +1,7 @@
 """The run API: run a plan with a checkpoint, read a run's state by its id, resume it.
 
-The command line's `run` and `resume` are calls to these.
+The command line's `run` and `resume` are calls to these; `start_goal_run` plans a goal
+and runs the plan as one resumable run.
 """
 
 from fanfold.runs.api import (
@@ -20,11 +21,13 @@ from fanfold.runs.api import (
     start_run,
     task_text,
 )
+from fanfold.runs.goal_runs import GoalRun, start_goal_run
 from fanfold.runs.stream import EventHandler, execute, stream_run
 from fanfold.runs.watch import Watch
 
 __all__ = [
     "EventHandler",
+    "GoalRun",
     "PlanRun",
     "RunNotFoundError",
     "RunState",
@@ -40,6 +43,7 @@ __all__ = [
     "open_run",
     "resume_run",
     "run_plan",
+    "start_goal_run",
     "start_run",
     "stream_run",
     "task_text",

@@ -27,6 +27,7 @@ from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import CompiledPlanGraph
 from fanfold.plan.models import TaskPlan
 from fanfold.runs.config import compile_options, kept_options
+from fanfold.runs.goal_runs import GoalRun, goal_run_info, open_goal_run, read_goal_run
 from fanfold.runs.stream import EventHandler, execute
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.scheduling.storage import is_postgres_url, shown_target
@@ -94,17 +95,19 @@ class RunState:
 
     Attributes:
         run_id: the run's id (its LangGraph thread id).
-        plan: the plan the run runs.
+        plan: the plan the run runs; for a goal run, None until the planner made it.
         options: the run's options, as it was started with.
         values: the run's state (`inputs`, `results`, `output`, `totals`, ...).
         next: the nodes left to run; empty once the run has finished.
+        goal: a goal run's goal (None for a plan's run).
     """
 
     run_id: str
-    plan: TaskPlan
+    plan: TaskPlan | None
     options: dict[str, Any]
     values: dict[str, Any]
     next: tuple[str, ...]
+    goal: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -120,12 +123,13 @@ class RunState:
     def failed(self) -> list[str]:
         """The subtasks without a succeeded result, in plan order."""
         results = self.results
-        return [sid for sid in self.plan.ids if sid not in results or not results[sid].ok]
+        ids = self.plan.ids if self.plan is not None else []
+        return [sid for sid in ids if sid not in results or not results[sid].ok]
 
     @property
     def complete(self) -> bool:
         """Whether every subtask and the aggregation succeeded."""
-        return is_complete(self.values, self.plan)
+        return self.plan is not None and is_complete(self.values, self.plan)
 
 
 @dataclass
@@ -244,11 +248,16 @@ def start_run(
     )
 
 
-async def _stored_run(saver: Any, run_id: str, target: str) -> tuple[TaskPlan, dict[str, Any]]:
-    """The plan and options a checkpointed run keeps, read straight from its checkpoint."""
+async def _run_info(saver: Any, run_id: str) -> Any:
+    """What a checkpointed thread keeps about its run (its `run`), read from its checkpoint."""
     config: RunnableConfig = {"configurable": {"thread_id": run_id}}
     stored = await saver.aget_tuple(config)
-    run_info = (stored.checkpoint.get("channel_values") or {}).get("run") if stored else None
+    return (stored.checkpoint.get("channel_values") or {}).get("run") if stored else None
+
+
+async def _stored_run(saver: Any, run_id: str, target: str) -> tuple[TaskPlan, dict[str, Any]]:
+    """The plan and options a checkpointed run keeps, read straight from its checkpoint."""
+    run_info = await _run_info(saver, run_id)
     if not isinstance(run_info, Mapping) or "plan" not in run_info:
         raise RunNotFoundError(
             f"run {run_id!r} not found in {shown_target(target)!r}; check the run id and "
@@ -278,6 +287,12 @@ async def aget_run(run_id: str, checkpoint: str | Path) -> RunState:
     target = str(checkpoint)
     _check_exists(target, run_id)
     async with open_checkpointer(target) as saver:
+        goal = goal_run_info(await _run_info(saver, run_id))
+        if goal is not None:
+            values, upcoming = await read_goal_run(saver, run_id)
+            plan = TaskPlan.model_validate(values["plan"]) if values.get("plan") else None
+            options = dict(goal.get("options") or {})
+            return RunState(run_id, plan, options, values, upcoming, goal=goal["goal"])
         task_plan, options = await _stored_run(saver, run_id, target)
         # The run's own nodes, so that `next` says what is left; no model is called.
         graph = compile_plan(
@@ -293,7 +308,7 @@ async def aopen_run(
     *,
     cache: bool | None = None,
     input_interface: InputInterface = "python",
-) -> PlanRun:
+) -> PlanRun | GoalRun:
     """Prepare to resume a checkpointed run by its id, with its own plan and options.
 
     An interrupted run goes on where it stopped (mode "continue"); a finished run with
@@ -313,6 +328,11 @@ async def aopen_run(
     _check_exists(target, run_id)
     config: RunnableConfig = {"configurable": {"thread_id": run_id}}
     async with open_checkpointer(target) as saver:
+        goal = goal_run_info(await _run_info(saver, run_id))
+        if goal is not None:
+            return await open_goal_run(
+                saver, run_id, target, goal, cache=cache, input_interface=input_interface
+            )
         task_plan, options = await _stored_run(saver, run_id, target)
         if cache is not None:
             options["cache"] = cache
@@ -409,7 +429,7 @@ def open_run(
     *,
     cache: bool | None = None,
     input_interface: InputInterface = "python",
-) -> PlanRun:
+) -> PlanRun | GoalRun:
     """Synchronous `aopen_run`."""
     return asyncio.run(aopen_run(run_id, checkpoint, cache=cache, input_interface=input_interface))
 
