@@ -34,7 +34,7 @@ TASK_MARKER = "TASKMARK-goal"  # in the aggregate's request only (it quotes the 
 IDS = ["a", "b", "c", "d", "e"]
 KILL_AFTER = 2
 """Subtasks finished when the run is killed."""
-TIMEOUT = 60.0
+TIMEOUT = 120.0
 PLAN = {
     "task": f"The durable brief {TASK_MARKER}",
     "subtasks": [

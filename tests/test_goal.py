@@ -380,7 +380,7 @@ def test_the_input_schema_shows_goal_plan_and_inputs_and_the_output_schema_the_r
     assert list(shown["properties"]) == ["goal", "plan", "inputs"]
     assert shown.get("required", []) == []
     assert shown["properties"]["plan"]["type"] == "object"
-    assert set(graph.get_output_jsonschema()["properties"]) == OUTPUT_KEYS
+    assert set(graph.get_output_jsonschema()["properties"]) == OUTPUT_KEYS | {"rounds"}
 
 
 def test_stream_of_a_given_plan_shows_the_planner_and_run_plan(planner_echo):

@@ -108,6 +108,11 @@ def finish_goal(
     record.goal = prepared.goal
     record.plan = to_jsonable(state["plan"])
     record.planner_usage = state.get("planner_usage")
+    record.rounds = state.get("rounds") or None
+    if record.rounds and not as_json:
+        for entry in record.rounds:
+            verdict = entry["decision"] if entry["judged"] else f"{entry['decision']} (no call)"
+            typer.echo(f"round {entry['round']}: {verdict}: {entry['reason']}", err=True)
     print_record(task_plan, record, as_json=as_json)
     if report is not None:
         write_report(report, record)

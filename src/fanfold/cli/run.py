@@ -87,6 +87,15 @@ def run(
             min=1, metavar="N", help="With --goal: planner calls allowed for a valid plan (3)."
         ),
     ] = None,
+    replan: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="With --goal: after the aggregate, a judge call may ask for a new plan, "
+            "at most N times (0).",
+        ),
+    ] = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
@@ -139,7 +148,8 @@ def run(
       fanfold run plan.yaml -i topic="solar power" -i notes=@notes.txt --json
       fanfold run plan.yaml --checkpoint runs.db   # then: fanfold resume RUN_ID ...
       fanfold run --goal "Compare three note-taking apps for a small team" -m simulated
-      fanfold run --goal "Compare three note-taking apps" --checkpoint runs.db
+      fanfold run --goal "Compare three note-taking apps" -m simulated --checkpoint runs.db
+      fanfold run --goal "Compare three note-taking apps" -m simulated --replan 1
       fanfold run plan.yaml --quiet --events events.jsonl
       fanfold run plan.yaml --dry-run --prices prices.yaml
       fanfold run plan.yaml --budget 0.50
@@ -191,7 +201,7 @@ def run(
         print_estimate(plan, options, inputs=parse_inputs(input or []), as_json=as_json)
         raise typer.Exit(code=EXIT_OK)
     if goal is not None:
-        planner = {"attempts": plan_attempts, "max_subtasks": max_subtasks}
+        planner = {"attempts": plan_attempts, "max_subtasks": max_subtasks, "replan": replan}
         run_goal(
             goal,
             options,
@@ -208,8 +218,10 @@ def run(
             report=report,
             max_concurrency=max_concurrency,
         )
-    if max_subtasks is not None or plan_attempts is not None:
-        flag = "--max-subtasks" if max_subtasks is not None else "--plan-attempts"
+    goal_only = {"--max-subtasks": max_subtasks, "--plan-attempts": plan_attempts}
+    goal_only["--replan"] = replan
+    flag = next((name for name, value in goal_only.items() if value is not None), None)
+    if flag is not None:
         raise CliError(f"{flag} applies only with --goal; a PLAN file already has its subtasks")
     assert plan is not None
     task_plan = TaskPlan.from_file(plan)

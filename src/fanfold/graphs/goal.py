@@ -1,6 +1,7 @@
 """compile_goal: one LangGraph graph that plans a goal (or takes a plan), then runs the plan.
 
     START -> planner -> run_plan -> END
+    START -> planner -> run_plan -> judge -> (planner again, or END)    (replan=N)
 
 `planner` asks a chat model for a TaskPlan (`fanfold.planning`), or, when the input
 carries a `plan` instead of a `goal`, validates that plan and makes no model call;
@@ -23,6 +24,7 @@ from langgraph.types import Checkpointer
 from fanfold._langgraph import adopt
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.goal_nodes import GoalContext, GoalNodes
+from fanfold.graphs.goal_rounds import JudgeStep
 from fanfold.graphs.goal_schema import GoalInput, GoalOutput, GoalState, goal_or_plan_input
 from fanfold.graphs.planner_step import PlannerStep
 from fanfold.models.resolve import model_label, resolve_model
@@ -34,6 +36,7 @@ __all__ = ["CompiledGoalGraph", "GoalInput", "GoalOutput", "GoalState", "compile
 
 PLANNER_NODE = "planner"
 RUN_PLAN_NODE = "run_plan"
+JUDGE_NODE = "judge"
 
 _PROBE_PLAN = {"task": "-", "subtasks": [{"id": "probe", "prompt": "-"}]}
 
@@ -49,6 +52,7 @@ def compile_goal(
     name: str = "fanfold-goal",
     allowed_models: Collection[str] | None = None,
     streamed: bool = True,
+    replan: int = 0,
     **compile_options: Any,
 ) -> CompiledGoalGraph:
     """Compile a graph that plans a goal with a chat model (or takes a plan), then runs it.
@@ -96,6 +100,13 @@ def compile_goal(
             plan drops or changes is cancelled and announced as "discarded"). False
             waits for the whole plan. A run with `interrupt_before=["run_plan"]` (a
             review) always waits.
+        replan: the most times the run may plan again. With N > 0, a `judge` node
+            follows `run_plan`: a call to the planner's model sees the goal, the plan
+            and the results and decides "done" or "replan" (priced, counted against the
+            budget and in the totals, with `"subtask": "judge"` events). A replan's
+            planner is told why and offered the earlier results as run inputs
+            (`r1_<id>`, `r1_output`, ...); a subtask it repeats unchanged keeps its
+            result (no request). The state's `rounds` records each round.
         compile_options: the other keyword arguments of `compile_plan` (aggregator,
             max_concurrency, requests_per_second, tokens_per_minute, rate_limiter,
             retry, durations, kinds); they are checked here, before anything runs.
@@ -117,6 +128,8 @@ def compile_goal(
         raise ValueError(f"attempts must be at least 1, not {attempts}")
     if max_subtasks < 1:
         raise ValueError(f"max_subtasks must be at least 1, not {max_subtasks}")
+    if replan < 0:
+        raise ValueError(f"replan must be at least 0, not {replan}")
     subtask_model = resolve_model(model)
     planner = subtask_model if planner_model is None else resolve_model(planner_model)
     # Check the options now, on a one-subtask plan, rather than after a planner call.
@@ -148,8 +161,11 @@ def compile_goal(
         cache=probe.cache,
         budget=probe.budget,
     )
+    judge = JudgeStep(model=planner, prices=probe.prices, budget=probe.budget) if replan else None
     nodes = GoalNodes(
         step=step,
+        judge=judge,
+        replan=replan,
         model=subtask_model,
         descriptions=dict(inputs or {}),
         compile_options=compile_options,
@@ -163,10 +179,19 @@ def compile_goal(
     builder.add_node(RUN_PLAN_NODE, RunnableLambda(nodes.run, afunc=nodes.arun, name=RUN_PLAN_NODE))
     builder.add_edge(START, PLANNER_NODE)
     builder.add_edge(PLANNER_NODE, RUN_PLAN_NODE)
-    builder.add_edge(RUN_PLAN_NODE, END)
+    if replan:
+        builder.add_node(
+            JUDGE_NODE, RunnableLambda(nodes.judge, afunc=nodes.ajudge, name=JUDGE_NODE)
+        )
+        builder.add_edge(RUN_PLAN_NODE, JUDGE_NODE)
+        builder.add_conditional_edges(
+            JUDGE_NODE, nodes.after_judge, {"replan": PLANNER_NODE, "done": END}
+        )
+    else:
+        builder.add_edge(RUN_PLAN_NODE, END)
     served = compile_options.get("input_interface") == "server"
     compiled = builder.compile(checkpointer=checkpointer, name=name)
-    return adopt(compiled, CompiledGoalGraph, fanfold_served=served)
+    return adopt(compiled, CompiledGoalGraph, fanfold_served=served, fanfold_replans=replan > 0)
 
 
 class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutput]):
@@ -179,9 +204,16 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     A served graph (`input_interface="server"`) refuses any other input key.
     """
 
-    def __init__(self, *args: Any, fanfold_served: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fanfold_served: bool = False,
+        fanfold_replans: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fanfold_served = fanfold_served
+        self.fanfold_replans = fanfold_replans
 
     def _context(self, kwargs: dict[str, Any]) -> GoalContext:
         review = kwargs.get("interrupt_before") or self.interrupt_before_nodes or ()
@@ -195,7 +227,7 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        input = goal_or_plan_input(input, served=self.fanfold_served)
+        input = goal_or_plan_input(input, served=self.fanfold_served, replans=self.fanfold_replans)
         context = self._context(kwargs)
         try:
             yield from super().stream(input, config, **kwargs)
@@ -205,7 +237,7 @@ class CompiledGoalGraph(CompiledStateGraph[GoalState, None, GoalInput, GoalOutpu
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        input = goal_or_plan_input(input, served=self.fanfold_served)
+        input = goal_or_plan_input(input, served=self.fanfold_served, replans=self.fanfold_replans)
         context = self._context(kwargs)
         try:
             async for chunk in super().astream(input, config, **kwargs):

@@ -23,10 +23,12 @@ from langgraph.types import Overwrite
 from fanfold.errors import PlanValidationError
 from fanfold.graphs.compile import compile_plan
 from fanfold.graphs.compiled import _BUDGET_KWARG, _DISPATCHER_KWARG, CompiledPlanGraph
+from fanfold.graphs.goal_rounds import JudgeStep, last_round, replanning, round_entry
 from fanfold.graphs.goal_schema import GoalState, check_models
 from fanfold.graphs.planner_step import PlannerOutcome, PlannerStep
 from fanfold.nodes.run_scope import background_loop, run_journal
 from fanfold.plan.models import TaskPlan
+from fanfold.planning import prompts
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
 
 __all__ = ["GoalContext", "GoalNodes"]
@@ -66,8 +68,12 @@ class GoalNodes:
         compile_options: dict[str, Any],
         allowed_models: frozenset[str] | None,
         streamed: bool,
+        judge: JudgeStep | None = None,
+        replan: int = 0,
     ) -> None:
         self.step = step
+        self.judge_step = judge
+        self.replan = replan
         self.model = model
         self.descriptions = descriptions
         self.compile_options = compile_options
@@ -91,11 +97,22 @@ class GoalNodes:
         return goal or ""
 
     def _planning(self, state: GoalState, config: RunnableConfig) -> Any:
-        """The planner step's coroutine for this run; it records its outcome in the context."""
+        """The planner step's coroutine for this run; it records its outcome in the context.
+
+        In a replanned round the planner also reads why, and is offered the earlier
+        results as run inputs; a subtask it repeats unchanged keeps its result.
+        """
         goal = self._goal(state)
         offered = dict(self.descriptions)
         for input_name in state.get("inputs") or {}:
             offered.setdefault(input_name, "")
+        values = dict(state.get("inputs") or {})
+        again = replanning(state.get("rounds"))
+        if again is not None:
+            note = prompts.replan_note(again.round_number, again.reason, again.offered)
+            goal = f"{goal}\n\n{note}"
+            offered.update(again.offered)
+            values.update(again.values)
         context = _goal_context()
         try:
             writer: Any = get_stream_writer()
@@ -107,11 +124,14 @@ class GoalNodes:
             outcome = await self.step.run(
                 goal,
                 offered=offered,
-                values=dict(state.get("inputs") or {}),
+                values=values,
                 config=config,
                 emit=writer,
                 dispatch=dispatch,
                 journal=run_journal(config),
+                reuse=again.reused if again is not None else None,
+                spent=again.earlier.cost or 0.0 if again is not None else 0.0,
+                round_number=again.round_number if again is not None else 1,
             )
             if context is not None:
                 context.planned = outcome
@@ -187,7 +207,12 @@ class GoalNodes:
         elif planned is not None and planned.dispatcher is not None:
             # The plan was edited since (a review): the calls started for it are stale.
             context.close()  # type: ignore[union-attr]
-        return graph, {"inputs": dict(state.get("inputs") or {})}, handover
+        payload: dict[str, Any] = {"inputs": dict(state.get("inputs") or {})}
+        again = replanning(state.get("rounds"))
+        if again is not None:
+            payload["inputs"].update(again.values)
+            payload["results"] = {sid: r.to_state() for sid, r in again.reused(plan).items()}
+        return graph, payload, handover
 
     def _finished(
         self, graph: CompiledPlanGraph, final: Mapping[str, Any], state: GoalState
@@ -216,6 +241,9 @@ class GoalNodes:
             else:  # a resumed thread: the planner ran in an earlier process
                 cost = self.step.prices.cost(label, usage)
                 totals = totals.with_planner(usage=usage, cost=cost, model=label, seconds=0.0)
+        again = replanning(state.get("rounds"))
+        if isinstance(totals, RunTotals) and again is not None:
+            totals = totals.with_earlier(again.earlier)
         return {
             "results": Overwrite({sid: results[sid].to_state() for sid in ordered}),
             "output": runtime.output_state(final.get("output")),
@@ -232,6 +260,67 @@ class GoalNodes:
         graph, payload, handover = self._graph(state)
         final = await graph.ainvoke(payload, config, context=_caller_context(), **handover)
         return self._finished(graph, final, state)
+
+    # -- judge ---------------------------------------------------------------------------
+
+    async def _judging(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
+        """Judge this round (or close it without a call, after the last allowed one)."""
+        rounds = list(state.get("rounds") or [])
+        round_number = len(rounds) + 1
+        plan = TaskPlan.model_validate(state.get("plan"))
+        results: dict[str, SubtaskResult] = dict(state.get("results") or {})
+        totals = state.get("totals")
+        if not isinstance(totals, RunTotals):
+            totals = RunTotals()
+        if round_number > self.replan or self.judge_step is None:
+            outcome = last_round(round_number)
+        else:
+            try:
+                writer: Any = get_stream_writer()
+            except RuntimeError:  # pragma: no cover - always inside a node here
+                writer = None
+            outcome = await self.judge_step.run(
+                state.get("goal") or plan.task,
+                round_number=round_number,
+                plan=plan,
+                results=results,
+                output=state.get("output"),
+                spent=totals.cost or 0.0,
+                config=config,
+                emit=writer,
+            )
+            totals = totals.with_judge(
+                usage=outcome.usage,
+                cost=outcome.cost,
+                model=self.judge_step.label,
+                seconds=outcome.finished_at - outcome.started_at if outcome.called else 0.0,
+            )
+        entry = round_entry(
+            outcome,
+            round_number,
+            plan=state.get("plan"),
+            results=results,
+            output=state.get("output"),
+            totals=totals,
+        )
+        return {"rounds": [*rounds, entry], "totals": totals}
+
+    def judge(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
+        future = asyncio.run_coroutine_threadsafe(
+            _in_context(contextvars.copy_context(), self._judging(state, config)),
+            background_loop(),
+        )
+        result: dict[str, Any] = future.result()
+        return result
+
+    async def ajudge(self, state: GoalState, config: RunnableConfig) -> dict[str, Any]:
+        return await self._judging(state, config)
+
+    @staticmethod
+    def after_judge(state: GoalState) -> str:
+        """Where a judged round goes: back to the planner on "replan", else the end."""
+        rounds = state.get("rounds") or []
+        return "replan" if rounds and rounds[-1].get("decision") == "replan" else "done"
 
 
 def _goal_context() -> GoalContext | None:

@@ -52,6 +52,8 @@ class GoalInput(TypedDict, total=False):
     """How the run API started the run (`fanfold.runs`): the goal, its options and the
     planner's, kept in the checkpoint so that a resume needs only the run id. Not shown
     in the JSON schema, and refused from a served graph's callers."""
+    rounds: Annotated[list[dict[str, Any]], SkipJsonSchema()]
+    """Set empty by every new run (see `goal_or_plan_input`); not for callers."""
 
 
 class GoalOutput(TypedDict, total=False):
@@ -72,6 +74,11 @@ class GoalOutput(TypedDict, total=False):
     planner_usage: Annotated[TokenUsage | None, ModelValueChannel(TokenUsage)]
     """Tokens of every planner call, rejected plans included; None when the run was given
     a plan."""
+    rounds: list[dict[str, Any]] | None
+    """A replanning run's rounds (`compile_goal(replan=N)`), each as plain data: `round`,
+    `plan`, `results`, `output`, `totals` (the run's so far), the judge's `decision`
+    ("done" or "replan") and `reason`, `judge_usage`, `judge_cost` and `judged` (False
+    when no call was made). None without replanning."""
 
 
 class GoalState(GoalOutput, total=False):
@@ -84,12 +91,13 @@ def _given_goal(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
+def goal_or_plan_input(input: Any, *, served: bool = False, replans: bool = False) -> Any:
     """A goal graph's input with the goal or the plan it gives made explicit.
 
     An input that resumes (None, a `Command`) is returned as it is, and so is one with
     neither a goal nor a plan (it runs again what the thread holds). A blank goal next
-    to a plan counts as no goal, so a form that sends empty fields still works.
+    to a plan counts as no goal, so a form that sends empty fields still works. With
+    `replans` (a graph that replans), a new run starts with no rounds.
 
     Raises:
         PlanValidationError: the input gives both a goal and a plan, or its plan is not
@@ -97,7 +105,7 @@ def goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
     """
     if not isinstance(input, Mapping):
         return input
-    extra = sorted(set(input) - (set(GoalInput.__annotations__) - {"run"}))
+    extra = sorted(set(input) - (set(GoalInput.__annotations__) - {"run", "rounds"}))
     if served and extra:
         raise PlanValidationError(
             f"a run's input holds only 'goal' or 'plan', and 'inputs', not "
@@ -115,6 +123,8 @@ def goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
         given = dict(input)
         if "goal" in given or "plan" in given:
             given["plan"] = None
+        if replans:
+            given["rounds"] = []  # a new run: no earlier round is replanned
         return given
     if _given_goal(goal):
         raise PlanValidationError(
@@ -127,7 +137,8 @@ def goal_or_plan_input(input: Any, *, served: bool = False) -> Any:
             f"fields: task, subtasks, ...), not {type(plan).__name__}"
         )
     checked = TaskPlan.model_validate(dict(plan)).model_dump(mode="json")
-    return {**input, "goal": None, "plan": checked}
+    given = {**input, "goal": None, "plan": checked}
+    return {**given, "rounds": []} if replans else given
 
 
 def check_models(plan: TaskPlan, allowed: Collection[str]) -> None:

@@ -35,9 +35,15 @@ from fanfold.scheduling.cache import CallJournal, ResultCache, call_key
 from fanfold.scheduling.costs import Budget, BudgetError, PriceTable, format_usd, messages_tokens
 from fanfold.scheduling.dispatcher import EVENT_TYPE, Dispatcher, EventSink
 from fanfold.scheduling.runtime import PlanRuntime
-from fanfold.state.results import TokenUsage
+from fanfold.state.results import SubtaskResult, TokenUsage
 
-__all__ = ["PLANNER_EVENT_ID", "PlannerBudgetError", "PlannerOutcome", "PlannerStep"]
+__all__ = [
+    "PLANNER_EVENT_ID",
+    "PlannerBudgetError",
+    "PlannerOutcome",
+    "PlannerStep",
+    "step_event",
+]
 
 PLANNER_EVENT_ID = "planner"
 """The `subtask` of the planner's lifecycle events."""
@@ -45,6 +51,8 @@ PLAN_TOKENS_PER_SUBTASK = 80
 """Expected reply tokens per subtask the plan may have (the planner call's estimate)."""
 
 RuntimeFactory = Callable[[TaskPlan], PlanRuntime]
+Reuse = Callable[[TaskPlan], Mapping[str, SubtaskResult]]
+"""A (partial) plan -> the earlier results it keeps (a replanned round's)."""
 
 
 class PlannerBudgetError(BudgetError):
@@ -103,9 +111,11 @@ class _Streamed:
         emit: EventSink | None,
         budget: Budget | None,
         journal: CallJournal | None = None,
+        reuse: Reuse | None = None,
     ) -> None:
         self.step = step
         self.journal = journal
+        self.reuse = reuse
         self.offered = dict(offered)
         self.values = dict(values)
         self.config = config
@@ -160,20 +170,22 @@ class _Streamed:
         assert self.task is not None
         subtasks = [s.model_dump(exclude_defaults=True) for s in self.live.values()]
         try:
-            runtime = self.step.runtime_for(self._plan(self.task, subtasks))
+            partial = self._plan(self.task, subtasks)
+            runtime = self.step.runtime_for(partial)
             inputs = runtime.run_inputs(self.values)
         except PlanError:
             # The run lacks an input the plan needs: run_plan will say so; start nothing.
             self.stopped = True
             self._discard(list(self.live))
             return
+        kept = self.reuse(partial) if self.reuse is not None else {}
         if self.dispatcher is None:
             loop = asyncio.get_running_loop()
             self.dispatcher = Dispatcher(
                 runtime,
                 run_id=self.run_id,
                 inputs=inputs,
-                done={},
+                done=kept,
                 loop=loop,
                 call_config=functools.partial(subtask_config, self.config, self.run_id),
                 emit=self.emit,
@@ -182,6 +194,8 @@ class _Streamed:
             )
             self.dispatcher.start()
         else:
+            for sid, result in kept.items():
+                self.dispatcher.done.setdefault(sid, result)
             self.dispatcher.extend(runtime, inputs)
 
     def _discard(self, sids: list[str]) -> None:
@@ -258,6 +272,9 @@ class PlannerStep:
         emit: EventSink | None,
         dispatch: bool = True,
         journal: CallJournal | None = None,
+        reuse: Reuse | None = None,
+        spent: float = 0.0,
+        round_number: int = 1,
     ) -> PlannerOutcome:
         """Plan `goal`; with `dispatch`, start subtasks as the plan streams.
 
@@ -268,12 +285,18 @@ class PlannerStep:
             emit: receives lifecycle events, or None.
             journal: where a checkpointed run journals the calls started while the
                 plan streams (a resumed run requests none of them again).
+            reuse: for a replanned round, gives the earlier results a (partial) plan
+                keeps; those subtasks are not called again.
+            spent: USD the run spent before this call (earlier rounds).
+            round_number: the round this plan is for (in the events from round 2).
 
         Raises:
             PlannerError: no valid plan within the attempts (started calls are cancelled).
             PlannerBudgetError: the budget does not cover a planner call.
         """
         started = time.time()
+        if round_number > 1:
+            emit = _with_fields(emit, round=round_number)
         _emit(emit, "started", started_at=started, attempt=1, model=self.label)
         session = PlannerSession(
             goal, self.model, attempts=self.attempts, inputs=offered,
@@ -291,7 +314,7 @@ class PlannerStep:
                 outcome = PlannerOutcome(plan, TokenUsage(), 0.0, self.label, now, now, hit.usage)
                 _emit(emit, "succeeded", **_fields(outcome, attempts=0))
                 return outcome
-        budget = Budget(self.budget) if self.budget is not None else None
+        budget = Budget(self.budget, spent=spent) if self.budget is not None else None
         estimate = self.prices.estimate(
             self.label,
             messages_tokens(session.messages),
@@ -319,6 +342,7 @@ class PlannerStep:
             emit=emit,
             budget=budget,
             journal=journal,
+            reuse=reuse,
         )
         try:
             plan, usage = await astream_plan_with_usage(
@@ -396,12 +420,28 @@ def _fields(outcome: PlannerOutcome, *, attempts: int) -> dict[str, Any]:
     return fields
 
 
-def _emit(emit: EventSink | None, status: str, **fields: Any) -> None:
+def step_event(emit: EventSink | None, status: str, *, step: str, **fields: Any) -> None:
+    """Send a goal run step's lifecycle event (`"subtask": step`) to `emit`, if any."""
     if emit is None:
         return
-    event = {"type": EVENT_TYPE, "subtask": PLANNER_EVENT_ID, "status": status, "time": time.time()}
+    event = {"type": EVENT_TYPE, "subtask": step, "status": status, "time": time.time()}
     event.update(fields)
     try:
         emit(event)
     except Exception:  # noqa: S110 - a closed stream must not fail the run
         pass
+
+
+_emit = functools.partial(step_event, step=PLANNER_EVENT_ID)
+
+
+def _with_fields(emit: EventSink | None, **fields: Any) -> EventSink | None:
+    """`emit` adding `fields` to each event (the round of a replanned plan's events)."""
+    if emit is None:
+        return None
+    sink = emit
+
+    def emitting(event: dict[str, Any]) -> None:
+        sink({**event, **fields})
+
+    return emitting

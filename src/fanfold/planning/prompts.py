@@ -103,3 +103,71 @@ def retry_prompt(error: str, *, json_reply: bool) -> str:
 def rejection_note(error: str) -> str:
     """Content of the tool message that answers a rejected plan tool call."""
     return f"Rejected: {error}"
+
+
+JUDGE_SYSTEM = """\
+You judge a finished fanfold run. A goal was split into subtasks, each subtask's prompt \
+was sent to a language model, and the results were combined. Decide whether the results \
+achieve the goal ("done") or whether a new plan should run ("replan"), for example \
+because a part of the goal is missing or a result failed. Replan only when another plan \
+would clearly do better."""
+
+JUDGE_REPLY = """\
+Answer with one JSON object and nothing else: \
+{"decision": "done" or "replan", "reason": "one sentence"}"""
+
+JUDGE_CLIP = 600
+"""Characters of each result (and of the combined output) the judge is shown."""
+
+
+def _clipped(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= JUDGE_CLIP else text[: JUDGE_CLIP - 3] + "..."
+
+
+def judge_prompt(
+    goal: str,
+    *,
+    round_number: int,
+    prompts_by_id: Mapping[str, str],
+    results: Mapping[str, tuple[str, str]],
+    output: str,
+) -> str:
+    """The judge's request: the goal, the plan (each subtask's prompt) and the results.
+
+    Args:
+        round_number: which round of the run this is (1 for the first plan).
+        prompts_by_id: subtask id -> its prompt, in plan order.
+        results: subtask id -> (status, its output or error).
+        output: the combined output ("" when there is none).
+    """
+    plan = "\n".join(f"- {sid}: {_clipped(prompt)}" for sid, prompt in prompts_by_id.items())
+    listed = "\n".join(
+        f"- {sid} ({status}): {_clipped(text)}" for sid, (status, text) in results.items()
+    )
+    parts = [
+        f"Judge round {round_number} of this run.",
+        f"Goal:\n{GOAL_OPEN}\n{goal}\n{GOAL_CLOSE}",
+        f"Plan:\n{plan}",
+        f"Results:\n{listed or '(none)'}",
+        f"Combined output:\n{_clipped(output) or '(none)'}",
+        JUDGE_REPLY,
+    ]
+    return "\n\n".join(parts)
+
+
+def replan_note(round_number: int, reason: str, earlier: Mapping[str, str]) -> str:
+    """What a replanning planner is told besides the goal: why, and what it may reuse.
+
+    Args:
+        round_number: the round about to be planned (2 for the first replan).
+        reason: the judge's reason for asking for another plan.
+        earlier: run inputs holding earlier results, name -> what each holds.
+    """
+    listed = "\n".join(f"- {{{name}}}: {text}" for name, text in earlier.items())
+    return (
+        f"The judge asked for another plan (round {round_number}): {reason}\n"
+        "An earlier plan ran already. A subtask you repeat unchanged (same id, same "
+        "fields) keeps its earlier result. Earlier results are run inputs you may use:\n"
+        f"{listed or '(none)'}"
+    )

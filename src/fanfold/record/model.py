@@ -194,6 +194,11 @@ class RunRecord(_Model):
     goal: str | None = None
     plan: dict[str, Any] | None = None
     planner_usage: TokenUsage | None = None
+    rounds: list[dict[str, Any]] | None = Field(
+        None,
+        description="A replanning goal run's rounds: plan, results, output, totals and "
+        "the judge's decision and reason (see GoalOutput.rounds).",
+    )
 
     def subtask(self, sid: str) -> SubtaskRecord:
         """The record of subtask `sid`."""

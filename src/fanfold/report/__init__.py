@@ -141,6 +141,7 @@ def render_record(
         note = '<p class="note">The given graph is not an SVG; drawn here instead.</p>'
     parts = {
         "summary": tables.summary(record),
+        "rounds": tables.rounds(record),
         "legend": "".join(f'<span class="chip st-{slug(s)}"></span>{e(s)} ' for s in STATUSES),
         "overview": graph.overview(record),
         "graph_note": note,

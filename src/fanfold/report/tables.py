@@ -292,3 +292,25 @@ def outputs(record: RunRecord) -> str:
 
 
 __all__ = ["bound_text", "money", "outputs", "summary", "table", "totals"]
+
+
+def rounds(record: RunRecord) -> str:
+    """A replanning goal run's rounds: each plan's subtasks and the judge's verdict."""
+    if not record.rounds:
+        return ""
+    rows = []
+    for entry in record.rounds:
+        ids = ", ".join(s["id"] for s in (entry.get("plan") or {}).get("subtasks", []))
+        usage = TokenUsage.model_validate(entry.get("judge_usage") or {})
+        asked = tokens(usage.total_tokens) if entry.get("judged") else "no call"
+        rows.append(
+            f'<tr id="round-{int(entry["round"])}"><td class="num">{int(entry["round"])}</td>'
+            f"<td>{e(ids)}</td><td>{e(str(entry.get('decision')))}</td>"
+            f"<td>{e(str(entry.get('reason') or ''))}</td><td class='num'>{e(asked)}</td>"
+            f"<td class='num'>{e(money(entry.get('judge_cost')))}</td></tr>"
+        )
+    return (
+        '<section id="rounds"><h2>Rounds</h2><table><thead><tr><th>round</th><th>subtasks'
+        "</th><th>judge's decision</th><th>reason</th><th>judge tokens</th><th>judge cost"
+        f"</th></tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )

@@ -194,14 +194,93 @@ class RunTotals(BaseModel):
     planner_cost: float | None = Field(
         0.0, description="USD of the planner's calls; None when its model has no price."
     )
+    judge_usage: TokenUsage = Field(
+        default_factory=TokenUsage,
+        description="Tokens of a replanning goal run's judge calls, every round's.",
+    )
+    judge_cost: float | None = Field(
+        0.0, description="USD of the judge's calls; None when its model has no price."
+    )
+    earlier_usage: TokenUsage = Field(
+        default_factory=TokenUsage,
+        description="Tokens of a replanned goal run's earlier rounds (their planner, "
+        "subtasks and aggregation); the other fields count the last round.",
+    )
+    earlier_cost: float | None = Field(
+        0.0, description="USD of the earlier rounds; None when a price is unknown."
+    )
+    rounds: int = Field(1, description="Rounds a goal run planned and ran (1 + its replans).")
 
     @property
     def total_tokens(self) -> int:
-        """All tokens: planner, subtasks and aggregation together."""
+        """All tokens: planner, subtasks and aggregation together (judge and earlier
+        rounds too)."""
         return (
             self.usage.total_tokens
             + self.aggregate_usage.total_tokens
             + self.planner_usage.total_tokens
+            + self.judge_usage.total_tokens
+            + self.earlier_usage.total_tokens
+        )
+
+    def _priced(self, by_model: dict[str, float | None]) -> dict[str, Any]:
+        unknown = sorted(name for name, spent in by_model.items() if spent is None)
+        known = sum(spent for spent in by_model.values() if spent is not None)
+        return {
+            "cost_by_model": by_model,
+            "unknown_cost_models": unknown,
+            "known_cost": known,
+            "cost": None if unknown else known,
+        }
+
+    def with_judge(
+        self, *, usage: TokenUsage, cost: float | None, model: str, seconds: float
+    ) -> RunTotals:
+        """These totals with a judge call added (tokens, cost, sequential time)."""
+        by_model = dict(self.cost_by_model)
+        if by_model.get(model, 0.0) is not None:
+            by_model[model] = None if cost is None else (by_model.get(model) or 0.0) + cost
+        judged = None if cost is None or self.judge_cost is None else self.judge_cost + cost
+        return self.model_copy(
+            update={
+                "judge_usage": self.judge_usage + usage,
+                "judge_cost": judged,
+                "call_time": self.call_time + seconds,
+                **self._priced(by_model),
+            }
+        )
+
+    def with_earlier(self, earlier: RunTotals) -> RunTotals:
+        """These totals (the last round's) with the earlier rounds' totals folded in.
+
+        The earlier rounds' planner, subtask and aggregate tokens and cost go to
+        `earlier_usage`/`earlier_cost`; their judge calls, cached calls, times and cost
+        per model add up; `rounds` counts this one too.
+        """
+        by_model = dict(self.cost_by_model)
+        for model, spent in earlier.cost_by_model.items():
+            mine = by_model.get(model, 0.0)
+            by_model[model] = None if spent is None or mine is None else mine + spent
+        own = earlier.cost
+        if own is not None:
+            own -= (earlier.judge_cost or 0.0) + (earlier.earlier_cost or 0.0)
+        used = earlier.usage + earlier.aggregate_usage + earlier.planner_usage
+        costs = [own, earlier.earlier_cost, self.earlier_cost]
+        return self.model_copy(
+            update={
+                "earlier_usage": self.earlier_usage + earlier.earlier_usage + used,
+                "earlier_cost": None if None in costs else sum(c or 0.0 for c in costs),
+                "judge_usage": self.judge_usage + earlier.judge_usage,
+                "judge_cost": None
+                if earlier.judge_cost is None or self.judge_cost is None
+                else self.judge_cost + earlier.judge_cost,
+                "call_time": self.call_time + earlier.call_time,
+                "wall_time": self.wall_time + earlier.wall_time,
+                "cached": self.cached + earlier.cached,
+                "cached_usage": self.cached_usage + earlier.cached_usage,
+                "rounds": self.rounds + earlier.rounds,
+                **self._priced(by_model),
+            }
         )
 
     def with_planner(
