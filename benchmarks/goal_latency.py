@@ -22,6 +22,7 @@ counted from the planner's request (target <= 1.2x).
 
     python benchmarks/goal_latency.py            # 3 runs per size and runner
     python benchmarks/goal_latency.py --runs 1 --sizes 5
+    python benchmarks/goal_latency.py --runs 1 --sizes 10 --timeline   # where time goes
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def plan_data(n: int) -> dict[str, Any]:
 
 
 class _Clock:
-    """When the planner's stream first completed a subtask object (time.monotonic())."""
+    """When the planner's stream completed subtask objects (time.monotonic())."""
 
     first_object: float | None = None
+    objects: dict[str, float] = {}  # noqa: RUF012 - one run at a time
 
 
 def _instrument() -> None:
@@ -100,18 +102,25 @@ def _instrument() -> None:
 
     def feed(self: plan_stream.PlanScanner, text: str) -> list[Any]:
         found = original(self, text)
+        now = time.monotonic()
         if found and _Clock.first_object is None:
-            _Clock.first_object = time.monotonic()
+            _Clock.first_object = now
+        for obj in found:
+            if isinstance(obj, dict):
+                _Clock.objects.setdefault(str(obj.get("id")), now)
         return found
 
     plan_stream.PlanScanner.feed = feed  # type: ignore[method-assign]
 
 
-async def run_once(srv: SimServer, *, streamed: bool, seed: int) -> tuple[float, float | None]:
+async def run_once(
+    srv: SimServer, *, streamed: bool, seed: int, timeline: bool = False
+) -> tuple[float, float | None]:
     """One goal run: (end-to-end seconds, first-call ratio or None for plan-then-run)."""
     srv.update(seed=seed)
     srv.reset()
     _Clock.first_object = None
+    _Clock.objects = {}
     model = ChatOpenAI(
         model="sim-model", base_url=srv.base_url, api_key="sk-bench", max_retries=0, timeout=60
     )
@@ -121,6 +130,8 @@ async def run_once(srv: SimServer, *, streamed: bool, seed: int) -> tuple[float,
     elapsed = time.perf_counter() - start
     failed = [r.error for r in state["results"].values() if not r.ok]
     assert not failed, f"{len(failed)} subtasks failed, e.g. {failed[0]}"
+    if timeline:
+        print_timeline(srv, state, streamed=streamed)
     if not streamed or _Clock.first_object is None:
         return elapsed, None
     log = srv.log
@@ -129,7 +140,45 @@ async def run_once(srv: SimServer, *, streamed: bool, seed: int) -> tuple[float,
     return elapsed, (first_call - planner) / (_Clock.first_object - planner)
 
 
-async def main(sizes: list[int], runs: int) -> None:
+def print_timeline(srv: SimServer, state: dict[str, Any], *, streamed: bool) -> None:
+    """Per subtask, seconds from the planner's request: its object complete in the stream,
+    its dependencies finished, its request at the server, its result; then the plan's end."""
+    log = srv.log
+    planner = next(r.time for r in log if r.prompt.startswith(PLANNER))
+    shift = time.time() - time.monotonic()  # results carry wall-clock times
+    finished = {
+        sid: r.finished_at - shift - planner
+        for sid, r in state["results"].items()
+        if r.finished_at is not None
+    }
+    plan = state["plan"]
+    runner = "streamed" if streamed else "plan-then-run"
+    print(f"  timeline ({runner}), seconds from the planner's request:")
+    print("    subtask        object  deps done  request  finished  request - max(object, deps)")
+    for sub in plan["subtasks"]:
+        sid = sub["id"]
+        obj = _Clock.objects.get(sid)
+        obj_at = obj - planner if obj is not None else None
+        deps = max((finished[d] for d in sub.get("depends_on") or []), default=0.0)
+        asked = min((r.time for r in log if r.prompt.startswith(f"[{sid}]")), default=None)
+        asked_at = asked - planner if asked is not None else None
+        ready = max(obj_at or 0.0, deps)
+        late = f"{asked_at - ready:+.2f}" if asked_at is not None else "-"
+        print(
+            f"    {sid:<12} {_s(obj_at):>7} {_s(deps):>10} {_s(asked_at):>8} "
+            f"{_s(finished.get(sid)):>9}  {late}"
+        )
+    ends = [r.time for r in log if r.prompt.startswith(PLANNER)]
+    if _Clock.objects:
+        last = max(_Clock.objects.values()) - planner
+        print(f"    last object complete at {last:.2f} s; planner requests at {ends}")
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+async def main(sizes: list[int], runs: int, timeline: bool = False) -> None:
     _instrument()
     rows = []
     for n in sizes:
@@ -146,7 +195,9 @@ async def main(sizes: list[int], runs: int) -> None:
             await run_once(srv, streamed=True, seed=99)  # warm-up: imports, first connections
             for run in range(runs):
                 whole.append((await run_once(srv, streamed=False, seed=run))[0])
-                seconds, ratio = await run_once(srv, streamed=True, seed=run)
+                seconds, ratio = await run_once(
+                    srv, streamed=True, seed=run, timeline=timeline and run == 0
+                )
                 streamed.append(seconds)
                 if ratio is not None:
                     first.append(ratio)
@@ -174,5 +225,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each subtask's timeline (first run)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.sizes, args.runs))
+    asyncio.run(main(args.sizes, args.runs, args.timeline))
