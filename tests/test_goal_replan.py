@@ -222,3 +222,17 @@ def test_the_cli_shows_each_round_in_the_record_the_events_and_the_report(
 def test_replan_applies_only_with_a_goal(research_plan_path: Path):
     result = CliRunner().invoke(app, ["run", str(research_plan_path), "--replan", "1"])
     assert result.exit_code == 1 and "--replan applies only with --goal" in result.stderr
+
+
+def test_a_repeated_replanning_run_makes_no_request(tmp_path: Path):
+    with serving() as srv:
+        graph = compile_goal(model=model_for(srv), replan=2, cache=tmp_path / "cache.db")
+        first_state, _ = run_goal(graph)
+        made = srv.request_count
+        again, events = run_goal(graph)
+        assert srv.request_count == made == 11
+    assert [r["decision"] for r in again["rounds"]] == ["replan", "done"]
+    assert again["output"] == first_state["output"]
+    assert again["totals"].total_tokens == 0
+    judged = [e for e in events if e["subtask"] == "judge" and e["status"] == "succeeded"]
+    assert [e.get("cached") for e in judged] == [True, True]

@@ -161,7 +161,11 @@ def compile_goal(
         cache=probe.cache,
         budget=probe.budget,
     )
-    judge = JudgeStep(model=planner, prices=probe.prices, budget=probe.budget) if replan else None
+    judge = (
+        JudgeStep(model=planner, prices=probe.prices, budget=probe.budget, cache=probe.cache)
+        if replan
+        else None
+    )
     nodes = GoalNodes(
         step=step,
         judge=judge,

@@ -294,6 +294,7 @@ class GoalNodes:
                 cost=outcome.cost,
                 model=self.judge_step.label,
                 seconds=outcome.finished_at - outcome.started_at if outcome.called else 0.0,
+                cached_usage=outcome.cached_usage,
             )
         entry = round_entry(
             outcome,

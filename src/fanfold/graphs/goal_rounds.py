@@ -28,6 +28,7 @@ from fanfold.models.resolve import model_label
 from fanfold.plan.models import TaskPlan
 from fanfold.planning import prompts
 from fanfold.planning.planner import extract_json
+from fanfold.scheduling.cache import ResultCache, call_key
 from fanfold.scheduling.costs import Budget, PriceTable, messages_tokens
 from fanfold.scheduling.dispatcher import EventSink
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage
@@ -65,6 +66,8 @@ class JudgeOutcome:
     finished_at: float
     called: bool = True
     """False when no call was made (no replan left, or the budget does not cover it)."""
+    cached_usage: TokenUsage | None = None
+    """The usage of the call the cache answered, when it did (usage is then 0)."""
 
     def as_record(self, round_number: int) -> dict[str, Any]:
         """The verdict as plain data, for the round's entry in the state's `rounds`."""
@@ -87,11 +90,19 @@ class JudgeStep:
         budget: USD the whole run may spend (None: no limit).
     """
 
-    def __init__(self, *, model: BaseChatModel, prices: PriceTable, budget: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        model: BaseChatModel,
+        prices: PriceTable,
+        budget: float | None,
+        cache: ResultCache | None = None,
+    ) -> None:
         self.model = model
         self.label = model_label(model)
         self.prices = prices
         self.budget = budget
+        self.cache = cache
 
     async def run(
         self,
@@ -127,6 +138,18 @@ class JudgeStep:
             ),
         ]
         started = time.time()
+        key = call_key(model=self.model, messages=messages, kind="judge") if self.cache else None
+        hit = self.cache.get(key) if self.cache is not None and key is not None else None
+        if hit is not None and isinstance(hit.output, Mapping):
+            decision, reason = str(hit.output.get("decision")), str(hit.output.get("reason"))
+            outcome = JudgeOutcome(decision, reason, TokenUsage(), 0.0, started, time.time())
+            outcome.cached_usage = hit.usage
+            _emit(
+                emit, "succeeded", started_at=started, finished_at=outcome.finished_at,
+                duration=0.0, round=round_number, model=self.label, decision=decision,
+                reason=reason, total_tokens=0, cost=0.0, cached=True,
+            )  # fmt: skip
+            return outcome
         estimate = self.prices.estimate(self.label, messages_tokens(messages), JUDGE_REPLY_TOKENS)
         if self.budget is not None:
             budget = Budget(self.budget, spent=spent)
@@ -147,6 +170,16 @@ class JudgeStep:
         outcome = JudgeOutcome(
             decision, reason, usage, self.prices.cost(self.label, usage), started, time.time()
         )
+        if self.cache is not None and key is not None:
+            self.cache.put(
+                key,
+                {"decision": decision, "reason": reason},
+                usage=usage,
+                model=self.label,
+                kind="judge",
+                subtask=JUDGE_EVENT_ID,
+                seconds=outcome.finished_at - started,
+            )
         _emit(
             emit, "succeeded", started_at=started, finished_at=outcome.finished_at,
             duration=outcome.finished_at - started, round=round_number, model=self.label,

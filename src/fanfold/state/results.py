@@ -234,9 +234,16 @@ class RunTotals(BaseModel):
         }
 
     def with_judge(
-        self, *, usage: TokenUsage, cost: float | None, model: str, seconds: float
+        self,
+        *,
+        usage: TokenUsage,
+        cost: float | None,
+        model: str,
+        seconds: float,
+        cached_usage: TokenUsage | None = None,
     ) -> RunTotals:
-        """These totals with a judge call added (tokens, cost, sequential time)."""
+        """These totals with a judge call added (tokens, cost, sequential time); a call
+        the cache answered (`cached_usage`) counts as cached."""
         by_model = dict(self.cost_by_model)
         if by_model.get(model, 0.0) is not None:
             by_model[model] = None if cost is None else (by_model.get(model) or 0.0) + cost
@@ -246,6 +253,8 @@ class RunTotals(BaseModel):
                 "judge_usage": self.judge_usage + usage,
                 "judge_cost": judged,
                 "call_time": self.call_time + seconds,
+                "cached": self.cached + (1 if cached_usage is not None else 0),
+                "cached_usage": self.cached_usage + (cached_usage or TokenUsage()),
                 **self._priced(by_model),
             }
         )
