@@ -100,8 +100,7 @@ def run(
         str | None,
         typer.Option(
             metavar="TARGET",
-            help="SQLite file or postgresql:// URL; makes the run resumable. "
-            "PLAN only: for a goal, write the plan with `fanfold plan` first.",
+            help="SQLite file or postgresql:// URL; makes the run (a goal's too) resumable.",
         ),
     ] = None,
     show_plan: Annotated[
