@@ -217,7 +217,12 @@ async def run_fanfold(
         note = f"deadline {deadline:.0f}s hit"
     wall = time.perf_counter() - start
     rate = f"{limiter.rate:.1f}" if limiter.rate is not None else "none"
-    note = "; ".join(filter(None, [note, f"learned pace {rate} rps"]))
+    seen = limiter.snapshot()
+    learned = (
+        f"learned pace {rate} rps, window {seen['window']} "
+        f"({seen['window_cuts']} window cuts, {seen['rate_cuts']} pace cuts)"
+    )
+    note = "; ".join(filter(None, [note, learned]))
     n = len(plan.subtasks)
     counts = srv.status_counts()
     return Outcome(
@@ -333,7 +338,7 @@ async def concurrency_cases(args: argparse.Namespace) -> None:
                 print(
                     f"{limit:>5} {latency_ms:>6g} {n:>5} {outcome.runner:<26} "
                     f"{outcome.busy:>7.2f} {good:>7.2f} {outcome.share_429:>9.1%} "
-                    f"{outcome.lost:>5}{extra}",
+                    f"{outcome.lost:>5}{extra}  ({outcome.note})",
                     flush=True,
                 )
 
