@@ -351,3 +351,17 @@ def snapshot() -> Callable[[str, str], None]:
 @pytest.fixture
 def research_plan_path() -> Path:
     return RESEARCH_PLAN
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    """The PostgreSQL server .ci/run starts (`FANFOLD_TEST_POSTGRES_DSN`); skipped without it
+    outside CI."""
+    dsn = os.environ.get("FANFOLD_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "FANFOLD_TEST_POSTGRES_DSN is not set; .ci/run starts PostgreSQL and sets it"
+            )
+        pytest.skip("FANFOLD_TEST_POSTGRES_DSN is not set (.ci/run starts PostgreSQL)")
+    return dsn

@@ -360,7 +360,9 @@ def test_a_cache_file_that_cannot_be_created_is_one_error_line(server: SimServer
     plan = write_json(tmp_path / "d.json", DIAMOND)
     result = CliRunner(env=env).invoke(app, ["run", str(plan), "-m", "openai:sim-model"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: cannot use the cache file"), result.stderr
+    target = str(blocker / "cache.db")
+    assert result.stderr.startswith(f"Error: cache file {target!r}: cannot use it"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
     assert "--no-cache" in result.stderr
     assert server.request_count == 0
 

@@ -10,13 +10,14 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.store.base import BaseStore
 
-from fanfold._secrets import redact
 from fanfold.errors import StoreError
 from fanfold.scheduling.storage import (
     CORRUPT_SQLITE,
+    connect_error,
     is_postgres_url,
     one_line,
     schema_probes,
+    shown_target,
 )
 
 STATE_TYPES = [
@@ -38,7 +39,7 @@ def serializer() -> JsonPlusSerializer:
 
 
 is_postgres = is_postgres_url
-"""True for a PostgreSQL connection URL (the one test, in `fanfold.scheduling.storage`)."""
+"""Kept for callers of earlier versions: `fanfold.scheduling.storage.is_postgres_url`."""
 
 _TABLES = {
     "checkpoints": ("thread_id", "checkpoint_ns", "checkpoint_id", "type", "checkpoint"),
@@ -71,7 +72,7 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
     Raises:
         CheckpointStoreError: the database cannot be opened.
     """
-    if is_postgres(target):
+    if is_postgres_url(target):
         import psycopg
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
@@ -83,9 +84,12 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
             await saver.setup()
         except (OSError, psycopg.OperationalError) as exc:
             await stack.aclose()
-            reason = redact(" ".join(str(exc).split()))  # libpq messages span lines
-            raise CheckpointStoreError(
-                f"cannot connect to the checkpoint database: {reason}; check the URL"
+            raise connect_error(
+                target,
+                exc,
+                what="checkpoint target",
+                error=CheckpointStoreError,
+                setting="checkpoint",
             ) from exc
         async with stack:
             yield saver
@@ -97,7 +101,9 @@ async def open_checkpointer(target: str) -> AsyncIterator[BaseCheckpointSaver[An
         conn = await aiosqlite.connect(target)
     except Exception as exc:
         raise CheckpointStoreError(
-            f"cannot open checkpoint file {target!r}: {exc}; check the path"
+            f"cannot open checkpoint file {target!r}: {one_line(exc)}; check the path",
+            setting="checkpoint",
+            target=target,
         ) from exc
     try:
         sqlite_saver = AsyncSqliteSaver(conn, serde=serializer())
@@ -125,7 +131,7 @@ async def open_store(target: str) -> AsyncIterator[BaseStore]:
     """
     stack = contextlib.AsyncExitStack()
     try:
-        if is_postgres(target):
+        if is_postgres_url(target):
             from langgraph.store.postgres.aio import AsyncPostgresStore
 
             store: Any = await stack.enter_async_context(
@@ -138,9 +144,11 @@ async def open_store(target: str) -> AsyncIterator[BaseStore]:
         await store.setup()
     except Exception as exc:
         await stack.aclose()
-        reason = redact(" ".join(str(exc).split()))
+        shown = shown_target(target)
         raise CheckpointStoreError(
-            f"cannot open the run's store: {reason}; check the target"
+            f"cannot open the run's store on {shown}: {one_line(exc, target)}; check the target",
+            setting="checkpoint",
+            target=shown,
         ) from exc
     async with stack:
         yield store

@@ -26,8 +26,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ from pydantic import BaseModel, SecretStr
 from fanfold._secrets import redact
 from fanfold.errors import StoreError
 from fanfold.plan.model_spec import SECRET_NAME
-from fanfold.scheduling.storage import schema_probes
+from fanfold.scheduling.storage import Schema, SqliteDatabase
 from fanfold.state.results import TokenUsage
 
 __all__ = [
@@ -90,6 +88,10 @@ _GET = (
     "FROM fanfold_cache WHERE key = ?"
 )
 
+_TABLES = Schema(
+    SCHEMA, {"fanfold_cache": ("key", "output", "created")}, "fanfold.scheduling.cache.SCHEMA"
+)
+
 _SECRET_NAME = SECRET_NAME
 """Parameter names whose values never enter a key (`max_tokens` is not one of them)."""
 
@@ -131,38 +133,29 @@ class ResultCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = str(default_cache_path() if path is None else path)
-        self._lock = threading.Lock()
-        try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
-            with self._lock:
-                if self.path != ":memory:":
-                    # A write is then one append to the log: durable when the process is
-                    # killed right after it, and never blocking readers in other processes.
-                    self._conn.execute("PRAGMA journal_mode=WAL")
-                    self._conn.execute("PRAGMA synchronous=NORMAL")
-                with self._conn:
-                    self._conn.execute(SCHEMA)
-                for probe in schema_probes({"fanfold_cache": ("key", "output", "created")}):
-                    self._conn.execute(probe)
-        except (OSError, sqlite3.Error) as exc:
-            raise CacheError(
-                f"cannot use the cache file {self.path!r}: {redact(str(exc))}; set {CACHE_ENV} "
-                "to a writable file, or turn the cache off (--no-cache, compile_plan(cache=False))"
-            ) from exc
+        # Write-ahead log: a write is then one append, durable when the process is killed
+        # right after it, and never blocking readers in other processes.
+        self._db = SqliteDatabase(
+            self.path,
+            what="cache file",
+            error=CacheError,
+            schema=_TABLES,
+            wal=True,
+            timeout=10,
+            hint=f"set {CACHE_ENV} to a writable file, or turn the cache off "
+            "(--no-cache, compile_plan(cache=False))",
+        )
 
     def get(self, key: str) -> CachedCall | None:
         """The stored call for `key`, or None (also when the cache cannot be read)."""
         try:
-            with self._lock:
-                row = self._conn.execute(_GET, (key,)).fetchone()
-        except sqlite3.Error as exc:
-            _log.warning("fanfold cache %s: lookup failed: %s", self.path, exc)
+            rows = self._db.query(_GET, (key,))
+        except self._db.errors as exc:
+            _log.warning("fanfold cache %s: lookup failed: %s", self.path, self._db.reason(exc))
             return None
-        if row is None:
+        if not rows:
             return None
-        output, inp, out, total, model, seconds, created = row
+        output, inp, out, total, model, seconds, created = rows[0]
         try:
             value = json.loads(output)
         except ValueError:
@@ -203,27 +196,23 @@ class ResultCache:
             time.time(),
         )
         try:
-            with self._lock, self._conn:
-                self._conn.execute(_PUT, row)
-        except sqlite3.Error as exc:
-            _log.warning("fanfold cache %s: write failed: %s", self.path, exc)
+            self._db.execute(_PUT, row)
+        except self._db.errors as exc:
+            _log.warning("fanfold cache %s: write failed: %s", self.path, self._db.reason(exc))
             return False
         return True
 
     def __len__(self) -> int:
-        with self._lock:
-            (count,) = self._conn.execute("SELECT COUNT(*) FROM fanfold_cache").fetchone()
+        ((count,),) = self._db.query("SELECT COUNT(*) FROM fanfold_cache")
         return int(count)
 
     def clear(self) -> None:
         """Forget every stored call."""
-        with self._lock, self._conn:
-            self._conn.execute("DELETE FROM fanfold_cache")
+        self._db.execute("DELETE FROM fanfold_cache")
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"ResultCache({self.path!r})"

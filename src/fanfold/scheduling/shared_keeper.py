@@ -16,17 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fanfold.scheduling.durations import one_line
 from fanfold.scheduling.pacing import PaceLimits, PaceState
 from fanfold.scheduling.shared_store import (
     INSERT_STATE,
     UPDATE_STATE,
     UPSERT_HOLDER,
-    PostgresStore,
     Store,
     lock_state,
 )
 from fanfold.scheduling.shared_sync import Member, Outcome, Work, sync
+from fanfold.scheduling.storage import one_line
 
 __all__ = ["Keeper"]
 
@@ -81,8 +80,7 @@ class Keeper:
         self._renew_every = max(0.02, lease_seconds / 4)
         self._recorded_want = 0
         self._recorded_since = 0.0
-        if isinstance(store, PostgresStore):
-            store.on_notify = self._on_notify
+        store.on_notify = self._on_notify
         self._thread = threading.Thread(
             target=self._keep, name="fanfold-shared-limits", daemon=True
         )

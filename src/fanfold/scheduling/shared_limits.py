@@ -54,7 +54,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanfold.scheduling.durations import is_postgres_url, one_line, shown_target
 from fanfold.scheduling.limits import Permit, Priority, left_after, minute_left, priority_key
 from fanfold.scheduling.pacing import PaceLimits, PaceState
 from fanfold.scheduling.shared_keeper import Keeper
@@ -71,6 +70,7 @@ from fanfold.scheduling.shared_sync import (
     Work,
     round_robin_share,
 )
+from fanfold.scheduling.storage import one_line, shown_target
 
 __all__ = ["SCHEMA", "TABLES", "SharedLimitsError", "SharedRateLimiter", "round_robin_share"]
 
@@ -177,7 +177,7 @@ class SharedRateLimiter:
         self._pending_successes: list[Success] = []
         self._pending_limited: list[Limited] = []
         self._closed = False
-        store = open_store(target, self.key, postgres=is_postgres_url(target))
+        store = open_store(target, self.key)
         self._keeper = Keeper(
             store,
             key=self.key,

@@ -12,20 +12,22 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fanfold.scheduling.durations import (
-    StoreError,
+from fanfold.errors import StoreError
+from fanfold.scheduling.pacing import PaceState
+from fanfold.scheduling.storage import (
+    PostgresDatabase,
+    Schema,
+    SqliteDatabase,
     connect_postgres,
-    ensure_postgres_tables,
+    is_postgres_url,
     one_line,
     postgres_sql,
     shown_target,
 )
-from fanfold.scheduling.pacing import PaceState
 
 if TYPE_CHECKING:
     import psycopg
@@ -90,6 +92,16 @@ CREATE TABLE IF NOT EXISTS fanfold_pace_holders (
 """
 
 TABLES = ["fanfold_pace_state", "fanfold_pace_leases", "fanfold_pace_holders"]
+_TABLES = Schema(
+    SCHEMA,
+    {
+        "fanfold_pace_state": ("endpoint",),
+        "fanfold_pace_leases": ("id", "endpoint", "holder", "expires", "seq"),
+        "fanfold_pace_holders": ("endpoint", "holder", "want", "since", "expires"),
+    },
+    "fanfold.scheduling.shared_limits.SCHEMA",
+)
+_WHAT = "shared limits target"
 
 _QUOTED = [f'"{c}"' for c in STATE_COLUMNS]
 SELECT_STATE = f"SELECT {', '.join(_QUOTED)} FROM fanfold_pace_state WHERE endpoint = ?"
@@ -126,12 +138,18 @@ class Tx(Protocol):
 
 class Store(Protocol):
     shown: str
+    on_notify: Callable[[str], None] | None
+    """Called (on another thread) with the holder whose commit another process announced."""
     poll: float
     """Seconds between cheap checks for others' changes while callers wait for a slot."""
     force: float
     """Seconds between full reads while callers wait (expired leases commit nothing)."""
 
     def transaction(self, endpoint: str) -> contextlib.AbstractContextManager[Tx]: ...
+
+    def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
+        """Read (and where the database can, lock) the endpoint's state row; sets `tx.now`."""
+        ...
 
     def changed(self) -> bool: ...
 
@@ -163,32 +181,12 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self.shown = path
+        self.on_notify: Callable[[str], None] | None = None
         self._version: int | None = None
-        try:
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise self._error(exc) from exc
-        try:
-            if path != ":memory:":
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self.conn.execute(statement)
-        except sqlite3.Error as exc:
-            self.conn.close()
-            raise self._error(exc) from exc
-
-    def _error(self, exc: BaseException) -> SharedLimitsError:
-        return SharedLimitsError(
-            f"shared limits target {self.shown!r}: cannot use it as a SQLite file: "
-            f"{one_line(exc)}; pass a writable SQLite file path or a postgresql:// URL",
-            setting="target",
-            target=self.shown,
+        db = SqliteDatabase(
+            path, what=_WHAT, error=SharedLimitsError, schema=_TABLES, wal=True, autocommit=True
         )
+        self.conn = db.conn
 
     @contextlib.contextmanager
     def transaction(self, endpoint: str) -> Iterator[Tx]:
@@ -206,6 +204,11 @@ class SqliteStore:
         changed = version != self._version
         self._version = version
         return bool(changed)
+
+    def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
+        """The state row (BEGIN IMMEDIATE already holds the file's write lock)."""
+        row: Sequence[Any] | None = tx.execute(SELECT_STATE, (endpoint,)).fetchone()
+        return row
 
     def notify(self, tx: Tx, endpoint: str, holder: str) -> None:
         """Others see the commit through `PRAGMA data_version`."""
@@ -244,18 +247,10 @@ class PostgresStore:
         self._endpoint = endpoint
         self._notified = threading.Event()
         self._closed = threading.Event()
-        self.on_notify: Any = None
-        self.conn = self._connect()
+        self.on_notify: Callable[[str], None] | None = None
+        self._db = PostgresDatabase(url, what=_WHAT, error=SharedLimitsError, schema=_TABLES)
+        self.conn = self._db.conn
         try:
-            ensure_postgres_tables(
-                self.conn,
-                url,
-                TABLES,
-                SCHEMA,
-                what="shared limits",
-                error=SharedLimitsError,
-                schema_name="fanfold.scheduling.shared_limits.SCHEMA",
-            )
             self._check_rights()
             self._listener = self._connect()
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -268,7 +263,7 @@ class PostgresStore:
         self._thread.start()
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return connect_postgres(self.url, what="shared limits", error=SharedLimitsError)
+        return connect_postgres(self.url, what=_WHAT, error=SharedLimitsError)
 
     def _check_rights(self) -> None:
         """Fail now, with one line, if the user may read but not write the tables."""
@@ -327,38 +322,33 @@ class PostgresStore:
             return True
         return False
 
+    def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
+        """The state row, locked until the transaction ends; `tx.now` is the database's clock."""
+        row: Sequence[Any] | None = tx.execute(SELECT_STATE + " FOR UPDATE", (endpoint,)).fetchone()
+        tx.now = float(tx.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        return row
+
     def notify(self, tx: Tx, endpoint: str, holder: str) -> None:
         """Wake the other processes' keepers when this transaction commits."""
         tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{endpoint}\n{holder}"))
 
     def recover(self) -> None:
         if self.conn.closed or self.conn.broken:
-            with contextlib.suppress(psycopg_error()):
-                self.conn.close()
-            self.conn = self._connect()
+            self._db.reconnect()
+            self.conn = self._db.conn
 
     def close(self) -> None:
         self._closed.set()  # the listener closes its connection within 0.25 s
         self.conn.close()
 
 
-def psycopg_error() -> type[Exception]:
-    import psycopg
-
-    return psycopg.Error
-
-
 def lock_state(store: Store, tx: Tx, endpoint: str) -> Sequence[Any] | None:
     """Read (and with PostgreSQL lock) the endpoint's state row; sets `tx.now`."""
-    if isinstance(store, PostgresStore):
-        row = tx.execute(SELECT_STATE + " FOR UPDATE", (endpoint,)).fetchone()
-        tx.now = float(tx.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
-        return row
-    return tx.execute(SELECT_STATE, (endpoint,)).fetchone()
+    return store.lock_state(tx, endpoint)
 
 
-def open_store(target: str, endpoint: str, *, postgres: bool) -> Store:
+def open_store(target: str, endpoint: str, *, postgres: bool | None = None) -> Store:
     """A store on a SQLite file or a postgresql:// URL."""
-    if postgres:
+    if is_postgres_url(target) if postgres is None else postgres:
         return PostgresStore(target, endpoint)
     return SqliteStore(target)

@@ -1,18 +1,24 @@
 """What every store shares: telling SQLite from PostgreSQL, printing a target without its
 password, one-line reasons, and checking that a SQLite file is sound and of our schema.
 
-Used by the durations store, the cache, shared limits and checkpoint opening.
+Used by the durations store, the cache, shared limits and checkpoint opening (through
+`fanfold.scheduling.storage`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from fanfold._secrets import mask_url, redact
 
 __all__ = [
     "CORRUPT_SQLITE",
+    "SQLITE_HINT",
+    "Database",
+    "Schema",
     "is_postgres_url",
     "QUICK_CHECK",
     "one_line",
@@ -62,3 +68,44 @@ def sqlite_problem(quick_check: Sequence[Sequence[object]]) -> str | None:
     if found == ["ok"]:
         return None
     return "database disk image is malformed: " + "; ".join(found[:3])
+
+
+SQLITE_HINT = "pass a writable SQLite file path or a postgresql:// URL"
+"""The fix a message suggests when a SQLite file cannot be used."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A store's tables: their statements, the columns its reads need, and the name under
+    which the statements are documented (messages point an administrator to it)."""
+
+    sql: str
+    tables: Mapping[str, Sequence[str]]
+    name: str
+
+    def statements(self) -> list[str]:
+        """The statements one by one."""
+        return [statement for statement in self.sql.split(";") if statement.strip()]
+
+
+class Database(Protocol):
+    """A store's database, SQLite or PostgreSQL: one interface for both.
+
+    SQL is written with SQLite's `?` placeholders (PostgreSQL receives `%s`). A failure
+    to open is a one-line `StoreError`; a read or write that fails later raises one of
+    `errors` (the driver's), for stores that carry on without it.
+    """
+
+    target: str
+    """The path or URL as messages show it (a password masked)."""
+    errors: tuple[type[Exception], ...]
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def reason(self, exc: BaseException) -> str: ...
+
+    def close(self) -> None: ...
