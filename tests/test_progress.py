@@ -643,3 +643,61 @@ def render_text(snapshot: ProgressSnapshot) -> str:
     out = console.file
     assert isinstance(out, io.StringIO)
     return out.getvalue()
+
+
+# -- the live view and the run record agree ---------------------------------------------------
+
+RECORD_PLAN = {
+    "task": "t",
+    "inputs": {"xs": {"description": "things"}},
+    "subtasks": [
+        {"id": "fetch", "prompt": "fetch"},
+        {"id": "check", "prompt": "check"},
+        {"id": "summarise", "prompt": "sum {fetch}", "depends_on": ["fetch"]},
+        {"id": "each", "prompt": "look at {item}", "map": "xs", "depends_on": ["fetch"]},
+        {"id": "broken", "prompt": "fail {check}", "depends_on": ["check"]},
+        {"id": "after", "prompt": "after {broken}", "depends_on": ["broken"]},
+    ],
+}
+
+
+async def test_the_live_views_totals_equal_the_run_records_at_the_end_of_a_run(echo_factory):
+    """Issue 15: the live view and the record (what --json and the report show) tell the
+    same totals: subtasks per status, calls, tokens and cost."""
+    from fanfold.record import build_record
+
+    inputs = {"xs": ["a", "b", "c", "d"]}
+    model = echo_factory(fail_on={"fail"})
+    prices = {"EchoChatModel": {"input": 1.0, "output": 2.0}}
+    graph = compile_plan(TaskPlan.model_validate(RECORD_PLAN), model=model, prices=prices)
+    runtime = graph.fanfold_runtime
+    assert runtime is not None
+    progress = Progress(runtime, inputs=inputs)
+    events: list[dict[str, Any]] = []
+    state: dict[str, Any] = {}
+    async for mode, chunk in graph.astream({"inputs": inputs}, stream_mode=["custom", "values"]):
+        if mode == "custom":
+            events.append(chunk)
+            progress.feed(chunk)
+        else:
+            state = chunk
+    record = build_record(state, events=events, runtime=runtime)
+    totals = record.totals
+    counts = progress.counts()
+    assert (
+        (counts.done, counts.failed, counts.skipped)
+        == (
+            totals.succeeded,
+            totals.failed,
+            totals.skipped,
+        )
+        == (4, 1, 1)
+    )
+    assert counts.running == counts.waiting == counts.backoff == 0
+    assert progress.calls_total() == progress.calls_finished() == totals.calls == 9
+    assert progress.tokens == sum(s.usage.total_tokens for s in record.subtasks) > 0
+    assert progress.tokens + totals.aggregate_usage.total_tokens == totals.total_tokens
+    assert progress.cost is not None and totals.cost is not None
+    assert progress.cost + (totals.aggregate_cost or 0.0) == pytest.approx(totals.cost)
+    assert progress.cost_unknown == 0 and not totals.unknown_cost_models
+    assert not progress.aggregating()

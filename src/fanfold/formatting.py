@@ -6,6 +6,8 @@
 ('$0.0001', '$0.000012', '$1.2346', 'unknown')
 >>> tokens(1234567)
 '1,234,567'
+>>> clock(4.25), clock(4.25, tenths=False), clock(185), clock(3720)
+('4.2s', '4s', '3m05s', '1h02m')
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["batch_state", "money", "seconds", "tokens"]
+__all__ = ["batch_state", "clock", "money", "seconds", "tokens"]
 
 
 def seconds(value: float | None) -> str:
@@ -31,6 +33,18 @@ def seconds(value: float | None) -> str:
         return f"{minutes} min {rest:02d} s"
     hours, rest = divmod(round(value / 60), 60)
     return f"{hours} h {rest:02d} min"
+
+
+def clock(value: float, *, tenths: bool = True) -> str:
+    """A running clock, compact for the live view: "4.2s" ("4s" without `tenths`), "3m05s",
+    "1h02m"."""
+    if value < 60:
+        return f"{value:.1f}s" if tenths else f"{value:.0f}s"
+    if value < 3600:
+        minutes, rest = divmod(int(value), 60)
+        return f"{minutes}m{rest:02d}s"
+    hours, rest = divmod(int(value) // 60, 60)
+    return f"{hours}h{rest:02d}m"
 
 
 def money(usd: float | None) -> str:

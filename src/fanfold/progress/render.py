@@ -7,21 +7,14 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from fanfold.formatting import batch_state, money
+from fanfold.formatting import batch_state, clock, money
 from fanfold.progress.snapshot import Eta, ItemCounts, ProgressSnapshot, RunningRow
 
 __all__ = ["eta_text", "format_seconds", "render_progress"]
 
 
-def format_seconds(seconds: float, *, tenths: bool = True) -> str:
-    """`4.2s` (`4s` without `tenths`), `3m05s`, `1h02m`."""
-    if seconds < 60:
-        return f"{seconds:.1f}s" if tenths else f"{seconds:.0f}s"
-    if seconds < 3600:
-        minutes, rest = divmod(int(seconds), 60)
-        return f"{minutes}m{rest:02d}s"
-    hours, rest = divmod(int(seconds) // 60, 60)
-    return f"{hours}h{rest:02d}m"
+format_seconds = clock
+"""The live view's clock (`fanfold.formatting.clock`), under its earlier name."""
 
 
 def eta_text(eta: Eta) -> str:
@@ -30,7 +23,7 @@ def eta_text(eta: Eta) -> str:
         return f"ETA ? ({eta.source})"
     if eta.seconds < 1:
         return f"ETA <1s ({eta.source})"
-    return f"ETA ~{format_seconds(eta.seconds, tenths=False)} ({eta.source})"
+    return f"ETA ~{clock(eta.seconds, tenths=False)} ({eta.source})"
 
 
 def _items_text(items: ItemCounts) -> str:
@@ -53,10 +46,10 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
     Every text from the run (ids, errors) is shown as is, never read as rich markup.
     """
     if snapshot.planning:
-        return Text(f"fanfold  planning the goal…  {format_seconds(snapshot.elapsed)}")
+        return Text(f"fanfold  planning the goal…  {clock(snapshot.elapsed)}")
     counts = snapshot.counts
     finished = counts.running == 0 and counts.waiting == 0 and counts.backoff == 0
-    status = f"{counts.finished}/{counts.total} subtasks  {format_seconds(snapshot.elapsed)}"
+    status = f"{counts.finished}/{counts.total} subtasks  {clock(snapshot.elapsed)}"
     if snapshot.aggregating:
         status += "  aggregating"
     else:
@@ -120,7 +113,7 @@ def render_progress(snapshot: ProgressSnapshot, *, max_running: int = 10) -> Ren
             if row.retrying:
                 notes.append(f"retrying after: {row.error}" if row.error else "retrying")
             elapsed = (
-                "" if row.id == "aggregate" and not row.elapsed else format_seconds(row.elapsed)
+                "" if row.id == "aggregate" and not row.elapsed else clock(row.elapsed)
             )
             table.add_row(Text("  " + row.id), Text(elapsed), Text(", ".join(notes)))
         parts.append(table)
