@@ -74,7 +74,10 @@ def test_litellms_forwarded_retry_after_is_read() -> None:
 
 async def test_a_forwarded_retry_after_sets_the_wait_before_the_retry() -> None:
     hint = {"llm_provider-retry-after": "0.3"}
-    config = SimServerConfig(latency=0.05, rate_limit_concurrency=1, rate_limit_headers=hint)
+    cost = {"x-litellm-response-cost": "0.01"}
+    config = SimServerConfig(
+        latency=0.05, rate_limit_concurrency=1, rate_limit_headers=hint, reply_headers=cost
+    )
     with SimServer(config) as srv:
         graph = compile_plan(
             plan_of(3),
@@ -89,6 +92,9 @@ async def test_a_forwarded_retry_after_sets_the_wait_before_the_retry() -> None:
     retrying = [e for e in events if e["status"] == "retrying"]
     assert rejected >= 1 and len(retrying) == rejected
     assert all(e["delay"] >= 0.3 for e in retrying), [e["delay"] for e in retrying]
+    # A rejected attempt billed nothing: the call's cost is the one the gateway said.
+    costs = {(r.cost, r.cost_source) for r in final["results"].values()}
+    assert costs == {(0.01, "gateway")}, costs
 
 
 # -- per-minute budgets ------------------------------------------------------------------

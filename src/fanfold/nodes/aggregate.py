@@ -233,6 +233,8 @@ def _count(
     """Add one attempt's billed usage and swap its reservation for what it cost (what the
     gateway `said`, else the price table's figure)."""
     cost = said
+    if cost is None and not (usage.input_tokens or usage.output_tokens or usage.total_tokens):
+        cost = 0.0  # nothing billed (a 429, a timeout)
     if cost is None:
         cost = 0.0 if label is None else runtime.prices.cost(label, usage)
     if budget is not None and reserved is not None:
