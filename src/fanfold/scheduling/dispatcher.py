@@ -24,66 +24,43 @@ aggregate's estimated cost is set aside from the start, so the aggregate always 
 
 Nothing here imports LangGraph: the graph layer passes in how to build each call's
 config and where lifecycle events go.
+
+The parts: `dispatch_state` (the run's state and events), `call_attempts` (one call
+with retries), `map_items` (a map's items) and this module (when each subtask runs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
-import functools
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import var_child_runnable_config
-
-from fanfold._secrets import describe_error
-from fanfold.models.caps import output_cap, with_output_cap
-from fanfold.models.resolve import model_label
-from fanfold.plan.models import SubTask
-from fanfold.plan.prompts import subtask_messages, subtask_prompt
-from fanfold.plan.template import MissingFieldError
-from fanfold.scheduling.batch_client import UNLIMITED, BatchRound
-from fanfold.scheduling.batches import BatchJournal
-from fanfold.scheduling.budget import Budget
-from fanfold.scheduling.cache import CallJournal, call_key, revive
-from fanfold.scheduling.calls import KindOutput, SubtaskCall, attempt_config, billed_usage
-from fanfold.scheduling.events import EVENT_TYPE
-from fanfold.scheduling.limits import Limiter, Permit, minute_left
-from fanfold.scheduling.retry import Failure, classify, is_timeout
-from fanfold.scheduling.runtime import PlanRuntime
-from fanfold.scheduling.tokens import (
-    aggregate_input_tokens,
-    messages_tokens,
-    output_tokens,
-    reply_tokens,
+from fanfold.scheduling.dispatch_state import (
+    CallConfigFactory,
+    EventSink,
+    ItemTasks,
+    for_budget,
+    item_id,
 )
-from fanfold.state.results import Status, SubtaskResult, TokenUsage
+from fanfold.scheduling.events import EVENT_TYPE
+from fanfold.scheduling.map_items import ITEM_WINDOW, MapItems
+from fanfold.scheduling.runtime import PlanRuntime
+from fanfold.state.results import SubtaskResult
 
-CallConfigFactory = Callable[[str, int | None], RunnableConfig]
-"""(subtask id, item index or None) -> the config of that call."""
-EventSink = Callable[[dict[str, Any]], None]
-
-ItemTasks = list["asyncio.Future[SubtaskResult]"]
-
-ITEM_WINDOW = 1024
-"""Most items of one map with a started call (waiting for a slot or in flight) at once.
-
-A call's task, config, prompt and messages exist only while it is in the window, so a
-map over 100,000 items holds 100,000 results, not 100,000 calls."""
-
-
-def item_id(sid: str, index: int) -> str:
-    """The id of item `index` of map subtask `sid`, e.g. `analyse[3]`."""
-    return f"{sid}[{index}]"
+__all__ = [
+    "EVENT_TYPE",
+    "ITEM_WINDOW",
+    "CallConfigFactory",
+    "Dispatcher",
+    "EventSink",
+    "ItemTasks",
+    "item_id",
+]
 
 
-class Dispatcher:
+class Dispatcher(MapItems):
     """Runs one graph invocation's subtasks as dependency-driven asyncio tasks.
 
     Args:
@@ -97,90 +74,11 @@ class Dispatcher:
         reuse_items: for a retried map, item results that already succeeded, by index.
         budget: the run's Budget when the run has spent before the plan ran (a goal
             run's planner); None makes one from `runtime.budget`.
+        journal: where this checkpointed run journals its finished calls (or None).
 
     A plan that grows while it runs (a streamed plan) hands its larger runtime to
     `extend`; `discard` cancels subtasks the finished plan no longer has.
-        journal: where this checkpointed run journals its finished calls (or None).
     """
-
-    def __init__(
-        self,
-        runtime: PlanRuntime,
-        *,
-        run_id: uuid.UUID,
-        inputs: Mapping[str, Any],
-        done: Mapping[str, SubtaskResult],
-        loop: asyncio.AbstractEventLoop,
-        call_config: CallConfigFactory,
-        emit: EventSink | None = None,
-        reuse_items: Mapping[str, Mapping[int, SubtaskResult]] | None = None,
-        budget: Budget | None = None,
-        journal: CallJournal | None = None,
-    ) -> None:
-        self.runtime = runtime
-        self.journal = journal
-        self.run_id = run_id
-        self.inputs = dict(inputs)
-        self.task = runtime.task_text(self.inputs)
-        self.done: dict[str, SubtaskResult] = dict(done)
-        self.loop = loop
-        self.started_at = time.time()
-        self._call_config = call_config
-        self._emit_event = emit
-        self._reuse = {sid: dict(items) for sid, items in (reuse_items or {}).items()}
-        # Each call's context starts from the creator's (tracing and other contextvars)
-        # and then gets that call's own config; see _spawn.
-        self._context = contextvars.copy_context()
-        self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
-        self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
-        self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
-        self._systems: dict[str, SystemMessage] = {}
-        self._capped_models: dict[str, BaseChatModel] = {}
-        self.budget: Budget | None = budget
-        self._aggregate_items: dict[str, int] = {}
-        self._batches: dict[str, BatchRound] = {}
-        if runtime.budget is not None and budget is None:
-            spent = 0.0
-            for res in self.done.values():
-                for call in res.items if res.items is not None else [res]:
-                    spent += call.cost or 0.0
-            self.budget = Budget(runtime.budget, spent=spent)
-        self._count_input_items()
-
-    def _count_input_items(self) -> None:
-        """With a budget, the items of maps over run inputs, for the aggregate's estimate."""
-        if self.budget is None:
-            return
-        runtime = self.runtime
-        for sid in runtime.maps:
-            source = runtime.subtasks[sid].map
-            listed = self.inputs.get(source) if source in runtime.input_maps else None
-            if isinstance(listed, list):
-                self._aggregate_items[sid] = len(listed)
-        self._set_aside_for_aggregate(starting=True)
-
-    def _set_aside_for_aggregate(self, *, starting: bool = False) -> None:
-        """Hold back the aggregate call's estimated cost (maps: their known item counts)."""
-        runtime = self.runtime
-        if self.budget is None or runtime.aggregate_model is None:
-            return
-        outputs = {
-            sid: (
-                max(1, self._aggregate_items.get(sid, 1)) if sid in runtime.maps else 0,
-                output_tokens(runtime.subtasks[sid], runtime.models.get(sid)),
-            )
-            for sid in runtime.order
-        }
-        settings = runtime.plan.aggregation
-        tokens = aggregate_input_tokens(
-            self.task, outputs, instructions=settings.instructions, system=settings.system
-        )
-        label = model_label(runtime.aggregate_model)
-        estimate = runtime.prices.estimate(label, tokens, reply_tokens(runtime.aggregate_model))
-        if starting:
-            self.budget.hold_for_aggregate(estimate or 0.0)
-        else:
-            self.budget.set_aside_for_aggregate(estimate or 0.0)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -266,19 +164,6 @@ class Dispatcher:
             self._tasks[sid] = task
         return task
 
-    def _spawn(self, coro: Any, sid: str, index: int | None) -> asyncio.Task[SubtaskResult]:
-        """Start `coro` as a task whose ambient config is this call's own.
-
-        Runnables invoked without an explicit config (and LangGraph's get_config())
-        then see this subtask's node, not the node that happened to start the run.
-        """
-        config = dict(self._call_config(sid, index))
-        config.pop("run_name", None)  # names the call's own run, not its children's
-        context = self._context.copy()
-        context.run(var_child_runnable_config.set, config)  # type: ignore[arg-type]
-        name = f"fanfold:{sid}" if index is None else f"fanfold:{item_id(sid, index)}"
-        return self.loop.create_task(coro, name=name, context=context)
-
     async def result(self, sid: str) -> SubtaskResult:
         """Wait for subtask `sid` and return its result (starting it if needed)."""
         if sid in self.done:
@@ -357,7 +242,7 @@ class Dispatcher:
 
     def _skip(self, sid: str, dep: str, dep_result: SubtaskResult) -> SubtaskResult:
         reason = f"dependency {dep!r} {dep_result.status}"
-        if _for_budget(dep_result):
+        if for_budget(dep_result):
             reason = f"budget: dependency {dep!r} was skipped for the budget"
         skipped = SubtaskResult(
             id=sid,
@@ -383,13 +268,6 @@ class Dispatcher:
         self._set_item_list(sid, None)
         return self._finish(failed)
 
-    # -- maps ---------------------------------------------------------------------------
-
-    def _set_item_list(self, sid: str, tasks: ItemTasks | None) -> None:
-        future = self._item_lists.get(sid)
-        if future is not None and not future.done():
-            future.set_result(tasks)
-
     async def _upstream_items(self, source: str) -> list[Any] | None:
         """Per-item awaitables of map `source` (tasks or finished results), or None."""
         if source in self.done:
@@ -398,541 +276,3 @@ class Dispatcher:
         self._ensure(source)
         tasks = await asyncio.shield(self._item_lists[source])
         return list(tasks) if tasks is not None else None
-
-    async def _map(
-        self,
-        sid: str,
-        deps: dict[str, SubtaskResult],
-        *,
-        items: list[Any] | None = None,
-        upstream: list[Any] | None = None,
-    ) -> SubtaskResult:
-        started = time.time()
-        count = len(items if items is not None else upstream or [])
-        if self.budget is not None and self._aggregate_items.get(sid) != count:
-            self._aggregate_items[sid] = count  # the aggregate will read this many outputs
-            self._set_aside_for_aggregate()
-        self._emit(sid, "started", started_at=started, items=count, priority=self._priority(sid))
-        reuse = self._reuse.pop(sid, {})
-        if len(reuse) > count:
-            reuse = {}  # a different list: nothing to reuse
-        # One future per item, resolved with its result: downstream item-wise maps wait
-        # on these, and only the items in the window have a task, config and prompt.
-        slots: ItemTasks = [self.loop.create_future() for _ in range(count)]
-        self._set_item_list(sid, slots)
-        batch = self._open_batch(sid, count)  # a batch waits for every item's request
-        window = asyncio.Semaphore(ITEM_WINDOW if batch is None else count)
-        for index in range(count):
-            if index in reuse and reuse[index].ok:
-                slots[index].set_result(reuse[index])
-                if batch is not None:
-                    batch.settle(index)
-                continue
-            await window.acquire()
-            coro = (
-                self._item(sid, deps, index, item=items[index])
-                if items is not None
-                else self._item_after(sid, deps, index, upstream[index] if upstream else None)
-            )
-            task = self._spawn(coro, sid, index)
-            self._item_tasks.add(task)
-            task.add_done_callback(functools.partial(self._item_done, slots[index], window))
-            if batch is not None:
-                task.add_done_callback(functools.partial(_settle, batch, index))
-        try:
-            results = list(await asyncio.gather(*slots)) if slots else []
-        finally:
-            if batch is not None:
-                batch.close()
-        combined = self._combine(sid, results, started)
-        if batch is not None:
-            await batch.finish()
-            combined.batch = batch.summary()
-        return self._finish(combined)
-
-    def _open_batch(self, sid: str, count: int) -> BatchRound | None:
-        """The batch map `sid`'s items go out in, when it is sent as one."""
-        explicit = self.runtime.batch_maps.get(sid)
-        if explicit is None or not self.runtime.batch.batches(explicit=explicit, count=count):
-            return None
-        journal = self.journal if isinstance(self.journal, BatchJournal) else None
-        emit = functools.partial(self._emit_batch, sid)
-        batch = BatchRound(sid, count, options=self.runtime.batch, journal=journal, emit=emit)
-        self._batches[sid] = batch
-        return batch
-
-    def _emit_batch(self, sid: str, state: dict[str, Any]) -> None:
-        self._emit(sid, "batch", None, batch=state)
-
-    def _item_done(
-        self,
-        slot: asyncio.Future[SubtaskResult],
-        window: asyncio.Semaphore,
-        task: asyncio.Task[SubtaskResult],
-    ) -> None:
-        self._item_tasks.discard(task)
-        window.release()
-        if slot.done():
-            return
-        if task.cancelled():
-            slot.cancel()
-        elif task.exception() is not None:
-            slot.set_exception(task.exception())  # type: ignore[arg-type]
-        else:
-            slot.set_result(task.result())
-
-    async def _item_after(
-        self, sid: str, deps: dict[str, SubtaskResult], index: int, upstream: Any
-    ) -> SubtaskResult:
-        # Shielded: this item giving up must not cancel the upstream item others await.
-        before = (
-            await asyncio.shield(upstream) if isinstance(upstream, asyncio.Future) else upstream
-        )
-        if not isinstance(before, SubtaskResult) or not before.ok:
-            status = before.status if isinstance(before, SubtaskResult) else "failed"
-            reason = f"dependency item {item_id(self.runtime.subtasks[sid].map or '', index)!r}"
-            error = f"{reason} {status}"
-            if isinstance(before, SubtaskResult) and _for_budget(before):
-                error = f"budget: {reason} was skipped for the budget"
-            return self._finish_item(
-                SubtaskResult(
-                    id=item_id(sid, index),
-                    status="skipped",
-                    error=error,
-                    index=index,
-                    kind=self.runtime.subtasks[sid].kind,
-                    priority=self._priority(sid),
-                    cost=0.0,
-                ),
-                sid,
-            )
-        return await self._item(sid, deps, index, item=before.output)
-
-    async def _item(
-        self, sid: str, deps: dict[str, SubtaskResult], index: int, *, item: Any
-    ) -> SubtaskResult:
-        result = await self._attempts(sid, deps, item=item, index=index)
-        return self._finish_item(result, sid)
-
-    def _combine(self, sid: str, items: list[SubtaskResult], started: float) -> SubtaskResult:
-        failed = [r for r in items if not r.ok]
-        usage = TokenUsage()
-        cached_usage = TokenUsage()
-        cost: float | None = 0.0
-        for r in items:
-            usage = usage + r.usage
-            if r.cached_usage is not None:
-                cached_usage = cached_usage + r.cached_usage
-            cost = None if cost is None or r.cost is None else cost + r.cost
-        starts = [r.started_at for r in items if r.started_at is not None]
-        error = None
-        status: Status = "succeeded"
-        if failed:
-            status = "failed"
-            error = (
-                f"{len(failed)} of {len(items)} items did not succeed; first: "
-                f"{failed[0].id}: {failed[0].error}"
-            )
-            over = [r for r in failed if _for_budget(r)]
-            if len(over) == len(failed):  # nothing failed: the budget stopped the rest
-                status = "skipped"
-                error = (
-                    f"budget: {len(over)} of {len(items)} items skipped for the budget; "
-                    f"first: {over[0].id}"
-                )
-        cached = bool(items) and all(r.cached for r in items)
-        return SubtaskResult(
-            id=sid,
-            status=status,
-            output=[r.output if r.ok else None for r in items],
-            items=items,
-            error=error,
-            usage=usage,
-            started_at=min(starts, default=started),
-            finished_at=time.time(),
-            attempts=sum(r.attempts for r in items),
-            model=self.runtime.labels.get(sid),
-            priority=self._priority(sid),
-            kind=self.runtime.subtasks[sid].kind,
-            cost=cost,
-            cost_source=_cost_source({r.cost_source for r in items if r.cost_source}),
-            cached=cached,
-            cached_usage=cached_usage if any(r.cached for r in items) else None,
-        )
-
-    # -- one call, with retries ---------------------------------------------------------
-
-    async def _attempts(
-        self,
-        sid: str,
-        deps: dict[str, SubtaskResult],
-        *,
-        item: Any = None,
-        index: int | None = None,
-    ) -> SubtaskResult:
-        """Run one call (a subtask, or one item of a map) until it succeeds or gives up."""
-        runtime = self.runtime
-        subtask = runtime.subtasks[sid]
-        model = runtime.models.get(sid)
-        label = runtime.labels.get(sid)
-        limiter = runtime.limiters[sid]
-        policy = runtime.retry
-        budget = subtask.max_attempts or policy.max_attempts
-        priority_rank = runtime.priorities[sid]
-        priority = self._priority(sid)
-        rid = sid if index is None else item_id(sid, index)
-        try:
-            prompt = subtask_prompt(
-                subtask,
-                task=self.task,
-                inputs=self.inputs,
-                dependencies={dep: res.output for dep, res in deps.items()},
-                maps=runtime.maps,
-                item=item,
-                index=index,
-            )
-        except MissingFieldError as exc:
-            failed = SubtaskResult(
-                id=rid,
-                status="failed",
-                error=f"cannot render the prompt of {rid!r}: {exc}",
-                finished_at=time.time(),
-                model=label,
-                priority=priority,
-                kind=subtask.kind,
-                index=index,
-                cost=0.0,  # no call was made
-            )
-            return self._report(failed, sid, index)
-        messages = [self._system_message(subtask), HumanMessage(prompt)]
-        cache_key: str | None = None
-        cached = runtime.cache if subtask.cache else None
-        batch = self._batches.get(sid) if index is not None else None
-        if model is not None and (
-            cached is not None or self.journal is not None or batch is not None
-        ):
-            cache_key = call_key(
-                model=model,
-                messages=messages,
-                kind=subtask.kind,
-                output_schema=subtask.output_schema,
-                options=subtask.options,
-                kind_function=getattr(runtime.kinds[sid], "function", None),
-            )
-            hit = cached.get(cache_key) if cached is not None else None
-            if hit is None and self.journal is not None:
-                hit = await self.journal.get(cache_key)
-            if hit is not None:
-                now = time.time()
-                served = SubtaskResult(
-                    id=rid,
-                    status="succeeded",
-                    output=revive(hit.output, subtask.output_schema),
-                    started_at=now,
-                    finished_at=now,
-                    attempts=0,
-                    model=label,
-                    priority=priority,
-                    kind=subtask.kind,
-                    index=index,
-                    cost=0.0,
-                    cached=True,
-                    cached_usage=hit.usage,
-                )
-                return self._report(served, sid, index)
-        # One estimate of the call's size, for the rate limiter and the budget alike.
-        reply_cap = reply_tokens(model, subtask.expected_output_tokens)
-        input_tokens = messages_tokens(messages)
-        tokens = input_tokens + reply_cap
-        if self.budget is not None and model is not None:
-            model = self._capped(sid, model, reply_cap)
-        ambient = var_child_runnable_config.get() or self._call_config(sid, index)
-        config: RunnableConfig = {**ambient, "run_name": rid}
-        first_start: float | None = None
-        attempt = 0
-        billed = TokenUsage()  # every billed reply of this call, failed attempts included
-        spent: float | None = 0.0
-        batched = False  # whether the current attempt goes out in the map's batch
-        sources: set[str] = set()  # where the attempts' costs came from
-
-        def result(status: Status, **fields: Any) -> SubtaskResult:
-            # Built from values of the right types already: no validation on the hot path.
-            return SubtaskResult.model_construct(
-                id=rid,
-                status=status,
-                started_at=first_start,
-                finished_at=time.time(),
-                attempts=attempt,
-                model=label,
-                priority=priority,
-                kind=subtask.kind,
-                index=index,
-                usage=billed,
-                cost=spent,
-                cost_source=_cost_source(sources),
-                **fields,
-            )
-
-        def count(usage: TokenUsage, reserved: float | None, said: float | None = None) -> None:
-            """Add one attempt's billed usage to the call and swap its reservation for what
-            it cost: what the gateway `said`, else the price table's figure."""
-            nonlocal billed, spent
-            if said is not None:
-                cost: float | None = said
-                sources.add("gateway")
-            elif not (usage.input_tokens or usage.output_tokens or usage.total_tokens):
-                cost = 0.0  # nothing billed (a 429, a timeout): known to be free
-            else:
-                cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
-                if label is not None and (usage.total_tokens or cost):
-                    sources.add("price table")
-            billed = billed + usage
-            spent = None if spent is None or cost is None else spent + cost
-            if self.budget is not None and reserved is not None:
-                self.budget.settle(reserved, cost)
-
-        error = ""
-        while True:
-            attempt += 1
-            # A map's first attempts go out as one batch, outside the rate limits.
-            batched = batch is not None and batch.open and attempt == 1 and cache_key is not None
-            limiter = UNLIMITED if batched else runtime.limiters[sid]
-            permit = await limiter.acquire(priority_rank, tokens=tokens)
-            reserved: float | None = None  # USD set aside in the budget for this attempt
-            if self.budget is not None and label is not None:
-                expected = (
-                    runtime.prices.estimate(label, input_tokens, reply_cap, batch=batched) or 0.0
-                )
-                refusal = self.budget.reserve(expected)
-                if refusal is not None:
-                    limiter.release(permit)
-                    attempt -= 1  # no call was made
-                    if attempt == 0:
-                        return self._report(result("skipped", error=refusal), sid, index)
-                    error = f"{error} (not retried: {refusal})"
-                    return self._report(result("failed", error=error), sid, index)
-                reserved = expected
-            started = time.time()
-            first_start = first_start or started
-            self._emit(
-                sid,
-                "started",
-                index,
-                started_at=started,
-                attempt=attempt,
-                priority=priority,
-                **({"batch": True} if batched else {}),
-            )
-            call = SubtaskCall(
-                subtask=subtask,
-                task=self.task,
-                prompt=prompt,
-                messages=messages,
-                dependencies=deps,
-                inputs=self.inputs,
-                model=model,
-                config=attempt_config(config, attempt),
-                attempt=attempt,
-                item=item,
-                index=index,
-            )
-            try:
-                if batched and batch is not None and model is not None and cache_key is not None:
-                    lined = dataclasses.replace(call, model=batch.model_for(model))
-                    kind_run = _run_kind(runtime.kinds[sid], lined)
-                    outcome = await batch.run(index or 0, cache_key, kind_run)
-                else:
-                    outcome = await _run_kind(runtime.kinds[sid], call)
-            except Exception as exc:
-                count(billed_usage(exc) or TokenUsage(), reserved)
-                failure = classify(exc)
-                if failure.rate_limited:  # before the slot goes to the next caller
-                    limiter.record_rate_limited(
-                        failure.retry_after, permit, max_pause=policy.max_backoff
-                    )
-                limiter.release(permit)
-                error = describe_error(exc)
-                delay = policy.wait(attempt, failure.retry_after, minute_left=minute_left())
-                too_long = delay is None
-                if failure.transient and attempt < budget and delay is not None:
-                    self._emit(
-                        sid,
-                        "retrying",
-                        index,
-                        attempt=attempt,
-                        error=error,
-                        reason=_retry_reason(failure, exc),
-                        delay=delay,
-                        priority=priority,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                if too_long:
-                    error = (
-                        f"{error} (the provider asked to wait {failure.retry_after:.0f} s "
-                        f"before a retry, longer than the retry policy's max_backoff of "
-                        f"{policy.max_backoff:g} s; gave up after {_attempts(attempt)}: rerun "
-                        "later, or allow longer waits with RetryPolicy(max_backoff=...))"
-                    )
-                elif failure.transient:
-                    error = f"{error} (gave up after {_attempts(attempt)})"
-                if is_timeout(exc):
-                    error += _gateway_retrying_note(limiter)
-                return self._report(result("failed", error=error), sid, index)
-            report = outcome.report
-            limiter.record_success(
-                outcome.usage.total_tokens,
-                permit,
-                remaining=report.remaining_requests,
-                refill_in=report.refill_in(started),
-            )
-            count(outcome.usage, reserved, report.cost)
-            done = result("succeeded", output=outcome.output)
-            if cache_key is not None:
-                # Stored now, before LangGraph commits the node: a run killed from here on
-                # still finds this call on its next attempt.
-                record: dict[str, Any] = {
-                    "usage": outcome.usage,
-                    "model": label,
-                    "kind": subtask.kind,
-                    "subtask": rid,
-                    "seconds": done.duration,
-                }
-                if cached is not None:
-                    cached.put(cache_key, outcome.output, **record)
-                if self.journal is not None:
-                    await self.journal.put(cache_key, outcome.output, **record)
-            # Free the slot only after the dependents this result unblocks have queued:
-            # they wake from this task's done callbacks, registered before this one.
-            this_task = asyncio.current_task()
-            if this_task is None or index is not None:
-                limiter.release(permit)
-            else:
-                this_task.add_done_callback(functools.partial(_release, limiter, permit))
-            return self._report(done, sid, index)
-
-    def _capped(self, sid: str, model: BaseChatModel, tokens: int) -> BaseChatModel:
-        """`model` capped at `tokens` per reply under a budget (one copy per subtask), so
-        no reply costs more than its reservation; a model that caps itself is kept."""
-        if output_cap(model) is not None:
-            return model
-        capped = self._capped_models.get(sid)
-        if capped is None:
-            capped = self._capped_models[sid] = with_output_cap(model, tokens) or model
-        return capped
-
-    def _report(self, result: SubtaskResult, sid: str, index: int | None) -> SubtaskResult:
-        """Record and announce a subtask's result; a map item is announced by its map."""
-        return result if index is not None else self._finish(result)
-
-    def _system_message(self, subtask: SubTask) -> SystemMessage:
-        """The subtask's system message, built once per run (every item of a map shares it)."""
-        message = self._systems.get(subtask.id)
-        if message is None:
-            first = subtask_messages(subtask, task=self.task, prompt="")[0]
-            assert isinstance(first, SystemMessage)
-            message = self._systems[subtask.id] = first
-        return message
-
-    def _priority(self, sid: str) -> float:
-        """The priority events report: the explicit one, else the expected remaining path."""
-        explicit = self.runtime.subtasks[sid].priority
-        return explicit if explicit is not None else self.runtime.remaining[sid]
-
-    def _finish(self, result: SubtaskResult) -> SubtaskResult:
-        self.done[result.id] = result
-        if self._emit_event is not None:
-            self._emit(result.id, result.status, None, **_outcome(result))
-        return result
-
-    def _finish_item(self, result: SubtaskResult, sid: str) -> SubtaskResult:
-        if self._emit_event is not None:
-            self._emit(sid, result.status, result.index, **_outcome(result))
-        return result
-
-    def emit(self, sid: str, status: str, index: int | None = None, **fields: Any) -> None:
-        """Send a lifecycle event for `sid` (a subtask, or "aggregate") to the listener."""
-        self._emit(sid, status, index, **fields)
-
-    def _emit(self, sid: str, status: str, index: int | None = None, **fields: Any) -> None:
-        if self._emit_event is None:
-            return  # nobody listens: build nothing
-        event = {"type": EVENT_TYPE, "subtask": sid, "status": status, "time": time.time()}
-        if index is not None:
-            event["item"] = index
-            event["id"] = item_id(sid, index)
-        event.update(fields)
-        try:
-            self._emit_event(event)
-        except Exception:  # noqa: S110 - a closed stream must not fail the subtask
-            pass
-
-
-def _outcome(result: SubtaskResult) -> dict[str, Any]:
-    outcome = {
-        "started_at": result.started_at,
-        "finished_at": result.finished_at or time.time(),
-        "duration": result.duration,
-        "error": result.error,
-        "attempts": result.attempts,
-        "total_tokens": result.usage.total_tokens,
-        "priority": result.priority,
-        "cost": result.cost,
-    }
-    if result.cached:
-        outcome["cached"] = True
-    return outcome
-
-
-def _retry_reason(failure: Failure, exc: BaseException) -> str:
-    """Why a call is retried, in a few words: "429 from the provider", "timeout"."""
-    if failure.status is not None:
-        return f"{failure.status} from the provider"
-    name = type(exc).__name__
-    return "timeout" if "timeout" in name.lower() else name
-
-
-def _gateway_retrying_note(limiter: Limiter) -> str:
-    """What a timeout may mean when the endpoint has been answering 429s."""
-    if not limiter.rate_limited:
-        return ""
-    return (
-        f"; the endpoint answered {limiter.rate_limited} 429s in this run, so a gateway "
-        "(such as the LiteLLM proxy) may be retrying the call internally until it times out: "
-        "turn its retries off (num_retries: 0 in its config) and fanfold paces the 429s itself"
-    )
-
-
-def _cost_source(sources: set[str]) -> str | None:
-    """Where a call's cost came from: "gateway", "price table" or "mixed"."""
-    if not sources:
-        return None
-    return next(iter(sources)) if len(sources) == 1 else "mixed"
-
-
-def _for_budget(result: SubtaskResult) -> bool:
-    """Whether a result was skipped because the budget stopped the run's calls."""
-    return result.status == "skipped" and (result.error or "").startswith("budget")
-
-
-def _settle(batch: BatchRound, index: int, _task: object) -> None:
-    batch.settle(index)
-
-
-def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
-    limiter.release(permit)
-
-
-async def _run_kind(kind: Any, call: SubtaskCall) -> KindOutput:
-    """Run `kind` with the attempt's config as the ambient config too (see SubtaskCall)."""
-    ambient = {k: v for k, v in call.config.items() if k != "run_name"}
-    token = var_child_runnable_config.set(ambient)  # type: ignore[arg-type]
-    try:
-        output: KindOutput = await kind.run(call)
-        return output
-    finally:
-        var_child_runnable_config.reset(token)
-
-
-def _attempts(n: int) -> str:
-    return "1 attempt" if n == 1 else f"{n} attempts"

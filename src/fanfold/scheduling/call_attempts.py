@@ -1,0 +1,279 @@
+"""One call of a subtask (or of one map item), with retries, cache, journal and budget."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
+
+from fanfold._secrets import describe_error
+from fanfold.models.caps import output_cap, with_output_cap
+from fanfold.plan.models import SubTask
+from fanfold.plan.prompts import subtask_messages, subtask_prompt
+from fanfold.plan.template import MissingFieldError
+from fanfold.scheduling.cache import call_key, revive
+from fanfold.scheduling.calls import SubtaskCall, billed_usage
+from fanfold.scheduling.dispatch_state import DispatchState, item_id
+from fanfold.scheduling.limits import Limiter, Permit
+from fanfold.scheduling.retry import Failure, classify
+from fanfold.scheduling.tokens import messages_tokens, reply_tokens
+from fanfold.state.results import Status, SubtaskResult, TokenUsage
+
+
+class CallAttempts(DispatchState):
+    """Runs one call until it succeeds or gives up."""
+
+    # -- one call, with retries ---------------------------------------------------------
+
+    async def _attempts(
+        self,
+        sid: str,
+        deps: dict[str, SubtaskResult],
+        *,
+        item: Any = None,
+        index: int | None = None,
+    ) -> SubtaskResult:
+        """Run one call (a subtask, or one item of a map) until it succeeds or gives up."""
+        runtime = self.runtime
+        subtask = runtime.subtasks[sid]
+        model = runtime.models.get(sid)
+        label = runtime.labels.get(sid)
+        limiter = runtime.limiters[sid]
+        policy = runtime.retry
+        budget = subtask.max_attempts or policy.max_attempts
+        priority_rank = runtime.priorities[sid]
+        priority = self._priority(sid)
+        rid = sid if index is None else item_id(sid, index)
+        try:
+            prompt = subtask_prompt(
+                subtask,
+                task=self.task,
+                inputs=self.inputs,
+                dependencies={dep: res.output for dep, res in deps.items()},
+                maps=runtime.maps,
+                item=item,
+                index=index,
+            )
+        except MissingFieldError as exc:
+            failed = SubtaskResult(
+                id=rid,
+                status="failed",
+                error=f"cannot render the prompt of {rid!r}: {exc}",
+                finished_at=time.time(),
+                model=label,
+                priority=priority,
+                kind=subtask.kind,
+                index=index,
+                cost=0.0,  # no call was made
+            )
+            return self._report(failed, sid, index)
+        messages = [self._system_message(subtask), HumanMessage(prompt)]
+        cache_key: str | None = None
+        cached = runtime.cache if subtask.cache else None
+        if model is not None and (cached is not None or self.journal is not None):
+            cache_key = call_key(
+                model=model,
+                messages=messages,
+                kind=subtask.kind,
+                output_schema=subtask.output_schema,
+                options=subtask.options,
+                kind_function=getattr(runtime.kinds[sid], "function", None),
+            )
+            hit = cached.get(cache_key) if cached is not None else None
+            if hit is None and self.journal is not None:
+                hit = await self.journal.get(cache_key)
+            if hit is not None:
+                now = time.time()
+                served = SubtaskResult(
+                    id=rid,
+                    status="succeeded",
+                    output=revive(hit.output, subtask.output_schema),
+                    started_at=now,
+                    finished_at=now,
+                    attempts=0,
+                    model=label,
+                    priority=priority,
+                    kind=subtask.kind,
+                    index=index,
+                    cost=0.0,
+                    cached=True,
+                    cached_usage=hit.usage,
+                )
+                return self._report(served, sid, index)
+        # One estimate of the call's size, for the rate limiter and the budget alike.
+        reply_cap = reply_tokens(model, subtask.expected_output_tokens)
+        input_tokens = messages_tokens(messages)
+        tokens = input_tokens + reply_cap
+        if self.budget is not None and model is not None:
+            model = self._capped(sid, model, reply_cap)
+        ambient = var_child_runnable_config.get() or self._call_config(sid, index)
+        config: RunnableConfig = {**ambient, "run_name": rid}
+        first_start: float | None = None
+        attempt = 0
+        billed = TokenUsage()  # every billed reply of this call, failed attempts included
+        spent: float | None = 0.0
+
+        def result(status: Status, **fields: Any) -> SubtaskResult:
+            # Built from values of the right types already: no validation on the hot path.
+            return SubtaskResult.model_construct(
+                id=rid,
+                status=status,
+                started_at=first_start,
+                finished_at=time.time(),
+                attempts=attempt,
+                model=label,
+                priority=priority,
+                kind=subtask.kind,
+                index=index,
+                usage=billed,
+                cost=spent,
+                **fields,
+            )
+
+        def count(usage: TokenUsage, reserved: float | None) -> None:
+            """Add one attempt's billed usage to the call and swap its reservation for it."""
+            nonlocal billed, spent
+            cost = 0.0 if label is None else runtime.prices.cost(label, usage)
+            billed = billed + usage
+            spent = None if spent is None or cost is None else spent + cost
+            if self.budget is not None and reserved is not None:
+                self.budget.settle(reserved, cost)
+
+        error = ""
+        while True:
+            attempt += 1
+            permit = await limiter.acquire(priority_rank, tokens=tokens)
+            reserved: float | None = None  # USD set aside in the budget for this attempt
+            if self.budget is not None and label is not None:
+                expected = runtime.prices.estimate(label, input_tokens, reply_cap) or 0.0
+                refusal = self.budget.reserve(expected)
+                if refusal is not None:
+                    limiter.release(permit)
+                    attempt -= 1  # no call was made
+                    if attempt == 0:
+                        return self._report(result("skipped", error=refusal), sid, index)
+                    error = f"{error} (not retried: {refusal})"
+                    return self._report(result("failed", error=error), sid, index)
+                reserved = expected
+            started = time.time()
+            first_start = first_start or started
+            self._emit(
+                sid, "started", index, started_at=started, attempt=attempt, priority=priority
+            )
+            call = SubtaskCall(
+                subtask=subtask,
+                task=self.task,
+                prompt=prompt,
+                messages=messages,
+                dependencies=deps,
+                inputs=self.inputs,
+                model=model,
+                config=config,
+                attempt=attempt,
+                item=item,
+                index=index,
+            )
+            try:
+                outcome = await runtime.kinds[sid].run(call)
+            except Exception as exc:
+                count(billed_usage(exc) or TokenUsage(), reserved)
+                failure = classify(exc)
+                if failure.rate_limited:  # before the slot goes to the next caller
+                    limiter.record_rate_limited(
+                        failure.retry_after, permit, max_pause=policy.max_backoff
+                    )
+                limiter.release(permit)
+                error = describe_error(exc)
+                too_long = failure.retry_after is not None and (
+                    failure.retry_after > policy.max_backoff
+                )
+                if failure.transient and attempt < budget and not too_long:
+                    delay = policy.backoff(attempt, failure.retry_after)
+                    self._emit(
+                        sid,
+                        "retrying",
+                        index,
+                        attempt=attempt,
+                        error=error,
+                        reason=_retry_reason(failure, exc),
+                        delay=delay,
+                        priority=priority,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if too_long:
+                    error = (
+                        f"{error} (the provider asked to wait {failure.retry_after:.0f} s "
+                        f"before a retry, longer than the retry policy's max_backoff of "
+                        f"{policy.max_backoff:g} s; gave up after {_attempts(attempt)}: rerun "
+                        "later, or allow longer waits with RetryPolicy(max_backoff=...))"
+                    )
+                elif failure.transient:
+                    error = f"{error} (gave up after {_attempts(attempt)})"
+                return self._report(result("failed", error=error), sid, index)
+            limiter.record_success(outcome.usage.total_tokens, permit)
+            count(outcome.usage, reserved)
+            done = result("succeeded", output=outcome.output)
+            if cache_key is not None:
+                # Stored now, before LangGraph commits the node: a run killed from here on
+                # still finds this call on its next attempt.
+                record: dict[str, Any] = {
+                    "usage": outcome.usage,
+                    "model": label,
+                    "kind": subtask.kind,
+                    "subtask": rid,
+                    "seconds": done.duration,
+                }
+                if cached is not None:
+                    cached.put(cache_key, outcome.output, **record)
+                if self.journal is not None:
+                    await self.journal.put(cache_key, outcome.output, **record)
+            # Free the slot only after the dependents this result unblocks have queued:
+            # they wake from this task's done callbacks, registered before this one.
+            this_task = asyncio.current_task()
+            if this_task is None or index is not None:
+                limiter.release(permit)
+            else:
+                this_task.add_done_callback(functools.partial(_release, limiter, permit))
+            return self._report(done, sid, index)
+
+    def _capped(self, sid: str, model: BaseChatModel, tokens: int) -> BaseChatModel:
+        """`model` capped at `tokens` per reply under a budget (one copy per subtask), so
+        no reply costs more than its reservation; a model that caps itself is kept."""
+        if output_cap(model) is not None:
+            return model
+        capped = self._capped_models.get(sid)
+        if capped is None:
+            capped = self._capped_models[sid] = with_output_cap(model, tokens) or model
+        return capped
+
+    def _system_message(self, subtask: SubTask) -> SystemMessage:
+        """The subtask's system message, built once per run (every item of a map shares it)."""
+        message = self._systems.get(subtask.id)
+        if message is None:
+            first = subtask_messages(subtask, task=self.task, prompt="")[0]
+            assert isinstance(first, SystemMessage)
+            message = self._systems[subtask.id] = first
+        return message
+
+
+def _retry_reason(failure: Failure, exc: BaseException) -> str:
+    """Why a call is retried, in a few words: "429 from the provider", "timeout"."""
+    if failure.status is not None:
+        return f"{failure.status} from the provider"
+    name = type(exc).__name__
+    return "timeout" if "timeout" in name.lower() else name
+
+
+def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
+    limiter.release(permit)
+
+
+def _attempts(n: int) -> str:
+    return "1 attempt" if n == 1 else f"{n} attempts"
