@@ -920,9 +920,9 @@ def test_a_retry_request_reruns_only_the_failed_links_of_an_item_wise_chain(echo
 
 
 def test_a_map_starts_at_most_a_window_of_item_calls_at_once(monkeypatch, echo_factory):
-    from fanfold.scheduling import dispatcher
+    from fanfold.scheduling import map_items
 
-    monkeypatch.setattr(dispatcher, "ITEM_WINDOW", 8)
+    monkeypatch.setattr(map_items, "ITEM_WINDOW", 8)
     model = echo_factory(latency=0.005)
     docs = [f"doc {i}" for i in range(40)]
     state = compile_plan(plan_of(each_over()), model=model, aggregator=None).invoke(
