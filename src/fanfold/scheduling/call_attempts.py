@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from typing import Any
@@ -17,6 +18,7 @@ from fanfold.models.caps import output_cap, with_output_cap
 from fanfold.plan.models import SubTask
 from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
+from fanfold.scheduling.batch_client import UNLIMITED
 from fanfold.scheduling.cache import call_key, revive
 from fanfold.scheduling.calls import SubtaskCall, billed_usage
 from fanfold.scheduling.dispatch_state import DispatchState, item_id
@@ -76,7 +78,10 @@ class CallAttempts(DispatchState):
         messages = [self._system_message(subtask), HumanMessage(prompt)]
         cache_key: str | None = None
         cached = runtime.cache if subtask.cache else None
-        if model is not None and (cached is not None or self.journal is not None):
+        batch = self._batches.get(sid) if index is not None else None
+        if model is not None and (
+            cached is not None or self.journal is not None or batch is not None
+        ):
             cache_key = call_key(
                 model=model,
                 messages=messages,
@@ -118,6 +123,7 @@ class CallAttempts(DispatchState):
         attempt = 0
         billed = TokenUsage()  # every billed reply of this call, failed attempts included
         spent: float | None = 0.0
+        batched = False  # whether the current attempt goes out in the map's batch
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             # Built from values of the right types already: no validation on the hot path.
@@ -139,7 +145,7 @@ class CallAttempts(DispatchState):
         def count(usage: TokenUsage, reserved: float | None) -> None:
             """Add one attempt's billed usage to the call and swap its reservation for it."""
             nonlocal billed, spent
-            cost = 0.0 if label is None else runtime.prices.cost(label, usage)
+            cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
             billed = billed + usage
             spent = None if spent is None or cost is None else spent + cost
             if self.budget is not None and reserved is not None:
@@ -148,10 +154,15 @@ class CallAttempts(DispatchState):
         error = ""
         while True:
             attempt += 1
+            # A map's first attempts go out as one batch, outside the rate limits.
+            batched = batch is not None and batch.open and attempt == 1 and cache_key is not None
+            limiter = UNLIMITED if batched else runtime.limiters[sid]
             permit = await limiter.acquire(priority_rank, tokens=tokens)
             reserved: float | None = None  # USD set aside in the budget for this attempt
             if self.budget is not None and label is not None:
-                expected = runtime.prices.estimate(label, input_tokens, reply_cap) or 0.0
+                expected = (
+                    runtime.prices.estimate(label, input_tokens, reply_cap, batch=batched) or 0.0
+                )
                 refusal = self.budget.reserve(expected)
                 if refusal is not None:
                     limiter.release(permit)
@@ -164,7 +175,13 @@ class CallAttempts(DispatchState):
             started = time.time()
             first_start = first_start or started
             self._emit(
-                sid, "started", index, started_at=started, attempt=attempt, priority=priority
+                sid,
+                "started",
+                index,
+                started_at=started,
+                attempt=attempt,
+                priority=priority,
+                **({"batch": True} if batched else {}),
             )
             call = SubtaskCall(
                 subtask=subtask,
@@ -180,7 +197,11 @@ class CallAttempts(DispatchState):
                 index=index,
             )
             try:
-                outcome = await runtime.kinds[sid].run(call)
+                if batched and batch is not None and model is not None and cache_key is not None:
+                    lined = dataclasses.replace(call, model=batch.model_for(model))
+                    outcome = await batch.run(index or 0, cache_key, runtime.kinds[sid].run(lined))
+                else:
+                    outcome = await runtime.kinds[sid].run(call)
             except Exception as exc:
                 count(billed_usage(exc) or TokenUsage(), reserved)
                 failure = classify(exc)

@@ -20,6 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 
 from fanfold.models.resolve import model_label
+from fanfold.scheduling.batch_client import BatchRound
 from fanfold.scheduling.budget import Budget
 from fanfold.scheduling.cache import CallJournal
 from fanfold.scheduling.events import EVENT_TYPE
@@ -77,6 +78,7 @@ class DispatchState:
         self._capped_models: dict[str, BaseChatModel] = {}
         self.budget: Budget | None = budget
         self._aggregate_items: dict[str, int] = {}
+        self._batches: dict[str, BatchRound] = {}
         if runtime.budget is not None and budget is None:
             spent = 0.0
             for res in self.done.values():

@@ -7,6 +7,8 @@ import functools
 import time
 from typing import Any
 
+from fanfold.scheduling.batch_client import BatchRound
+from fanfold.scheduling.batches import BatchJournal
 from fanfold.scheduling.call_attempts import CallAttempts
 from fanfold.scheduling.dispatch_state import ItemTasks, for_budget, item_id
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
@@ -49,10 +51,13 @@ class MapItems(CallAttempts):
         # on these, and only the items in the window have a task, config and prompt.
         slots: ItemTasks = [self.loop.create_future() for _ in range(count)]
         self._set_item_list(sid, slots)
-        window = asyncio.Semaphore(ITEM_WINDOW)
+        batch = self._open_batch(sid, count)  # a batch waits for every item's request
+        window = asyncio.Semaphore(ITEM_WINDOW if batch is None else count)
         for index in range(count):
             if index in reuse and reuse[index].ok:
                 slots[index].set_result(reuse[index])
+                if batch is not None:
+                    batch.settle(index)
                 continue
             await window.acquire()
             coro = (
@@ -63,8 +68,30 @@ class MapItems(CallAttempts):
             task = self._spawn(coro, sid, index)
             self._item_tasks.add(task)
             task.add_done_callback(functools.partial(self._item_done, slots[index], window))
-        results = list(await asyncio.gather(*slots)) if slots else []
+            if batch is not None:
+                task.add_done_callback(functools.partial(_settle, batch, index))
+        try:
+            results = list(await asyncio.gather(*slots)) if slots else []
+        finally:
+            if batch is not None:
+                batch.close()
+        if batch is not None:
+            await batch.finish()
         return self._finish(self._combine(sid, results, started))
+
+    def _open_batch(self, sid: str, count: int) -> BatchRound | None:
+        """The batch map `sid`'s items go out in, when it is sent as one."""
+        explicit = self.runtime.batch_maps.get(sid)
+        if explicit is None or not self.runtime.batch.batches(explicit=explicit, count=count):
+            return None
+        journal = self.journal if isinstance(self.journal, BatchJournal) else None
+        emit = functools.partial(self._emit_batch, sid)
+        batch = BatchRound(sid, count, options=self.runtime.batch, journal=journal, emit=emit)
+        self._batches[sid] = batch
+        return batch
+
+    def _emit_batch(self, sid: str, state: dict[str, Any]) -> None:
+        self._emit(sid, "batch", None, batch=state)
 
     def _item_done(
         self,
@@ -160,3 +187,7 @@ class MapItems(CallAttempts):
             cached=cached,
             cached_usage=cached_usage if any(r.cached for r in items) else None,
         )
+
+
+def _settle(batch: BatchRound, index: int, _task: object) -> None:
+    batch.settle(index)
