@@ -3,21 +3,25 @@
 1000 independent subtasks, a loopback `SimServer` answering every request after 50 ms (no
 hidden limits, no faults) and a concurrency of 100. The same model object (the real
 ChatOpenAI that `resolve_model("openai:sim-model", base_url=...)` builds: SDK retries off,
-finite timeout) is driven by two runners, alternately:
+finite timeout) is driven by fanfold and a plain gather, and the raw SDK runs beside them,
+all three alternately:
 
 * fanfold: `compile_plan(plan, model=..., max_concurrency=100,
   rate_limiter=RateLimiter(max_concurrency=100), aggregator=None).ainvoke(...)`, with a
   fresh limiter every run;
 * plain: `asyncio.gather` of `model.ainvoke(messages)` under `asyncio.Semaphore(100)`, the
-  same system and user messages fanfold sends.
+  same system and user messages fanfold sends;
+* raw SDK: the same gather of `AsyncOpenAI().chat.completions.create(...)` (one client,
+  SDK retries off) with those messages as dicts: what the client library itself costs.
 
 Each wall time is divided by the ideal, 1000 / 100 x 50 ms = 0.5 s (no client can do
 better with 100 calls in flight). The table prints every run and the median of `--runs`
 (3). The target is fanfold's median at most 1.10x the plain gather's, measured in the
-same run (the earlier target, a median <= 1.15x the ideal, is printed too). By default
-the server runs in a child process, as a real provider would (`--in-process` puts it
-on a thread of this process, where its CPU time competes with the client's for the
-GIL). `--profile` runs fanfold once more under cProfile and prints where the time goes.
+same run; plain / raw SDK shows ChatOpenAI's own share (the earlier target, a median
+<= 1.15x the ideal, is printed too). By default the server runs in a child process, as
+a real provider would (`--in-process` puts it on a thread of this process, where its
+CPU time competes with the client's for the GIL). `--profile` runs fanfold once more
+under cProfile and prints where the time goes.
 
     python benchmarks/http_throughput.py
     python benchmarks/http_throughput.py --in-process --profile
@@ -35,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, SystemMessage
+from openai import AsyncOpenAI
 from rate_limit import Server, serving
 
 from fanfold import TaskPlan, compile_plan, resolve_model
@@ -83,6 +88,28 @@ async def run_plain(model: Any, messages: list[list[BaseMessage]], concurrency: 
     async def one(prompt: list[BaseMessage]) -> Any:
         async with semaphore:
             return await model.ainvoke(prompt)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(m) for m in messages))
+    return time.perf_counter() - start
+
+
+def sdk_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """The same messages as the OpenAI SDK takes them."""
+    return [
+        {"role": "system" if isinstance(m, SystemMessage) else "user", "content": str(m.content)}
+        for m in messages
+    ]
+
+
+async def run_raw(
+    client: AsyncOpenAI, messages: list[list[dict[str, str]]], concurrency: int
+) -> float:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(prompt: list[dict[str, str]]) -> Any:
+        async with semaphore:
+            return await client.chat.completions.create(model=MODEL_ID, messages=prompt)  # type: ignore[arg-type]
 
     start = time.perf_counter()
     await asyncio.gather(*(one(m) for m in messages))
@@ -147,21 +174,27 @@ async def main() -> None:
     plan = make_plan(n)
     messages = messages_for(plan)
     config = SimServerConfig(latency=latency)
-    times: dict[str, list[float]] = {"fanfold": [], "plain": []}
+    raw_messages = [sdk_messages(m) for m in messages]
+    times: dict[str, list[float]] = {"fanfold": [], "plain": [], "raw": []}
     profile = ""
     with serving(config, in_process=args.in_process) as srv:
         model = resolve_model(f"openai:{MODEL_ID}", base_url=srv.base_url, api_key=KEY)
+        client = AsyncOpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0, timeout=60.0)
         # Warm up imports, LangGraph's first compile and the connection pool.
         await run_fanfold(model, make_plan(concurrency), concurrency)
         await run_plain(model, messages[:concurrency], concurrency)
+        await run_raw(client, raw_messages[:concurrency], concurrency)
         for _ in range(args.runs):
-            for name in ("fanfold", "plain"):
+            for name in ("fanfold", "plain", "raw"):
                 srv.reset()
                 if name == "fanfold":
                     times[name].append(await run_fanfold(model, plan, concurrency))
-                else:
+                elif name == "plain":
                     times[name].append(await run_plain(model, messages, concurrency))
+                else:
+                    times[name].append(await run_raw(client, raw_messages, concurrency))
                 check_server(srv, n)
+        await client.close()
         if args.profile:
             profile = await profile_fanfold(model, plan, concurrency, args.top)
 
@@ -177,6 +210,7 @@ async def main() -> None:
     labels = {
         "fanfold": f"fanfold compile_plan(max_concurrency={concurrency})",
         "plain": f"plain gather + Semaphore({concurrency}), same model",
+        "raw": f"raw AsyncOpenAI gather + Semaphore({concurrency})",
     }
     for name, label in labels.items():
         cells = " ".join(f"{t:>6.2f}s" for t in times[name])
@@ -187,6 +221,12 @@ async def main() -> None:
     print(
         f"fanfold median / plain gather median: {over_plain:.2f}x (target <= {TARGET:.2f}x): "
         f"{'met' if over_plain <= TARGET else 'MISSED'}"
+    )
+    plain_over_raw = statistics.median(times["plain"]) / statistics.median(times["raw"])
+    fanfold_over_raw = statistics.median(times["fanfold"]) / statistics.median(times["raw"])
+    print(
+        f"plain gather median / raw SDK median: {plain_over_raw:.2f}x (ChatOpenAI's own share); "
+        f"fanfold / raw SDK: {fanfold_over_raw:.2f}x (no target)"
     )
     print(
         f"fanfold median / ideal: {ratio:.2f} (earlier target <= {IDEAL_TARGET:.2f}): "
