@@ -387,9 +387,12 @@ def _discount_just_started(
     """Calls that started just before `done` came back counted it, but the provider had
     already let it go (its answer was on the way): they had one call fewer in flight."""
     recent = now - max(0.005, 0.05 * latency)
-    for seq, other in running.items():
-        if seq > done.seq and other.started > recent:
-            discount[seq] = discount.get(seq, 0) + 1
+    # Newest first: permits are booked in sequence order at nondecreasing times, so the
+    # scan stops at the first one that is not recent (O(recent), not O(in flight)).
+    for seq in reversed(running):
+        if seq <= done.seq or running[seq].started <= recent:
+            break
+        discount[seq] = discount.get(seq, 0) + 1
 
 
 def _grant(future: asyncio.Future[None]) -> None:
