@@ -20,10 +20,10 @@ from fanfold.plan.prompts import subtask_messages, subtask_prompt
 from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.batch_client import UNLIMITED
 from fanfold.scheduling.cache import call_key, revive
-from fanfold.scheduling.calls import SubtaskCall, billed_usage
-from fanfold.scheduling.dispatch_state import DispatchState, item_id
-from fanfold.scheduling.limits import Limiter, Permit
-from fanfold.scheduling.retry import Failure, classify
+from fanfold.scheduling.calls import KindOutput, SubtaskCall, attempt_config, billed_usage
+from fanfold.scheduling.dispatch_state import DispatchState, cost_source, item_id
+from fanfold.scheduling.limits import Limiter, Permit, minute_left
+from fanfold.scheduling.retry import Failure, classify, is_timeout
 from fanfold.scheduling.tokens import messages_tokens, reply_tokens
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
 
@@ -124,6 +124,7 @@ class CallAttempts(DispatchState):
         billed = TokenUsage()  # every billed reply of this call, failed attempts included
         spent: float | None = 0.0
         batched = False  # whether the current attempt goes out in the map's batch
+        sources: set[str] = set()  # where the attempts' costs came from
 
         def result(status: Status, **fields: Any) -> SubtaskResult:
             # Built from values of the right types already: no validation on the hot path.
@@ -139,13 +140,21 @@ class CallAttempts(DispatchState):
                 index=index,
                 usage=billed,
                 cost=spent,
+                cost_source=cost_source(sources),
                 **fields,
             )
 
-        def count(usage: TokenUsage, reserved: float | None) -> None:
-            """Add one attempt's billed usage to the call and swap its reservation for it."""
+        def count(usage: TokenUsage, reserved: float | None, said: float | None = None) -> None:
+            """Add one attempt's billed usage to the call and swap its reservation for what
+            it cost: what the gateway `said`, else the price table's figure."""
             nonlocal billed, spent
-            cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
+            if said is not None:
+                cost: float | None = said
+                sources.add("gateway")
+            else:
+                cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
+                if label is not None and (usage.total_tokens or cost):
+                    sources.add("price table")
             billed = billed + usage
             spent = None if spent is None or cost is None else spent + cost
             if self.budget is not None and reserved is not None:
@@ -191,7 +200,7 @@ class CallAttempts(DispatchState):
                 dependencies=deps,
                 inputs=self.inputs,
                 model=model,
-                config=config,
+                config=attempt_config(config, attempt),
                 attempt=attempt,
                 item=item,
                 index=index,
@@ -199,9 +208,10 @@ class CallAttempts(DispatchState):
             try:
                 if batched and batch is not None and model is not None and cache_key is not None:
                     lined = dataclasses.replace(call, model=batch.model_for(model))
-                    outcome = await batch.run(index or 0, cache_key, runtime.kinds[sid].run(lined))
+                    kind_run = _run_kind(runtime.kinds[sid], lined)
+                    outcome = await batch.run(index or 0, cache_key, kind_run)
                 else:
-                    outcome = await runtime.kinds[sid].run(call)
+                    outcome = await _run_kind(runtime.kinds[sid], call)
             except Exception as exc:
                 count(billed_usage(exc) or TokenUsage(), reserved)
                 failure = classify(exc)
@@ -211,11 +221,9 @@ class CallAttempts(DispatchState):
                     )
                 limiter.release(permit)
                 error = describe_error(exc)
-                too_long = failure.retry_after is not None and (
-                    failure.retry_after > policy.max_backoff
-                )
-                if failure.transient and attempt < budget and not too_long:
-                    delay = policy.backoff(attempt, failure.retry_after)
+                delay = policy.wait(attempt, failure.retry_after, minute_left=minute_left())
+                too_long = delay is None
+                if failure.transient and attempt < budget and delay is not None:
                     self._emit(
                         sid,
                         "retrying",
@@ -237,9 +245,17 @@ class CallAttempts(DispatchState):
                     )
                 elif failure.transient:
                     error = f"{error} (gave up after {_attempts(attempt)})"
+                if is_timeout(exc):
+                    error += _gateway_retrying_note(limiter)
                 return self._report(result("failed", error=error), sid, index)
-            limiter.record_success(outcome.usage.total_tokens, permit)
-            count(outcome.usage, reserved)
+            report = outcome.report
+            limiter.record_success(
+                outcome.usage.total_tokens,
+                permit,
+                remaining=report.remaining_requests,
+                refill_in=report.refill_in(started),
+            )
+            count(outcome.usage, reserved, report.cost)
             done = result("succeeded", output=outcome.output)
             if cache_key is not None:
                 # Stored now, before LangGraph commits the node: a run killed from here on
@@ -292,8 +308,30 @@ def _retry_reason(failure: Failure, exc: BaseException) -> str:
     return "timeout" if "timeout" in name.lower() else name
 
 
+def _gateway_retrying_note(limiter: Limiter) -> str:
+    """What a timeout may mean when the endpoint has been answering 429s."""
+    if not limiter.rate_limited:
+        return ""
+    return (
+        f"; the endpoint answered {limiter.rate_limited} 429s in this run, so a gateway "
+        "(such as the LiteLLM proxy) may be retrying the call internally until it times out: "
+        "turn its retries off (num_retries: 0 in its config) and fanfold paces the 429s itself"
+    )
+
+
 def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
     limiter.release(permit)
+
+
+async def _run_kind(kind: Any, call: SubtaskCall) -> KindOutput:
+    """Run `kind` with the attempt's config as the ambient config too (see SubtaskCall)."""
+    ambient = {k: v for k, v in call.config.items() if k != "run_name"}
+    token = var_child_runnable_config.set(ambient)  # type: ignore[arg-type]
+    try:
+        output: KindOutput = await kind.run(call)
+        return output
+    finally:
+        var_child_runnable_config.reset(token)
 
 
 def _attempts(n: int) -> str:

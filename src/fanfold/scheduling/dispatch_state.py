@@ -192,3 +192,10 @@ def _outcome(result: SubtaskResult) -> dict[str, Any]:
 def for_budget(result: SubtaskResult) -> bool:
     """Whether a result was skipped because the budget stopped the run's calls."""
     return result.status == "skipped" and (result.error or "").startswith("budget")
+
+
+def cost_source(sources: set[str]) -> str | None:
+    """Where a call's cost came from: "gateway", "price table" or "mixed"."""
+    if not sources:
+        return None
+    return next(iter(sources)) if len(sources) == 1 else "mixed"

@@ -10,7 +10,7 @@ from typing import Any
 from fanfold.scheduling.batch_client import BatchRound
 from fanfold.scheduling.batches import BatchJournal
 from fanfold.scheduling.call_attempts import CallAttempts
-from fanfold.scheduling.dispatch_state import ItemTasks, for_budget, item_id
+from fanfold.scheduling.dispatch_state import ItemTasks, cost_source, for_budget, item_id
 from fanfold.state.results import Status, SubtaskResult, TokenUsage
 
 ITEM_WINDOW = 1024
@@ -75,9 +75,11 @@ class MapItems(CallAttempts):
         finally:
             if batch is not None:
                 batch.close()
+        combined = self._combine(sid, results, started)
         if batch is not None:
             await batch.finish()
-        return self._finish(self._combine(sid, results, started))
+            combined.batch = batch.summary()
+        return self._finish(combined)
 
     def _open_batch(self, sid: str, count: int) -> BatchRound | None:
         """The batch map `sid`'s items go out in, when it is sent as one."""
@@ -184,6 +186,7 @@ class MapItems(CallAttempts):
             priority=self._priority(sid),
             kind=self.runtime.subtasks[sid].kind,
             cost=cost,
+            cost_source=cost_source({r.cost_source for r in items if r.cost_source}),
             cached=cached,
             cached_usage=cached_usage if any(r.cached for r in items) else None,
         )
