@@ -151,6 +151,8 @@ class CallAttempts(DispatchState):
             if said is not None:
                 cost: float | None = said
                 sources.add("gateway")
+            elif not (usage.input_tokens or usage.output_tokens or usage.total_tokens):
+                cost = 0.0  # nothing billed (a 429, a timeout): known to be free
             else:
                 cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
                 if label is not None and (usage.total_tokens or cost):
