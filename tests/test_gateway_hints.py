@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from fanfold import TaskPlan, compile_plan, resolve_model
 from fanfold.cli import app
 from fanfold.record import build_record
-from fanfold.scheduling import dispatcher, limits
+from fanfold.scheduling import call_attempts, limits
 from fanfold.scheduling.dispatcher import EVENT_TYPE
 from fanfold.scheduling.gateway import ReplyReport, read_report
 from fanfold.scheduling.limits import RateLimiter
@@ -107,7 +107,7 @@ async def test_a_per_minute_budget_is_waited_for_until_the_minute_not_failed(
     # max_backoff (0.2 s here): the calls wait for the next minute (0.3 s away, made up).
     soon = lambda wall=None: 0.3  # noqa: E731
     monkeypatch.setattr(limits, "minute_left", soon)
-    monkeypatch.setattr(dispatcher, "minute_left", soon)
+    monkeypatch.setattr(call_attempts, "minute_left", soon)
     hint = {"llm_provider-retry-after": "60"}
     config = SimServerConfig(latency=0.05, rate_limit_concurrency=1, rate_limit_headers=hint)
     with SimServer(config) as srv:
