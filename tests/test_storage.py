@@ -138,3 +138,52 @@ async def test_an_unreachable_checkpoint_database_is_one_line_with_the_password_
     shown = "postgresql://fanfold:***@127.0.0.1:1/runs"
     assert message.startswith(f"checkpoint target {shown}: cannot connect"), message
     assert caught.value.setting == "checkpoint" and caught.value.target == shown
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_shared_limits_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file, or a PostgreSQL schema of its own (the tables' names are fixed)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "limits.db")
+        return
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = f"fanfold_old_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in dsn else "?"
+    yield f"{dsn}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_shared_limits_store_made_by_an_older_release_gains_the_new_columns(
+    empty_shared_limits_target: str,
+):
+    from fanfold.scheduling.shared_store import STATE_COLUMNS, lock_state, open_store
+
+    target = empty_shared_limits_target
+    # The table as the release before the minute-quota columns made it.
+    old_columns = [c for c in STATE_COLUMNS if c not in {"quota_left", "quota_until"}]
+    declared = ", ".join(f'"{c}" DOUBLE PRECISION NOT NULL DEFAULT 0' for c in old_columns)
+    old_schema = f"CREATE TABLE fanfold_pace_state (endpoint TEXT PRIMARY KEY, {declared})"
+    old_db = open_database(
+        target,
+        what="old shared limits",
+        error=ToyStoreError,
+        schema=Schema(old_schema, {"fanfold_pace_state": old_columns}, "old"),
+    )
+    try:
+        old_db.execute("INSERT INTO fanfold_pace_state (endpoint) VALUES (?)", ("ep",))
+    finally:
+        old_db.close()
+
+    store = open_store(target, "ep")
+    try:
+        with store.transaction("ep") as tx:
+            row = lock_state(store, tx, "ep")
+        assert row is not None and len(row) == len(STATE_COLUMNS)
+        assert dict(zip(STATE_COLUMNS, row, strict=True))["quota_until"] == 0
+    finally:
+        store.close()

@@ -100,6 +100,8 @@ _TABLES = Schema(
         "fanfold_pace_holders": ("endpoint", "holder", "want", "since", "expires"),
     },
     "fanfold.scheduling.shared_limits.SCHEMA",
+    # A store made by an older release gains the policy's newer columns.
+    columns={"fanfold_pace_state": {c: _column_type(c) for c in STATE_COLUMNS}},
 )
 _WHAT = "shared limits target"
 

@@ -8,8 +8,8 @@ Used by the durations store, the cache, shared limits and checkpoint opening (th
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fanfold._secrets import mask_url, redact
@@ -82,10 +82,22 @@ class Schema:
     sql: str
     tables: Mapping[str, Sequence[str]]
     name: str
+    columns: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per table, columns (name -> SQL type) added to a table made by an older release
+    when they are missing; each type needs a default (or allows NULL)."""
 
     def statements(self) -> list[str]:
         """The statements one by one."""
         return [statement for statement in self.sql.split(";") if statement.strip()]
+
+    def additions(self, table: str, present: Collection[str]) -> list[str]:
+        """`ALTER TABLE` statements that add the table's columns missing from `present`."""
+        wanted = self.columns.get(table, {})
+        return [
+            f'ALTER TABLE {table} ADD COLUMN "{name}" {kind}'
+            for name, kind in wanted.items()
+            if name not in present
+        ]
 
 
 class Database(Protocol):

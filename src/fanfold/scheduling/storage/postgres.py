@@ -70,19 +70,25 @@ def ensure_postgres_tables(
         missing = [
             t for t in tables if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone() == (None,)
         ]
-        if not missing:
-            return
-        with conn.transaction():
-            # One creator at a time: concurrent CREATE TABLE IF NOT EXISTS can collide.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('fanfold schema'))")
-            for statement in schema.statements():
-                conn.execute(statement)
+        if missing:
+            with conn.transaction():
+                # One creator at a time: concurrent CREATE TABLE IF NOT EXISTS can collide.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('fanfold schema'))")
+                for statement in schema.statements():
+                    conn.execute(statement)
+        missing = []
+        _add_missing_columns(conn, schema)
     except psycopg.errors.InsufficientPrivilege as exc:
         user = conn.info.user
+        lack = (
+            f"table {missing[0]} is missing and user {user!r} may not create it"
+            if missing
+            else f"a table lacks columns of this release and user {user!r} may not add them"
+        )
         raise error(
-            f"{what} {shown}: table {missing[0]} is missing and user {user!r} may "
-            f"not create it ({one_line(exc, url)}); create the tables once as a user who may "
-            f"(the statements are {schema.name}), or grant this user CREATE on the schema",
+            f"{what} {shown}: {lack} ({one_line(exc, url)}); create the tables once as a "
+            f"user who may (the statements are {schema.name}), or grant this user CREATE on "
+            "the schema",
             setting="target",
             target=shown,
         ) from exc
@@ -93,6 +99,24 @@ def ensure_postgres_tables(
             setting="target",
             target=shown,
         ) from exc
+
+
+def _add_missing_columns(conn: psycopg.Connection[Any], schema: Schema) -> None:
+    """Add the columns a newer release declares to tables an older release created."""
+    for table in schema.columns:
+        # pg_attribute, not information_schema: the latter hides columns the user may not use.
+        rows = conn.execute(
+            "SELECT attname FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (table,),
+        ).fetchall()
+        additions = schema.additions(table, {row[0] for row in rows})
+        if not additions:
+            continue
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('fanfold schema'))")
+            for statement in additions:
+                conn.execute(statement.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS"))
 
 
 class PostgresDatabase:

@@ -70,6 +70,10 @@ class SqliteDatabase:
             if schema is not None:
                 for statement in schema.statements():
                     conn.execute(statement)
+                for table in schema.columns:
+                    present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    for statement in schema.additions(table, present):
+                        conn.execute(statement)
                 if conn.in_transaction:
                     conn.commit()
             if quick_check:
