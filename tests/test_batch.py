@@ -208,6 +208,26 @@ def test_a_run_cancelled_without_a_checkpoint_cancels_its_batch(server: SimServe
     assert server.batch_api.status(batch_id) in ("cancelling", "cancelled")
 
 
+def test_a_run_cancelled_while_its_batch_is_being_created_cancels_that_batch(
+    server: SimServer,
+) -> None:
+    # The server makes the batch, then holds its answer: the cancel lands mid-create.
+    server.batch_api.update(completion_delay=30.0, create_delay=2.0)
+    graph = compile_plan(map_plan(), model=openai_model(server), aggregator=None, batch=FAST)
+
+    async def start_then_cancel() -> None:
+        task = asyncio.create_task(graph.ainvoke({"inputs": {"tickets": tickets(3)}}))
+        while not server.batch_api.batch_ids():
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(start_then_cancel())
+    (batch_id,) = server.batch_api.batch_ids()
+    assert server.batch_api.status(batch_id) in ("cancelling", "cancelled")
+
+
 def test_every_map_batches_only_maps_of_at_least_min_items(server: SimServer) -> None:
     plan = map_plan(batch=False)
     plan["subtasks"].append({"id": "small", "map": "few", "prompt": "Say {item}"})

@@ -172,6 +172,7 @@ class BatchRound:
         """The batch's id, status and request counts, as last seen."""
         self._files: dict[str, str | None] = {}
         self.submitted = 0
+        self._uploaded: str | None = None
         """Batches this round created (0 when it adopted one made before a resume)."""
 
     # -- items --------------------------------------------------------------------------
@@ -231,6 +232,13 @@ class BatchRound:
         if self._driver is not None and not self._driver.done():
             self._driver.cancel()
 
+    async def aclose(self) -> None:
+        """`close`, then wait (up to 10 s) for the driver to clean up: a run cancelled
+        without a journal cancels its batch at the provider before it ends."""
+        self.close()
+        if self._driver is not None and not self._driver.done():
+            await asyncio.wait({self._driver}, timeout=10.0)
+
     # -- the batch ----------------------------------------------------------------------
 
     async def _drive(self) -> None:
@@ -272,9 +280,17 @@ class BatchRound:
             return None
         if record.get("batch_id"):
             return await self._api.batches.retrieve(record["batch_id"])
+        batch = await self._made_from(record.get("file_id"))
+        if batch is not None:
+            await self._journal(batch_id=batch.id, file_id=batch.input_file_id)
+        return batch
+
+    async def _made_from(self, file_id: str | None) -> Any:
+        """The batch made from an uploaded input file (its creation's answer was lost)."""
+        if file_id is None:
+            return None
         async for batch in self._api.batches.list(limit=100):
-            if batch.input_file_id == record.get("file_id"):
-                await self._journal(batch_id=batch.id, file_id=batch.input_file_id)
+            if batch.input_file_id == file_id:
                 return batch
         return None
 
@@ -282,6 +298,7 @@ class BatchRound:
         data = input_file(self._lines)
         name = f"fanfold-{self.sid}.jsonl"
         uploaded = await self._api.files.create(file=(name, io.BytesIO(data)), purpose="batch")
+        self._uploaded = uploaded.id
         await self._journal(file_id=uploaded.id)
         endpoints = {url for url, _ in self._lines.values()}
         batch = await self._api.with_options(max_retries=0).batches.create(
@@ -321,9 +338,14 @@ class BatchRound:
     async def _abandon(self) -> None:
         """Cancelled: without a journal nobody can collect the batch, so cancel it."""
         batch_id = self.state["id"]
-        if self.journal is not None or batch_id is None or self.state["status"] in TERMINAL:
+        if self.journal is not None or self.state["status"] in TERMINAL:
             return
         try:
+            if batch_id is None:  # cancelled while the batch was being created
+                made = await asyncio.shield(self._made_from(self._uploaded))
+                if made is None:
+                    return
+                batch_id = made.id
             await asyncio.shield(self._api.batches.cancel(batch_id))
         except Exception as exc:  # noqa: BLE001 - best effort on the way out
             _log.warning("fanfold could not cancel batch %s: %s", batch_id, redact(str(exc)))

@@ -74,7 +74,7 @@ class MapItems(CallAttempts):
             results = list(await asyncio.gather(*slots)) if slots else []
         finally:
             if batch is not None:
-                batch.close()
+                await batch.aclose()
         combined = self._combine(sid, results, started)
         if batch is not None:
             await batch.finish()

@@ -19,127 +19,25 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
-from fanfold.testing._config import SimServerConfig
-from fanfold.testing._replies import (
-    completion_payload,
-    error_payload,
-    last_user_text,
-    limit_reply,
-    plan_reply,
+from fanfold.testing._batches import (
+    Batch,
+    BatchFile,
+    BatchServerConfig,
+    line_answer,
+    line_error,
 )
+from fanfold.testing._config import SimServerConfig
+from fanfold.testing._replies import error_payload
 
 __all__ = ["BatchAPI", "BatchServerConfig"]
 
 _dumps = functools.partial(json.dumps, separators=(",", ":"))
 _TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 _ENDPOINTS = frozenset({"/v1/chat/completions"})
-
-
-class BatchServerConfig(BaseModel):
-    """How the loopback server's batches behave: their timing, expiry and line errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    validate_seconds: float = Field(0.0, ge=0.0, description="Seconds a batch is validating.")
-    completion_delay: float = Field(
-        0.0, ge=0.0, description="Seconds a batch is in progress; its lines finish evenly."
-    )
-    finalize_seconds: float = Field(0.0, ge=0.0, description="Seconds a batch is finalizing.")
-    expire_after: float | None = Field(
-        None,
-        gt=0.0,
-        description="Seconds after creation at which the lines not yet finished expire.",
-    )
-    line_errors: dict[str, int] = Field(
-        default_factory=dict,
-        description="A line whose last user message contains a key fails with that HTTP "
-        "status inside a batch (the same request sent live succeeds).",
-    )
-    upload_delay: float = Field(0.0, ge=0.0, description="Seconds before answering an upload.")
-    create_delay: float = Field(
-        0.0, ge=0.0, description="Seconds before answering a batch creation (made already)."
-    )
-    content_delay: float = Field(
-        0.0, ge=0.0, description="Seconds before answering a file-content download."
-    )
-
-
-@dataclass
-class _File:
-    id: str
-    filename: str
-    purpose: str
-    data: bytes
-    created: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": len(self.data),
-            "created_at": int(self.created),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
-
-
-@dataclass
-class _Batch:
-    id: str
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None
-    created: float
-    lines: list[dict[str, Any]]
-    """Per request line: custom_id, response (status, body) or error."""
-    errors: list[dict[str, Any]]
-    """Validation errors: the batch failed before running."""
-    config: BatchServerConfig
-    cancelled: float | None = None
-    files: tuple[str | None, str | None] | None = None
-    """(output file id, error file id), once the batch ended."""
-    times: dict[str, float] = field(default_factory=dict)
-
-    def _finish_times(self) -> list[float]:
-        n = len(self.lines)
-        start = self.created + self.config.validate_seconds
-        return [start + self.config.completion_delay * (i + 1) / n for i in range(n)]
-
-    def state(self, now: float) -> tuple[str, int]:
-        """(status, how many lines finished) at time `now`."""
-        if self.errors:
-            return "failed", 0
-        config = self.config
-        finish = self._finish_times()
-        running = self.created + config.validate_seconds
-        end = running + config.completion_delay
-        done_by = sum(1 for t in finish if t <= now)
-        if self.cancelled is not None:
-            done = sum(1 for t in finish if t <= self.cancelled)
-            if now < self.cancelled + config.finalize_seconds:
-                return "cancelling", done
-            return "cancelled", done
-        if config.expire_after is not None:
-            deadline = self.created + config.expire_after
-            if now >= deadline and end > deadline:
-                return "expired", sum(1 for t in finish if t <= deadline)
-        if now < running:
-            return "validating", 0
-        if now < end:
-            return "in_progress", done_by
-        if now < end + config.finalize_seconds:
-            return "finalizing", len(self.lines)
-        return "completed", len(self.lines)
 
 
 class BatchAPI:
@@ -158,8 +56,8 @@ class BatchAPI:
         self._config_of = config_of
         self._config = config or BatchServerConfig()
         self._lock = threading.Lock()
-        self._files: dict[str, _File] = {}
-        self._batches: dict[str, _Batch] = {}
+        self._files: dict[str, BatchFile] = {}
+        self._batches: dict[str, Batch] = {}
         self._ids = itertools.count(1)
         self.creations = 0
         """Batches created (POST /v1/batches), the rejected ones not counted."""
@@ -240,7 +138,7 @@ class BatchAPI:
             return _error(400, f"purpose {purpose!r} is not supported here; use 'batch'")
         data = upload.file.read()
         with self._lock:
-            created = _File(self._new_id("file"), upload.filename, purpose, data, time.time())
+            created = BatchFile(self._new_id("file"), upload.filename, purpose, data, time.time())
             self._files[created.id] = created
             self.uploads += 1
             delay = self._config.upload_delay
@@ -298,7 +196,7 @@ class BatchAPI:
         lines, errors = self._answer(source.data, endpoint)
         metadata = body.get("metadata")
         with self._lock:
-            batch = _Batch(
+            batch = Batch(
                 id=self._new_id("batch"),
                 input_file_id=source.id,
                 endpoint=endpoint,
@@ -331,29 +229,29 @@ class BatchAPI:
             try:
                 line = json.loads(text)
             except ValueError:
-                errors.append(_line_error("invalid_json_line", "not valid JSON", number))
+                errors.append(line_error("invalid_json_line", "not valid JSON", number))
                 continue
             custom_id = line.get("custom_id") if isinstance(line, dict) else None
             body = line.get("body") if isinstance(line, dict) else None
             if not isinstance(custom_id, str) or not isinstance(body, dict):
-                errors.append(_line_error("invalid_request", "needs custom_id and body", number))
+                errors.append(line_error("invalid_request", "needs custom_id and body", number))
                 continue
             if custom_id in seen:
-                errors.append(_line_error("duplicate_custom_id", custom_id, number))
+                errors.append(line_error("duplicate_custom_id", custom_id, number))
                 continue
             seen.add(custom_id)
             if line.get("method") != "POST" or line.get("url") != endpoint:
-                errors.append(_line_error("invalid_url", f"use POST {endpoint}", number))
+                errors.append(line_error("invalid_url", f"use POST {endpoint}", number))
                 continue
             if body.get("stream"):
-                errors.append(_line_error("invalid_request", "streaming is not allowed", number))
+                errors.append(line_error("invalid_request", "streaming is not allowed", number))
                 continue
-            lines.append(_line_answer(custom_id, body, config, batch_config))
+            lines.append(line_answer(custom_id, body, config, batch_config))
         if not lines and not errors:
-            errors.append(_line_error("empty_file", "the input file has no requests", None))
+            errors.append(line_error("empty_file", "the input file has no requests", None))
         return lines, errors
 
-    def _payload(self, batch: _Batch) -> dict[str, Any]:
+    def _payload(self, batch: Batch) -> dict[str, Any]:
         """The batch object now (call under the lock); writes its files once it ended."""
         now = time.time()
         status, done = batch.state(now)
@@ -400,9 +298,7 @@ class BatchAPI:
                 payload[name] = int(times[name])
         return payload
 
-    def _write_results(
-        self, batch: _Batch, done: int, status: str
-    ) -> tuple[str | None, str | None]:
+    def _write_results(self, batch: Batch, done: int, status: str) -> tuple[str | None, str | None]:
         output: list[str] = []
         failures: list[str] = []
         for index, line in enumerate(batch.lines):
@@ -440,7 +336,7 @@ class BatchAPI:
             if not rows:
                 ids.append(None)
                 continue
-            made = _File(
+            made = BatchFile(
                 self._new_id("file"),
                 f"{batch.id}_{name}.jsonl",
                 "batch_output",
@@ -504,38 +400,3 @@ class BatchAPI:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response(error_payload(status, message), status=status, dumps=_dumps)
-
-
-def _line_error(code: str, message: str, line: int | None) -> dict[str, Any]:
-    return {"code": code, "message": message, "param": None, "line": line}
-
-
-def _line_answer(
-    custom_id: str, body: dict[str, Any], config: SimServerConfig, batch: BatchServerConfig
-) -> dict[str, Any]:
-    """One line's response record (as the output or error file holds it)."""
-    prompt = last_user_text(body)
-    failures = {**config.fail_prompts, **batch.line_errors}
-    for needle, status in failures.items():
-        if needle in prompt:
-            response = {
-                "status_code": status,
-                "request_id": f"req_{custom_id}",
-                "body": error_payload(status, f"prompt matched {needle!r}"),
-            }
-            return {"custom_id": custom_id, "response": response, "error": status}
-    reply = plan_reply(
-        body,
-        seed=config.seed,
-        reply_tokens=config.reply_tokens,
-        scripted=config.scripted,
-        scripted_form=config.scripted_form,
-        plans=config.plans,
-    )
-    reply = limit_reply(reply, body, config.finish_prompts)
-    model = str(body.get("model") or "sim-model")
-    completion = completion_payload(
-        reply, model=model, id_=f"chatcmpl-batch-{custom_id[:24]}", created=int(time.time())
-    )
-    response = {"status_code": 200, "request_id": f"req_{custom_id}", "body": completion}
-    return {"custom_id": custom_id, "response": response, "error": None}
