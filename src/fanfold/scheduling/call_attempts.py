@@ -25,7 +25,7 @@ from fanfold.scheduling.dispatch_state import DispatchState, cost_source, item_i
 from fanfold.scheduling.limits import Limiter, Permit, minute_left
 from fanfold.scheduling.retry import Failure, classify, is_timeout
 from fanfold.scheduling.tokens import messages_tokens, reply_tokens
-from fanfold.state.results import Status, SubtaskResult, TokenUsage
+from fanfold.state.results import NO_USAGE, Status, SubtaskResult, TokenUsage
 
 
 class CallAttempts(DispatchState):
@@ -121,7 +121,7 @@ class CallAttempts(DispatchState):
         config: RunnableConfig = {**ambient, "run_name": rid}
         first_start: float | None = None
         attempt = 0
-        billed = TokenUsage()  # every billed reply of this call, failed attempts included
+        billed = NO_USAGE  # every billed reply of this call, failed attempts included
         spent: float | None = 0.0
         batched = False  # whether the current attempt goes out in the map's batch
         sources: set[str] = set()  # where the attempts' costs came from
@@ -215,7 +215,7 @@ class CallAttempts(DispatchState):
                 else:
                     outcome = await _run_kind(runtime.kinds[sid], call)
             except Exception as exc:
-                count(billed_usage(exc) or TokenUsage(), reserved)
+                count(billed_usage(exc) or NO_USAGE, reserved)
                 failure = classify(exc)
                 if failure.rate_limited:  # before the slot goes to the next caller
                     limiter.record_rate_limited(

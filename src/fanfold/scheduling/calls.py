@@ -12,7 +12,7 @@ from langchain_core.runnables import RunnableConfig
 
 from fanfold.plan.models import SubTask
 from fanfold.scheduling.gateway import ReplyReport
-from fanfold.state.results import SubtaskResult, TokenUsage
+from fanfold.state.results import NO_USAGE, SubtaskResult, TokenUsage
 
 ATTEMPT_KEY = "fanfold_attempt"
 """Metadata key of a call's attempt number (1 for the first), e.g. in the "messages" stream."""
@@ -63,7 +63,7 @@ class KindOutput:
     provider's limits); a kind may also return a bare value."""
 
     output: Any
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = NO_USAGE
     report: ReplyReport = field(default_factory=ReplyReport)
 
 

@@ -28,6 +28,13 @@ class TokenUsage(BaseModel):
         return self
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
+        # Usage is frozen, so adding nothing returns the other side itself: no new model on
+        # the hot path (a call's first attempt, the first of a sum). (`model_construct` is
+        # slower than validating here: it runs in Python, validation in Rust.)
+        if not (other.input_tokens or other.output_tokens or other.total_tokens):
+            return self
+        if not (self.input_tokens or self.output_tokens or self.total_tokens):
+            return other
         return TokenUsage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
@@ -38,7 +45,7 @@ class TokenUsage(BaseModel):
     def from_metadata(cls, usage: Any) -> TokenUsage:
         """Build from a LangChain `usage_metadata` mapping (or None)."""
         if not usage:
-            return cls()
+            return NO_USAGE
         inp = int(usage.get("input_tokens") or 0)
         out = int(usage.get("output_tokens") or 0)
         return cls(
@@ -48,6 +55,10 @@ class TokenUsage(BaseModel):
         )
 
 
+NO_USAGE = TokenUsage()
+"""Zero tokens, shared (usage is frozen): the start of every sum, without building one."""
+
+
 class SubtaskResult(BaseModel):
     """What one subtask (or one item of a map subtask) produced, or why it did not."""
 
@@ -55,7 +66,7 @@ class SubtaskResult(BaseModel):
     status: Status
     output: Any = None
     error: str | None = Field(default=None, description="Why it failed, or why it was skipped.")
-    usage: TokenUsage = Field(default_factory=TokenUsage)
+    usage: TokenUsage = Field(default_factory=lambda: NO_USAGE)
     started_at: float | None = Field(default=None, description="Unix time the call started.")
     finished_at: float | None = Field(default=None, description="Unix time the result was known.")
     attempts: int = 0
@@ -362,8 +373,8 @@ def summarize(
             when the aggregation used no tokens and unknown otherwise.
         aggregate_cached: the original usage, when the aggregation came from the cache.
     """
-    usage = TokenUsage()
-    cached_usage = TokenUsage()
+    usage = NO_USAGE
+    cached_usage = NO_USAGE
     counts = {"succeeded": 0, "failed": 0, "skipped": 0}
     call_time = aggregate_time
     items = 0
@@ -384,7 +395,7 @@ def summarize(
         for call in calls:
             if call.cached:
                 cached += 1
-                cached_usage = cached_usage + (call.cached_usage or TokenUsage())
+                cached_usage = cached_usage + (call.cached_usage or NO_USAGE)
             if call.model is not None and (call.attempts or call.cached):
                 spend(call.model, call.cost)
     used = bool(aggregate_usage.total_tokens or aggregate_usage.input_tokens)
