@@ -1,10 +1,7 @@
 """fanfold behind a real LiteLLM proxy (issue 23): mock deployments on a loopback port.
 
-The proxy runs from its own virtual environment (`litellm[proxy]` pins an older `rich`
-than fanfold's), which `.ci/run` creates; its `litellm` command comes in
-`FANFOLD_TEST_LITELLM`. Its deployments answer with `mock_response` after `mock_delay`,
-so nothing leaves the machine, and `LITELLM_LOCAL_MODEL_COST_MAP` keeps it from
-fetching its cost map.
+The proxy and its deployments come from `fanfold.testing.litellm` (shared with
+`benchmarks/gateway.py`); nothing leaves the machine.
 
 For each deployment: nothing lost, goodput near what the deployment allows, few 429s,
 and the cost the gateway reported. The proxy's own work per request is a good part of
@@ -14,122 +11,50 @@ run: the same calls with the limit stated to fanfold (`max_concurrency=8`).
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
 from fanfold import SubtaskResult, TaskPlan, compile_plan, resolve_model
 from fanfold.scheduling.limits import RateLimiter
+from fanfold.testing.litellm import (
+    DELAY,
+    INSTALL,
+    PRICE_IN,
+    PRICE_OUT,
+    LiteLLMProxy,
+    deployment,
+    litellm_command,
+)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTALL = (
-    "python3 -m venv .ci/litellm-venv && .ci/litellm-venv/bin/pip install -r "
-    ".ci/litellm-proxy.txt, then FANFOLD_TEST_LITELLM=.ci/litellm-venv/bin/litellm "
-    "(.ci/run does both)"
-)
-DELAY = 0.2
-"""Seconds each mock reply takes."""
 CONCURRENCY = 8
 RPM = 30
-PRICE_IN, PRICE_OUT = 1e-6, 2e-6
-"""USD per token the deployments charge (the proxy's own cost figures)."""
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 
 
-def litellm_command() -> str | None:
-    given = os.environ.get("FANFOLD_TEST_LITELLM")
-    if given:
-        return given
-    local = ROOT / ".ci" / "litellm-venv" / "bin" / "litellm"
-    return str(local) if local.exists() else None
-
-
-def deployment(name: str, reply: str, **params: Any) -> dict[str, Any]:
-    return {
-        "model_name": name,
-        "litellm_params": {
-            "model": f"openai/{name}",
-            "api_key": "sk-mock",
-            "mock_response": reply,
-            "mock_delay": DELAY,
-            **params,
-        },
-        "model_info": {"input_cost_per_token": PRICE_IN, "output_cost_per_token": PRICE_OUT},
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def proxy() -> Iterator[tuple[str, str]]:
     """A LiteLLM proxy on loopback: (base_url, key)."""
-    command = litellm_command()
+    command = litellm_command(ROOT)
     if command is None or not Path(command).exists():
         pytest.skip(f"the LiteLLM proxy is not installed: {INSTALL}")
-    key = "sk-" + secrets.token_hex(24)
-    config = {
-        "model_list": [
-            deployment("conc8", "hello", max_parallel_requests=CONCURRENCY),
-            deployment("conc8-known", "hello", max_parallel_requests=CONCURRENCY),
-            deployment("rpm30", "hello", rpm=RPM),
-            deployment("json8", '{"n": 3}', max_parallel_requests=CONCURRENCY),
-        ],
-        # The gateway's own retries off: fanfold is the one retry layer.
-        "router_settings": {"num_retries": 0, "routing_strategy": "usage-based-routing-v2"},
-        "litellm_settings": {"num_retries": 0},
-        "general_settings": {"master_key": key},
-    }
-    folder = tmp_path_factory.mktemp("litellm")
-    (folder / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_PROXY": "*"}
-    log = (folder / "proxy.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - our own command line
-        [command, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=folder,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    deployments = [
+        deployment("conc8", max_parallel_requests=CONCURRENCY),
+        deployment("conc8-known", max_parallel_requests=CONCURRENCY),
+        deployment("rpm30", rpm=RPM),
+        deployment("json8", '{"n": 3}', max_parallel_requests=CONCURRENCY),
+    ]
     try:
-        deadline = time.monotonic() + 240  # it imports a lot: a minute on busy cores
-        while True:
-            if process.poll() is not None:
-                tail = (folder / "proxy.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"the LiteLLM proxy exited ({process.returncode}):\n{tail}")
-            try:
-                if httpx.get(f"{base}/health/liveliness", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the LiteLLM proxy did not answer within 240 s")
-            time.sleep(0.5)
-        yield f"{base}/v1", key
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        log.close()
+        with LiteLLMProxy(command, deployments) as gateway:
+            yield gateway.base_url, gateway.key
+    except RuntimeError as exc:  # it exited, or never answered
+        pytest.fail(str(exc))
 
 
 def plan_of(n: int, **fields: Any) -> TaskPlan:
