@@ -8,11 +8,13 @@ folder puts the run left running back in the queue and runs it again on its thre
 
 - Stopped with SIGTERM: the in-memory runtime writes its store to disk as it shuts down,
   the journal is there after the restart, and no finished item is requested again.
-- SIGKILLed: the run still completes after the restart, but every item is requested
-  again. What langgraph-runtime-inmem 0.36.7 does: it pickles the store, checkpoints and
+- SIGKILLed: the run still completes after the restart, but the items finished since the
+  runtime last wrote its store to disk are requested again (each at most once more): in
+  a quiet run that was every item, in a loaded CI run 122 of 203. What
+  langgraph-runtime-inmem 0.36.7 does: it pickles the store, checkpoints and
   runs under `.langgraph_api/` from a daemon thread every 10 s (`_persistence`), and at a
   clean shutdown; but `InMemorySaver.__aexit__` calls `stop_flush_loop()`
-  (`checkpoint.py`), and once a run is under way nothing restarts the loop. Watched here:
+  (`checkpoint.py`), so the loop can stop while a run is under way. Watched on a quiet machine:
   during a 40 s map only `.langgraph_ops.pckl` was written (once, 9 s in); `store.pckl`
   and the checkpoints were not on disk when the process was killed. So a SIGKILLed dev
   server loses the journal with everything else it kept in memory; a server whose store
@@ -139,8 +141,8 @@ async def test_a_stopped_langgraph_dev_finishes_the_thread_after_a_restart(
     assert [i["status"] for i in items] == ["succeeded"] * len(ITEMS)
     repeated = sorted(item for item in finished if requests[item] != 1)
     if stop_signal == signal.SIGKILL:
-        # The dev runtime had written neither its store nor the run's checkpoints.
-        assert len(repeated) == len(finished)
+        # What the dev runtime had not yet written to disk is asked for again, once.
+        assert all(requests[item] <= 2 for item in finished), requests
         return
     assert repeated == []  # 0 repeated requests for finished items
     # After the restart only unfinished items were asked for (those stalled at the stop).
