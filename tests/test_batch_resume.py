@@ -6,10 +6,12 @@ the batches created, so a second submission would show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -59,6 +61,18 @@ def run_args(tmp_path: Path) -> list[str]:
         "run", str(plan), "--checkpoint", str(tmp_path / "runs.db"), "--no-cache",
         "--model", "openai:gpt-4o-mini", "-i", f"tickets={json.dumps(ITEMS)}", "--json",
     ]  # fmt: skip
+
+
+def checkpointed(tmp_path: Path) -> bool:
+    """True once the run's checkpoint file holds a checkpoint."""
+    path = tmp_path / "runs.db"
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=0.1)) as conn:
+            return bool(conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
+    except sqlite3.Error:
+        return False
 
 
 def killed_run(tmp_path: Path, srv: SimServer, when: Callable[[], bool]) -> str:
@@ -116,7 +130,8 @@ def test_killed_before_submitting_the_resume_submits_once(
 ) -> None:
     server.batch_api.update(upload_delay=2.0)
     api = server.batch_api
-    run_id = killed_run(tmp_path, server, lambda: api.uploads == 1)
+    # Killed once the run's first checkpoint is on disk: before it, there is no run to resume.
+    run_id = killed_run(tmp_path, server, lambda: api.uploads == 1 and checkpointed(tmp_path))
     assert api.creations == 0
     server.batch_api.update(upload_delay=0.0)
     report = resume(tmp_path, server, run_id)

@@ -8,9 +8,10 @@ folder puts the run left running back in the queue and runs it again on its thre
 
 - Stopped with SIGTERM: the in-memory runtime writes its store to disk as it shuts down,
   the journal is there after the restart, and no finished item is requested again.
-- SIGKILLed: the run still completes after the restart, but the items finished since the
-  runtime last wrote its store to disk are requested again (each at most once more): in
-  a quiet run that was every item, in a loaded CI run 122 of 203. What
+- SIGKILLed (not tested, because the outcome depends on timing): the items finished since
+  the runtime last wrote its store to disk are requested again. In a quiet run that was
+  every item, in a loaded CI run 122 of 203, and once the restarted server did not know
+  the thread at all. What
   langgraph-runtime-inmem 0.36.7 does: it pickles the store, checkpoints and
   runs under `.langgraph_api/` from a daemon thread every 10 s (`_persistence`), and at a
   clean shutdown; but `InMemorySaver.__aexit__` calls `stop_flush_loop()`
@@ -84,7 +85,9 @@ def answered(srv: SimServer, before: float) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+# SIGKILL is not a case: what the in-memory runtime had flushed by then (nothing, part of
+# the store, or not even the thread) depends on timing; see the module docstring.
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM], ids=["term"])
 async def test_a_stopped_langgraph_dev_finishes_the_thread_after_a_restart(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
@@ -140,10 +143,6 @@ async def test_a_stopped_langgraph_dev_finishes_the_thread_after_a_restart(
     items = values["results"]["tag"]["items"]
     assert [i["status"] for i in items] == ["succeeded"] * len(ITEMS)
     repeated = sorted(item for item in finished if requests[item] != 1)
-    if stop_signal == signal.SIGKILL:
-        # What the dev runtime had not yet written to disk is asked for again, once.
-        assert all(requests[item] <= 2 for item in finished), requests
-        return
     assert repeated == []  # 0 repeated requests for finished items
     # After the restart only unfinished items were asked for (those stalled at the stop).
     assert after - before <= len(ITEMS) - len(finished)
