@@ -143,43 +143,6 @@ def test_a_hidden_concurrency_limit_is_found_and_probed_ever_more_rarely(hidden:
     assert state.rate is None
 
 
-def hidden_16_at_half_a_second(state: PaceState, seconds: float, busiest: int) -> float:
-    """Successes against a hidden limit of 16 at 0.5 s (32 a second), each started with
-    0-15 others in flight; one a second counted `busiest` (calls the server had answered
-    but the client had not yet seen). Returns the time after."""
-    now = 0.0
-    for i in range(int(32 * seconds)):
-        now += 1 / 32
-        in_flight = busiest if i % 32 == 0 else i % 16
-        state.on_success(now, UNBOUNDED, in_flight=in_flight, latency=0.5)
-    return now
-
-
-@pytest.mark.parametrize("busiest", [16, 17, 18])
-def test_a_concurrency_429_counted_a_call_or_two_short_cuts_the_window_not_the_pace(
-    busiest: int,
-) -> None:
-    state = PaceState.fresh(0.0, UNBOUNDED)
-    state.window = 20.0
-    now = hidden_16_at_half_a_second(state, seconds=3, busiest=busiest)
-    seq = state.reserve(now, 0, UNBOUNDED)[0]
-    assert state.on_rate_limited(now, UNBOUNDED, retry_after=0.5, in_flight=16, seq=seq) == "window"
-    assert state.cap(UNBOUNDED) == 16
-    assert state.rate is None and state.rate_cuts == 0
-
-
-def test_a_429_with_the_window_already_full_leaves_the_pace_alone() -> None:
-    state = PaceState.fresh(0.0, UNBOUNDED)
-    state.window = 20.0
-    now = hidden_16_at_half_a_second(state, seconds=3, busiest=16)
-    state.on_rate_limited(now, UNBOUNDED, in_flight=16, seq=state.reserve(now, 0, UNBOUNDED)[0])
-    assert state.cap(UNBOUNDED) == 16
-    # A call granted just after the cut meets the same 16: the window explains it.
-    seq = state.reserve(now + 0.02, 0, UNBOUNDED)[0]
-    assert state.on_rate_limited(now + 0.04, UNBOUNDED, in_flight=16, seq=seq) == "ignored"
-    assert state.rate is None and state.cap(UNBOUNDED) == 16
-
-
 def test_a_limit_that_rises_is_found_again() -> None:
     state = PaceState.fresh(0.0, UNBOUNDED)
     run_window(state, UNBOUNDED, hidden=4, round_trips=100)

@@ -8,14 +8,12 @@ When limits are not stated, two things are learned from the provider's answers:
 
 * **The window** (calls in flight). It starts at the stated `max_concurrency`, or at
   `initial_window` and doubles every round trip (slow start) while it is used. A 429
-  that came with as many calls in flight as any recent success had, or more, give or take
-  `SKEW` (calls answered but not yet seen) ("a concurrency 429"), sets it to the number
-  of calls that were in flight when the rejected one started (less those rejected
-  themselves), which is what the provider admitted, but never below the calls in flight
-  that the measured success rate needs. From then on it grows by one call per round
-  trip, and at the level that last failed it probes ever more rarely (every 4, 8, 16 ...
-  round trips) while probes keep failing.
-  A concurrency 429 that meets a full window already at that level changes nothing.
+  that came with as many calls in flight as any recent success had, or more ("a concurrency
+  429") sets it to the number of calls that were in flight when the rejected one
+  started (less those rejected themselves), which is what the provider admitted, but
+  never below the calls in flight that the measured success rate needs. From
+  then on it grows by one call per round trip, and at the level that last failed it
+  probes ever more rarely (every 4, 8, 16 ... round trips) while probes keep failing.
 * **The pace** (requests per second). A 429 a concurrency limit does not explain sets
   the pace a little under the success rate just measured (once per burst of 429s); each
   success raises it a little. A `retry-after` on such a 429 pauses every start until then.
@@ -43,9 +41,6 @@ Verdict = Literal["window", "rate", "budget", "ignored"]
 BUDGET_HINT = 10.0
 """A retry-after of this many seconds or more means a spent per-minute budget."""
 MINUTE = 60.0
-SKEW = 0.15
-"""Share of calls in flight (at least one) a client may count that the server has already
-answered: a 429 with that many fewer in flight than a recent success is a concurrency 429."""
 REFILL_MARGIN = 0.25
 """Seconds waited past a window's refill, so the first call lands in the new window."""
 
@@ -352,15 +347,13 @@ class PaceState:
             self.paused_until = max(self.paused_until, now + min(wait, cap))
             self.pauses += 1
             return "budget"
-        if in_flight is not None and in_flight >= 1 and in_flight >= self._busiest():
+        if in_flight is not None and in_flight >= 1 and in_flight >= self.ok_max:
             if seq is not None and seq <= self.cut_seq:
                 return "ignored"  # sent before the last cut took effect
             # Never below what carries the success rate now (Little's law): a rate
             # limit's 429s at the top of the range in flight must not shrink it for good.
             measured = self.measured(now, limits)
             floor = int(0.8 * measured * self.rtt) if measured and self.rtt else 1
-            if self.window is not None and in_flight >= int(self.window) > floor:
-                return "ignored"  # the window is already at the level that failed
             if self.window is not None and max(in_flight, floor) < self.window:
                 level = float(max(in_flight, floor))
                 if self.ceiling is not None and level + 1 >= self.ceiling:
@@ -373,10 +366,6 @@ class PaceState:
                 self.window_cuts += 1
                 return "window"
         return self._slow_pace(now, retry_after, cap, limits)
-
-    def _busiest(self) -> float:
-        """The fewest calls in flight that still count as 'as many as a recent success had'."""
-        return self.ok_max - max(1.0, SKEW * self.ok_max)
 
     def _slow_pace(
         self, now: float, retry_after: float | None, cap: float, limits: PaceLimits
