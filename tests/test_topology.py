@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import pytest
@@ -162,6 +163,21 @@ async def test_dependent_starts_before_a_slow_sibling_finishes_per_lifecycle_eve
     times = lifecycle([c async for c in graph.astream({"inputs": {}}, stream_mode="custom")])
     assert times[("fast2", "started")] < times[("slow", "succeeded")]
     assert times[("join", "started")] >= times[("slow", "succeeded")]
+
+
+async def test_a_subtask_has_no_task_until_its_dependencies_finish(make_plan, echo_factory):
+    """A waiting subtask is a count of unfinished dependencies, not a task awaiting them."""
+    model = echo_factory(latencies={"[a]": 0.1}, latency=0.001)
+    graph = compile_plan(make_plan({"a": [], "b": ["a"], "c": ["b"]}), model=model)
+    running: dict[str, set[str]] = {}
+    async for event in graph.astream({"inputs": {}}, stream_mode="custom"):
+        if event["status"] == "started":
+            running[event["subtask"]] = {
+                t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("fanfold:")
+            }
+    assert running["a"] == {"fanfold:a"}
+    assert "fanfold:b" in running["b"]
+    assert "fanfold:c" not in running["b"]
 
 
 # -- what reaches the model ----------------------------------------------------------------

@@ -72,6 +72,12 @@ class DispatchState:
         # and then gets that call's own config; see _spawn.
         self._context = contextvars.copy_context()
         self._tasks: dict[str, asyncio.Task[SubtaskResult]] = {}
+        # Subtasks waiting for their dependencies (no task yet): how many they wait for,
+        # who waits for each subtask, and who asked for a result before it started.
+        self._waiting: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._waiters: dict[str, asyncio.Future[SubtaskResult]] = {}
+        self._stopped = False
         self._item_lists: dict[str, asyncio.Future[ItemTasks | None]] = {}
         self._item_tasks: set[asyncio.Task[SubtaskResult]] = set()
         self._systems: dict[str, SystemMessage] = {}

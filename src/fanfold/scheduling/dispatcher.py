@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -135,6 +136,11 @@ class Dispatcher(MapItems):
         for sid in sids:
             task = self._tasks.pop(sid, None)
             result = self.done.pop(sid, None)
+            self._waiting.pop(sid, None)
+            self._dependents.pop(sid, None)
+            waiter = self._waiters.pop(sid, None)
+            if waiter is not None:
+                waiter.cancel()
             self._item_lists.pop(sid, None)
             self._systems.pop(sid, None)
             if task is None and result is None:
@@ -146,36 +152,104 @@ class Dispatcher(MapItems):
             if result is not None:
                 fields = {"total_tokens": result.usage.total_tokens, "cost": result.cost}
             self._emit(sid, "discarded", None, **fields)
+        gone = set(sids)
+        for sid, dependents in self._dependents.items():
+            self._dependents[sid] = [d for d in dependents if d not in gone]
         for task in list(self._item_tasks):
             if task.get_name().startswith(tuple(f"fanfold:{sid}[" for sid in dropped)):
                 task.cancel()
         return dropped
 
-    def _ensure(self, sid: str) -> asyncio.Task[SubtaskResult] | None:
-        if sid in self.done:
-            return None
+    def _ensure(self, sid: str) -> None:
+        """Schedule `sid`: start it now if its dependencies are done, else when they are.
+
+        A subtask that waits has no task yet, only a count of the dependencies it waits
+        for; the last of them to finish starts it (`_dependency_done`).
+        """
+        if sid in self.done or sid in self._tasks or sid in self._waiting:
+            return
+        self._waiting[sid] = 0  # scheduled: a second _ensure returns at once
+        source = self._item_source(sid)
+        waits = 0
+        for dep in self.runtime.dependencies[sid]:
+            self._ensure(dep)
+            if dep != source and not self._finished(dep):
+                waits += 1
+                self._dependents.setdefault(dep, []).append(sid)
+        if sid in self.runtime.maps:
+            self._item_lists[sid] = self.loop.create_future()
+        if waits:
+            self._waiting[sid] = waits
+        else:
+            del self._waiting[sid]
+            self._launch(sid)
+
+    def _finished(self, sid: str) -> bool:
         task = self._tasks.get(sid)
-        if task is None:
-            for dep in self.runtime.dependencies[sid]:
-                self._ensure(dep)
-            if sid in self.runtime.maps:
-                self._item_lists[sid] = self.loop.create_future()
-            task = self._spawn(self._run(sid), sid, None)
-            self._tasks[sid] = task
-        return task
+        return sid in self.done or (task is not None and task.done())
+
+    def _item_source(self, sid: str) -> str | None:
+        """The map whose items `sid` maps over one by one (it waits per item), if any."""
+        subtask = self.runtime.subtasks[sid]
+        source = subtask.map if subtask.map in self.runtime.maps else None
+        if source is not None and source in subtask.placeholders:
+            return None  # the prompt shows the whole upstream list: wait for all of it
+        return source
+
+    def _launch(self, sid: str) -> None:
+        task = self._spawn(self._run(sid), sid, None)
+        self._tasks[sid] = task
+        task.add_done_callback(functools.partial(self._dependency_done, sid))
+        waiter = self._waiters.pop(sid, None)
+        if waiter is not None:
+            task.add_done_callback(functools.partial(_settle_waiter, waiter))
+
+    def _finish(self, result: SubtaskResult) -> SubtaskResult:
+        finished = super()._finish(result)
+        # Started before this task ends, so they queue for a slot before this call's
+        # slot is freed (by a done callback of this task).
+        task = self._tasks.get(result.id)
+        if task is not None and task is asyncio.current_task():
+            self._start_dependents(result.id)
+        return finished
+
+    def _dependency_done(self, sid: str, task: asyncio.Task[SubtaskResult]) -> None:
+        """A subtask's task ended: start its dependents if its result did not (an error)."""
+        if self._tasks.get(sid) is task:
+            self._start_dependents(sid)
+
+    def _start_dependents(self, sid: str) -> None:
+        """Start each dependent of `sid` that waited for it last."""
+        if self._stopped:
+            return  # cancelled with the run
+        for dependent in self._dependents.pop(sid, ()):
+            waits = self._waiting.get(dependent)
+            if waits is None:
+                continue  # discarded
+            if waits > 1:
+                self._waiting[dependent] = waits - 1
+            else:
+                del self._waiting[dependent]
+                self._launch(dependent)
 
     async def result(self, sid: str) -> SubtaskResult:
         """Wait for subtask `sid` and return its result (starting it if needed)."""
         if sid in self.done:
             return self.done[sid]
-        task = self._ensure(sid)
-        assert task is not None
+        self._ensure(sid)
+        task = self._tasks.get(sid)
+        if task is None:  # waiting for its dependencies
+            waiter = self._waiters.get(sid)
+            if waiter is None:
+                waiter = self._waiters[sid] = self.loop.create_future()
+            return await asyncio.shield(waiter)
         # Shielded: a cancelled waiter must not cancel a call other subtasks wait for.
         return await asyncio.shield(task)
 
     def cancel(self) -> None:
         """Cancel every call still running (call on the dispatcher's loop)."""
-        for task in [*self._tasks.values(), *self._item_tasks]:
+        self._stopped = True  # no dependent starts from here on
+        for task in [*self._tasks.values(), *self._item_tasks, *self._waiters.values()]:
             if not task.done():
                 task.cancel()
 
@@ -189,8 +263,13 @@ class Dispatcher(MapItems):
     # -- one subtask --------------------------------------------------------------------
 
     async def _dependency(self, dep: str) -> SubtaskResult:
+        if dep in self.done:
+            return self.done[dep]
+        task = self._tasks.get(dep)
+        if task is None:  # an item-wise map's source that has not started
+            return await self.result(dep)
         # Awaited directly, not shielded: dispatcher tasks are only ever cancelled together.
-        return self.done[dep] if dep in self.done else await self._tasks[dep]
+        return await task
 
     def _blocked(self, dep: str, result: SubtaskResult) -> bool:
         if result.ok:
@@ -207,13 +286,11 @@ class Dispatcher(MapItems):
 
     async def _run_subtask(self, sid: str) -> SubtaskResult:
         subtask = self.runtime.subtasks[sid]
-        source = subtask.map if subtask.map in self.runtime.maps else None
-        if source is not None and source in subtask.placeholders:
-            source = None  # the prompt shows the whole upstream list: wait for all of it
+        source = self._item_source(sid)
         deps: dict[str, SubtaskResult] = {}
         for dep in self.runtime.dependencies[sid]:
             if dep != source:  # an item-wise map waits for each upstream item, not the list
-                deps[dep] = await self._dependency(dep)
+                deps[dep] = await self._dependency(dep)  # done: it started when they were
         blocked = [dep for dep, res in deps.items() if self._blocked(dep, res)]
         if blocked:
             return self._skip(sid, blocked[0], deps[blocked[0]])
@@ -276,3 +353,17 @@ class Dispatcher(MapItems):
         self._ensure(source)
         tasks = await asyncio.shield(self._item_lists[source])
         return list(tasks) if tasks is not None else None
+
+
+def _settle_waiter(
+    waiter: asyncio.Future[SubtaskResult], task: asyncio.Task[SubtaskResult]
+) -> None:
+    """Pass a subtask's outcome to those who asked for it before it started."""
+    if waiter.done():
+        return
+    if task.cancelled():
+        waiter.cancel()
+    elif task.exception() is not None:
+        waiter.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(task.result())
