@@ -149,7 +149,7 @@ def test_running_lists_the_running_subtasks_longest_first_with_their_elapsed_tim
     assert (fetch.attempt, fetch.retrying, fetch.elapsed) == (2, False, 3.0)
 
 
-def test_tokens_add_up_items_and_the_map_total_replaces_them_not_adds(progress):
+def test_tokens_add_up_items_and_the_maps_own_total_is_not_added_again(progress):
     feed_all(
         progress,
         [
@@ -161,16 +161,22 @@ def test_tokens_add_up_items_and_the_map_total_replaces_them_not_adds(progress):
         ],
     )
     assert progress.tokens == 115
+    progress.feed(event("each", "succeeded", T0 + 2, item=2, total_tokens=9))
     progress.feed(event("each", "succeeded", T0 + 3, total_tokens=24))
-    assert progress.tokens == 124
+    assert progress.tokens == 124  # the items' 24, counted once (as the run record does)
 
 
-def test_cost_is_unknown_until_an_event_carries_one(progress):
+def test_cost_is_unknown_for_a_call_without_a_cost_or_a_price(echo_factory):
+    """The live view prices a finished call as the run record does: its event's cost (the
+    run's), else the price table's; a call never sent costs nothing."""
+    graph = compile_plan(TaskPlan.model_validate(PLAN), model=echo_factory())
+    assert graph.fanfold_runtime is not None
+    progress = Progress(graph.fanfold_runtime, inputs={"xs": ["a", "b", "c"]}, started_at=T0)
     feed_all(
         progress,
         [
             event("fetch", "started", T0, attempt=1),
-            event("fetch", "succeeded", T0 + 1, total_tokens=100),
+            event("fetch", "succeeded", T0 + 1, total_tokens=100),  # no price for its model
         ],
     )
     assert progress.cost is None and progress.cost_unknown == 1
@@ -179,7 +185,7 @@ def test_cost_is_unknown_until_an_event_carries_one(progress):
         [
             event("check", "started", T0, attempt=1),
             event("check", "succeeded", T0 + 1, total_tokens=50, cost=0.25),
-            # A call that used no tokens costs nothing, cost or not.
+            # A call that was never sent costs nothing.
             event("summarise", "failed", T0 + 1, total_tokens=0),
         ],
     )
@@ -295,7 +301,7 @@ def test_live_view_shows_the_counts_the_running_ids_and_the_eta_source(progress)
     assert re.search(r"^\s+check\s+3\.0s", text, re.M), text
     assert re.search(r"^\s+each\s+2\.0s\s+1/3 items done · 0 in flight · 2 queued", text, re.M)
     assert "ETA ~" in text and "(observed throughput)" in text
-    assert "cost" not in text  # no event carried one
+    assert "cost $0" in text  # the simulated model is free, as the run record says
 
 
 def test_live_view_says_when_the_eta_comes_from_learned_durations(tmp_path):

@@ -131,16 +131,9 @@ def run_record(
     max_concurrency: int | None = None,
     inputs: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """The run's record, from its final state and the events the watch kept."""
-    from fanfold.record import build_record
-
-    return build_record(
-        state,
-        events=watch.kept or (),
-        runtime=runtime,
-        max_concurrency=max_concurrency,
-        inputs=inputs,
-    )
+    """The run's record: the one that grew with the run's events, given its final state
+    (what the live view showed, the summary, `--json` and the report all read it)."""
+    return watch.record(state, runtime=runtime, max_concurrency=max_concurrency, inputs=inputs)
 
 
 def print_record(task_plan: TaskPlan, record: RunRecord, *, as_json: bool) -> None:

@@ -49,7 +49,6 @@ def resume(
     prepared = open_run(
         run_id, checkpoint, cache=False if no_cache else None, input_interface="cli"
     )
-    keep = report is not None or as_json
     if isinstance(prepared, GoalRun):
         if prepared.mode == "finished":
             typer.echo(f"run {run_id} already finished; nothing to resume", err=True)
@@ -61,7 +60,7 @@ def resume(
             prepared,
             show_plan=False,
             as_json=as_json,
-            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep),
+            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events),
             report=report,
             max_concurrency=prepared.options.get("max_concurrency"),
         )
@@ -86,7 +85,7 @@ def resume(
     else:
         failed = len(task_plan.ids) - len([s for s in task_plan.ids if s in prepared.kept])
         typer.echo(f"resuming run {run_id}: retrying {failed} subtasks", err=True)
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep)
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
     watch.set_runtime(prepared.runtime, inputs=prepared.inputs)
     watch.preload(prepared.kept, reused_items=prepared.reused_items)
     with watch:

@@ -209,11 +209,7 @@ def run(
             inputs=parse_inputs(input or []),
             show_plan=show_plan,
             as_json=as_json,
-            watch=Watch(
-                progress_mode(quiet=quiet, as_json=as_json),
-                events,
-                keep=report is not None or as_json,
-            ),
+            watch=Watch(progress_mode(quiet=quiet, as_json=as_json), events),
             report=report,
             max_concurrency=max_concurrency,
         )
@@ -241,8 +237,7 @@ def run(
         )
         typer.echo(f"run id: {prepared.run_id}  (resume with: {resume_command})", err=True)
         set_resume_hint(resume_command)
-    keep = report is not None or as_json
-    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events, keep=keep)
+    watch = Watch(progress_mode(quiet=quiet, as_json=as_json), events)
     watch.set_runtime(runtime, inputs=prepared.inputs)
     with watch:
         state = prepared.run(on_event=watch.feed)

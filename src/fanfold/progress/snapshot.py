@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 State = Literal["waiting", "running", "backoff", "done", "failed", "skipped"]
@@ -43,9 +43,10 @@ class ItemCounts:
         return max(self.total - self.finished - self.running - self.backoff, 0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SubtaskProgress:
-    """Where one subtask stands. For a map, `item_states` holds its items'."""
+    """Where one subtask stands, as the live view shows it (read off the growing record's
+    `fanfold.record.LiveSubtask`)."""
 
     id: str
     state: State = "waiting"
@@ -59,11 +60,12 @@ class SubtaskProgress:
     error: str | None = None
     tokens: int = 0
     cost: float | None = None
-    """USD, summed over the calls whose events carried a `cost`; None when none did."""
+    """USD over its finished calls whose cost is known; None when none is."""
     cost_unknown: int = 0
-    """Finished calls that used tokens but carried no cost."""
+    """Finished calls whose cost is unknown."""
     items_total: int | None = None
-    item_states: dict[int, State] = field(default_factory=dict)
+    items: ItemCounts | None = None
+    """The map's item counts, or None for a subtask that is not a map."""
     items_reused: int = 0
     """Items that succeeded in an earlier run and are not run again."""
     preloaded: bool = False
@@ -72,31 +74,9 @@ class SubtaskProgress:
     """For a map sent as a provider batch: its id, status and counts, as last reported."""
 
     @property
-    def items(self) -> ItemCounts | None:
-        """The map's item counts, or None for a subtask that is not a map."""
-        if not self.is_map:
-            return None
-        states = list(self.item_states.values())
-        return ItemCounts(
-            total=self.items_total,
-            done=self.items_reused + states.count("done"),
-            failed=states.count("failed"),
-            skipped=states.count("skipped"),
-            running=states.count("running"),
-            backoff=states.count("backoff"),
-        )
-
-    @property
     def finished(self) -> bool:
         """Done, failed or skipped."""
         return self.state in _ENDED
-
-    def add_cost(self, cost: Any, tokens: int) -> None:
-        """Count one finished call's cost (missing: unknown, unless it used no tokens)."""
-        if isinstance(cost, int | float) and not isinstance(cost, bool):
-            self.cost = (self.cost or 0.0) + float(cost)
-        elif tokens:
-            self.cost_unknown += 1
 
 
 @dataclass(frozen=True)

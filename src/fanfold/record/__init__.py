@@ -1,6 +1,8 @@
 """The run record: one account of a run that `--json`, the report and the CLI render.
 
-`build_record(state, events=..., runtime=...)` computes it once; `record_json` writes it
+`build_record(state, events=..., runtime=...)` computes it once; `RecordBuilder` is the
+same record as it grows, one event at a time (the live view reads it during a run, and
+the CLI's summary is its final state); `record_json` writes it
 (the same text `fanfold run --json` prints and the report embeds); `load_record` reads
 it back.
 """
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fanfold.record.build import build_record
+from fanfold.record.growing import LiveSubtask, RecordBuilder
 from fanfold.record.model import (
     AggregateRecord,
     BatchRecord,
@@ -26,6 +29,8 @@ __all__ = [
     "AggregateRecord",
     "BatchRecord",
     "CallRecord",
+    "LiveSubtask",
+    "RecordBuilder",
     "RecordTotals",
     "RunRecord",
     "Segment",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -21,6 +21,7 @@ from fanfold.record.clock import RunClock
 from fanfold.record.model import (
     AggregateRecord,
     BatchRecord,
+    RecordStatus,
     RecordTotals,
     RunRecord,
     SubtaskRecord,
@@ -30,7 +31,10 @@ from fanfold.scheduling.prices import PriceTable
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import RunTotals, SubtaskResult, TokenUsage, summarize
 
-__all__ = ["build_record"]
+if TYPE_CHECKING:
+    from fanfold.record.growing import RecordBuilder
+
+__all__ = ["assemble", "build_record"]
 
 _DIGITS = 6
 
@@ -46,6 +50,9 @@ def build_record(
 ) -> RunRecord:
     """The record of a run, from its final (or last saved) state and its events.
 
+    It is a `RecordBuilder` (the record as it grows, which the live view reads) given
+    every event at once: one code path for both.
+
     Args:
         state: the run's state values (`results`, `totals`, `inputs`, `output`, ...).
         events: the run's lifecycle events (dicts, `("custom", dict)` pairs or models).
@@ -55,11 +62,25 @@ def build_record(
         prices: extra prices, only for results that carry no cost of their own.
         inputs: the run's inputs, when the state does not hold them (`invoke`'s result).
     """
-    if isinstance(state, BaseModel):
-        state = {name: getattr(state, name) for name in type(state).model_fields}
-    if inputs is not None and not state.get("inputs"):
-        state = {**state, "inputs": dict(inputs)}
-    return _Builder(state, events, runtime, max_concurrency, prices).record()
+    from fanfold.record.growing import RecordBuilder
+
+    log = RecordBuilder(runtime, prices=prices)
+    for event in parse_events(events):
+        log.add_event(event)
+    return log.record(state, runtime=runtime, max_concurrency=max_concurrency, inputs=inputs)
+
+
+def assemble(
+    state: Mapping[str, Any],
+    log: RecordBuilder,
+    *,
+    runtime: PlanRuntime | None,
+    max_concurrency: int | None,
+    prices: Any,
+    running: bool,
+) -> RunRecord:
+    """The record of `state` and the events `log` holds (see `RecordBuilder.record`)."""
+    return _Builder(state, log, runtime, max_concurrency, prices, running).record()
 
 
 def _r(value: float) -> float:
@@ -69,14 +90,13 @@ def _r(value: float) -> float:
 class _Builder:
     def __init__(
         self,
-        state: Mapping[str, Any] | BaseModel,
-        events: Sequence[Any],
+        state: Mapping[str, Any],
+        log: RecordBuilder,
         runtime: PlanRuntime | None,
         max_concurrency: int | None,
         prices: Any,
+        running: bool,
     ) -> None:
-        if isinstance(state, BaseModel):
-            state = {name: getattr(state, name) for name in type(state).model_fields}
         self.state = state
         self.runtime = runtime
         self.max_concurrency = max_concurrency
@@ -91,8 +111,11 @@ class _Builder:
         self.order = list(plan.topological_order()) if plan is not None else []
         self.deps = {s: tuple(d) for s, d in plan.dependencies().items()} if plan else {}
         self.subtasks: dict[str, SubTask] = {s.id: s for s in plan.subtasks} if plan else {}
-        for sid in self.results:
-            if sid not in self.deps:
+        named = list(self.results)
+        if running:  # a run going on: the subtasks its events name, before its plan is known
+            named += [sid for sid in log.subtasks if sid not in self.results]
+        for sid in named:
+            if sid not in self.deps and not (sid == AGGREGATE and running):
                 self.order.append(sid)
                 self.deps[sid] = ()
         self.maps = {
@@ -101,14 +124,22 @@ class _Builder:
             if (sid in self.subtasks and self.subtasks[sid].map is not None)
             or (sid in self.results and self.results[sid].items is not None)
         }
-        parsed = parse_events(events)
-        self.aggregate_events = [
-            e for e in parsed if e.subtask == AGGREGATE and AGGREGATE not in self.deps
-        ]
-        self.events = [e for e in parsed if e not in self.aggregate_events]
-        self.by_call: dict[tuple[str, int | None], list[LifecycleEvent]] = {}
-        for e in self.events:
-            self.by_call.setdefault((e.subtask, e.item), []).append(e)
+        parsed = log.sorted_events()
+        step = AGGREGATE not in self.deps  # the aggregate is a step, not a subtask
+        self.aggregate_events = [e for e in parsed if step and e.subtask == AGGREGATE]
+        self.events = [e for e in parsed if not (step and e.subtask == AGGREGATE)]
+        self.by_call: dict[tuple[str, int | None], list[LifecycleEvent]] = log.by_call
+        if not log.in_order:
+            self.by_call = {}
+            for e in parsed:
+                self.by_call.setdefault((e.subtask, e.item), []).append(e)
+        # A call over whose subtask has no result yet: its finishing event's account of it
+        # (a map's own: only its status; its items count one by one).
+        self.call_results = {
+            key: res
+            for key, res in log.call_results.items()
+            if key[0] not in self.results and not (step and key[0] == AGGREGATE)
+        }
         self.totals_in = _totals(state.get("totals"))
         self.clock = RunClock(self.results, self.events, self.aggregate_events, self.totals_in)
         self.t0, self.end = self.clock.t0, self.clock.end
@@ -122,7 +153,10 @@ class _Builder:
             runtime=runtime,
             prices=self.prices,
             clock=self.clock,
+            call_results=self.call_results,
+            running=running,
         )
+        self.running = running
 
     # -- subtasks ---------------------------------------------------------------------------
 
@@ -154,6 +188,9 @@ class _Builder:
 
     def _subtask(self, sid: str) -> SubtaskRecord:
         res = self.results.get(sid)
+        told = self.call_results.get((sid, None))  # its finishing event, before its result
+        if res is None and sid not in self.maps:
+            res = told
         sub = self.subtasks.get(sid)
         ready = self.calls.ready(sid)
         record = SubtaskRecord(
@@ -172,10 +209,13 @@ class _Builder:
             record.status = call.status
         else:
             record.calls = self.calls.items(sid, res, ready)
-            if res is None and any(c.status != "not run" for c in record.calls):
-                record.status = "unfinished"
+            going: RecordStatus = "running" if self.running else "unfinished"
+            if res is None and told is not None:
+                record.status, record.error = told.status, told.error
+            elif res is None and any((sid, c.item) in self.by_call for c in record.calls):
+                record.status = going  # items of it ran in this run (not only earlier ones)
             elif res is None and self.by_call.get((sid, None)):
-                record.status = "unfinished"
+                record.status = going
         record.batch = self._batch(sid)
         calls = record.calls
         record.usage = sum((c.usage for c in calls), TokenUsage())
@@ -296,6 +336,9 @@ class _Builder:
             aggregate_usage=TokenUsage(),
             wall_time=max(0.0, self.end - self.t0),
         )
+        told = [s.usage for s in subtasks if s.id not in self.results]
+        if self.totals_in is None and told:  # calls over whose subtask's result is not in
+            t = t.model_copy(update={"usage": sum(told, t.usage)})
         calls = [c for s in subtasks for c in s.calls]
         made = [c for c in calls if c.call_time > 0 or (c.attempts and not c.cached)]
         call_time = sum(c.call_time for c in calls)

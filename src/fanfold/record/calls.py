@@ -19,13 +19,25 @@ from collections.abc import Mapping
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask
 from fanfold.record.clock import EPS, MIN_GAP, RunClock
-from fanfold.record.model import CallRecord, Segment
+from fanfold.record.model import CallRecord, RecordStatus, Segment
 from fanfold.scheduling.events import LifecycleEvent
 from fanfold.scheduling.prices import PriceTable
 from fanfold.scheduling.runtime import PlanRuntime
 from fanfold.state.results import SubtaskResult
 
-__all__ = ["CallReader"]
+__all__ = ["CallReader", "call_cost"]
+
+
+def call_cost(res: SubtaskResult, prices: PriceTable) -> float | None:
+    """A call's cost: the one the run computed; a price given afterwards fills in an
+    unknown one. A cache hit, or a call never sent, costs nothing."""
+    if res.cached:
+        return 0.0
+    if res.cost is not None:
+        return res.cost
+    if not res.attempts or res.model is None:
+        return 0.0
+    return prices.cost(res.model, res.usage)
 
 
 class CallReader:
@@ -42,7 +54,13 @@ class CallReader:
         runtime: PlanRuntime | None,
         prices: PriceTable,
         clock: RunClock,
+        call_results: Mapping[tuple[str, int | None], SubtaskResult] | None = None,
+        running: bool = False,
     ) -> None:
+        self.call_results = call_results or {}
+        """Calls over whose subtask's result is not in: read off their finishing events."""
+        self.running = running
+        """The run is going on: a call started and not over is "running", not "unfinished"."""
         self.results = results
         self.subtasks = subtasks
         self.deps = deps
@@ -53,7 +71,7 @@ class CallReader:
         self.clock = clock
 
     def finish_time(self, sid: str) -> float | None:
-        res = self.results.get(sid)
+        res = self.results.get(sid) or self.call_results.get((sid, None))
         if res is None:
             return None
         if res.finished_at is not None:
@@ -84,7 +102,11 @@ class CallReader:
         self, rid: str, sid: str, index: int | None, res: SubtaskResult | None, ready: float | None
     ) -> CallRecord:
         evs = self.by_call.get((sid, index), [])
-        status = res.status if res is not None else ("unfinished" if evs else "not run")
+        status: RecordStatus
+        if res is not None:
+            status = res.status
+        else:
+            status = ("running" if self.running else "unfinished") if evs else "not run"
         call = CallRecord(
             id=rid,
             subtask=sid,
@@ -178,14 +200,8 @@ class CallReader:
                 call.call_time += length  # a cache hit reached no provider
 
     def cost(self, res: SubtaskResult) -> float | None:
-        """The cost the run computed; a price given afterwards fills in an unknown one."""
-        if res.cached:
-            return 0.0
-        if res.cost is not None:
-            return res.cost
-        if not res.attempts or res.model is None:
-            return 0.0
-        return self.prices.cost(res.model, res.usage)
+        """The cost the run computed (`call_cost`)."""
+        return call_cost(res, self.prices)
 
     def items(self, sid: str, res: SubtaskResult | None, ready: float | None) -> list[CallRecord]:
         starts = [e.time for e in self.by_call.get((sid, None), []) if e.status == "started"]
@@ -207,6 +223,10 @@ class CallReader:
                     item_ready = max(item_ready or before, before)
             out.append(self.call(item.id, sid, index, item, item_ready))
         if res is None:  # an unfinished map: its items from their events
-            indexes = sorted({i for (s, i) in self.by_call if s == sid and i is not None})
-            out += [self.call(f"{sid}[{i}]", sid, i, None, map_start) for i in indexes]
+            known = set(self.by_call) | set(self.call_results)
+            indexes = sorted({i for (s, i) in known if s == sid and i is not None})
+            out += [
+                self.call(f"{sid}[{i}]", sid, i, self.call_results.get((sid, i)), map_start)
+                for i in indexes
+            ]
         return out

@@ -13,6 +13,7 @@ from typing import Any, Literal, TextIO
 
 from fanfold.errors import EventsFileError
 from fanfold.progress import LiveProgress, PlainProgress, Progress
+from fanfold.record import RecordBuilder, RunRecord
 from fanfold.state.results import SubtaskResult
 
 __all__ = ["ProgressMode", "Watch", "echo", "progress_mode", "stderr_is_terminal"]
@@ -45,28 +46,28 @@ def progress_mode(*, quiet: bool, as_json: bool) -> ProgressMode:
 
 
 class Watch:
-    """Fans a run's lifecycle events out to the progress display and the events file.
+    """Fans a run's lifecycle events out to the run record, the progress display and the
+    events file.
 
-    Use as a context manager around the run; `feed` takes every lifecycle event.
+    Use as a context manager around the run; `feed` takes every lifecycle event. The
+    record grows with each event (`growing`); the live view is a view of it, and
+    `record(state)` is what the CLI prints, `--json` and the report render.
 
     Args:
         mode: "live" (a rich view on stderr), "plain" (a line per finished subtask on
             stderr) or "none".
         events: a file to write every event to, one JSON object per line.
-        keep: keep every event in `kept` (for a report written afterwards).
     """
 
-    def __init__(
-        self, mode: ProgressMode, events: Path | None = None, *, keep: bool = False
-    ) -> None:
+    def __init__(self, mode: ProgressMode, events: Path | None = None) -> None:
         self.mode = mode
         self._events_path = events
-        self.kept: list[dict[str, Any]] | None = [] if keep else None
-        """Every event, when a report will be written from them."""
+        self.growing = RecordBuilder(started_at=time.time())
+        """The run's record as it grows."""
         self._log: TextIO | None = None
         self._display: LiveProgress | PlainProgress | None = None
         if mode == "live":
-            self._display = LiveProgress(Progress(started_at=time.time()))
+            self._display = LiveProgress(Progress(record=self.growing))
         elif mode == "plain":
             self._display = PlainProgress(lambda line: echo(line, err=True))
 
@@ -97,14 +98,21 @@ class Watch:
                 self._log = None
 
     @property
+    def progress(self) -> Progress | None:
+        """The live view's model (a view of `growing`), when a live view is drawn."""
+        return self._display.progress if isinstance(self._display, LiveProgress) else None
+
+    @property
     def live(self) -> bool:
         """Whether a live view is drawn (it wants the plan: `set_runtime`)."""
         return isinstance(self._display, LiveProgress)
 
     def set_runtime(self, runtime: Any, *, inputs: Mapping[str, Any] | None = None) -> None:
-        """Tell the display the plan (its subtasks, maps and expected durations)."""
-        if self._display is not None:
-            self._display.set_runtime(runtime, inputs=inputs)
+        """Tell the record and the display the plan (subtasks, maps, expected durations)."""
+        if isinstance(self._display, LiveProgress):
+            self._display.set_runtime(runtime, inputs=inputs)  # under the view's lock
+            return
+        self.growing.set_runtime(runtime, inputs=inputs)
 
     def preload(
         self,
@@ -113,13 +121,14 @@ class Watch:
         reused_items: Mapping[str, Iterable[Any]] | None = None,
     ) -> None:
         """Count results an earlier run left, which this run does not run again."""
-        if self._display is not None:
-            self._display.preload(results, reused_items=reused_items)
+        if isinstance(self._display, LiveProgress):
+            self._display.preload(results, reused_items=reused_items)  # under the view's lock
+            return
+        self.growing.preload(results, reused_items=reused_items)
 
     def feed(self, event: dict[str, Any]) -> None:
-        """Write one lifecycle event to the file (flushed at once) and show it."""
-        if self.kept is not None:
-            self.kept.append(event)
+        """Write one lifecycle event to the file (flushed at once), add it to the record
+        and show it."""
         if self._log is not None:
             try:
                 self._log.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
@@ -131,8 +140,25 @@ class Watch:
                     f"{exc.strerror}",
                     err=True,
                 )
+        if isinstance(self._display, LiveProgress):
+            self._display.feed(event)  # adds it to the record, under the view's lock
+            return
+        self.growing.add_event(event)
         if self._display is not None:
             self._display.feed(event)
+
+    def record(
+        self,
+        state: Mapping[str, Any],
+        *,
+        runtime: Any = None,
+        max_concurrency: int | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """The run's record: the one that grew with its events, given its final state."""
+        return self.growing.record(
+            state, runtime=runtime, max_concurrency=max_concurrency, inputs=inputs
+        )
 
     def note(self, text: str) -> None:
         """Print a progress line on stderr (above the live view); nothing when quiet."""
