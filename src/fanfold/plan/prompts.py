@@ -86,10 +86,14 @@ def subtask_prompt(
     return text
 
 
+def system_text(subtask: SubTask, *, task: str) -> str:
+    """The system message of one subtask: its own `system`, else the default for `task`."""
+    return subtask.system or f"{DEFAULT_SYSTEM}\nOverall task: {task}"
+
+
 def subtask_messages(subtask: SubTask, *, task: str, prompt: str) -> list[BaseMessage]:
     """System and user messages for one subtask."""
-    system = subtask.system or f"{DEFAULT_SYSTEM}\nOverall task: {task}"
-    return [SystemMessage(system), HumanMessage(prompt)]
+    return [SystemMessage(system_text(subtask, task=task)), HumanMessage(prompt)]
 
 
 def aggregate_messages(

@@ -16,7 +16,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from fanfold._secrets import describe_error
 from fanfold.models.caps import output_cap, with_output_cap
 from fanfold.plan.models import SubTask
-from fanfold.plan.prompts import subtask_messages, subtask_prompt
+from fanfold.plan.prompts import subtask_prompt, system_text
 from fanfold.plan.template import MissingFieldError
 from fanfold.scheduling.batch_client import UNLIMITED
 from fanfold.scheduling.cache import call_key, revive
@@ -118,50 +118,12 @@ class CallAttempts(DispatchState):
         if self.budget is not None and model is not None:
             model = self._capped(sid, model, reply_cap)
         ambient = var_child_runnable_config.get() or self._call_config(sid, index)
-        config: RunnableConfig = {**ambient, "run_name": rid}
-        first_start: float | None = None
+        if "run_name" in ambient:  # it names the call's own run, not its children's
+            ambient = {k: v for k, v in ambient.items() if k != "run_name"}  # type: ignore[assignment]
+        # What this call has billed and cost so far, failed attempts included.
+        tally = _Tally(rid, label, priority, subtask.kind, index)
         attempt = 0
-        billed = NO_USAGE  # every billed reply of this call, failed attempts included
-        spent: float | None = 0.0
         batched = False  # whether the current attempt goes out in the map's batch
-        sources: set[str] = set()  # where the attempts' costs came from
-
-        def result(status: Status, **fields: Any) -> SubtaskResult:
-            # Built from values of the right types already: no validation on the hot path.
-            return SubtaskResult.model_construct(
-                id=rid,
-                status=status,
-                started_at=first_start,
-                finished_at=time.time(),
-                attempts=attempt,
-                model=label,
-                priority=priority,
-                kind=subtask.kind,
-                index=index,
-                usage=billed,
-                cost=spent,
-                cost_source=cost_source(sources),
-                **fields,
-            )
-
-        def count(usage: TokenUsage, reserved: float | None, said: float | None = None) -> None:
-            """Add one attempt's billed usage to the call and swap its reservation for what
-            it cost: what the gateway `said`, else the price table's figure."""
-            nonlocal billed, spent
-            if said is not None:
-                cost: float | None = said
-                sources.add("gateway")
-            elif not (usage.input_tokens or usage.output_tokens or usage.total_tokens):
-                cost = 0.0  # nothing billed (a 429, a timeout): known to be free
-            else:
-                cost = 0.0 if label is None else runtime.prices.cost(label, usage, batch=batched)
-                if label is not None and (usage.total_tokens or cost):
-                    sources.add("price table")
-            billed = billed + usage
-            spent = None if spent is None or cost is None else spent + cost
-            if self.budget is not None and reserved is not None:
-                self.budget.settle(reserved, cost)
-
         error = ""
         while True:
             attempt += 1
@@ -179,21 +141,26 @@ class CallAttempts(DispatchState):
                     limiter.release(permit)
                     attempt -= 1  # no call was made
                     if attempt == 0:
-                        return self._report(result("skipped", error=refusal), sid, index)
+                        skipped = tally.result("skipped", attempt, error=refusal)
+                        return self._report(skipped, sid, index)
                     error = f"{error} (not retried: {refusal})"
-                    return self._report(result("failed", error=error), sid, index)
+                    return self._report(tally.result("failed", attempt, error=error), sid, index)
                 reserved = expected
             started = time.time()
-            first_start = first_start or started
-            self._emit(
-                sid,
-                "started",
-                index,
-                started_at=started,
-                attempt=attempt,
-                priority=priority,
-                **({"batch": True} if batched else {}),
-            )
+            tally.started_at = tally.started_at or started
+            if self._emit_event is not None:
+                self._emit(
+                    sid,
+                    "started",
+                    index,
+                    started_at=started,
+                    attempt=attempt,
+                    priority=priority,
+                    **({"batch": True} if batched else {}),
+                )
+            # The attempt's own config is also the ambient one while the kind runs, less
+            # its run_name (which names this call's run, not its children's).
+            own = attempt_config(ambient, attempt)
             call = SubtaskCall(
                 subtask=subtask,
                 task=self.task,
@@ -202,7 +169,7 @@ class CallAttempts(DispatchState):
                 dependencies=deps,
                 inputs=self.inputs,
                 model=model,
-                config=attempt_config(config, attempt),
+                config={**own, "run_name": rid},
                 attempt=attempt,
                 item=item,
                 index=index,
@@ -210,12 +177,12 @@ class CallAttempts(DispatchState):
             try:
                 if batched and batch is not None and model is not None and cache_key is not None:
                     lined = dataclasses.replace(call, model=batch.model_for(model))
-                    kind_run = _run_kind(runtime.kinds[sid], lined)
+                    kind_run = _run_kind(runtime.kinds[sid], lined, own)
                     outcome = await batch.run(index or 0, cache_key, kind_run)
                 else:
-                    outcome = await _run_kind(runtime.kinds[sid], call)
+                    outcome = await _run_kind(runtime.kinds[sid], call, own)
             except Exception as exc:
-                count(billed_usage(exc) or NO_USAGE, reserved)
+                tally.count(self, billed_usage(exc) or NO_USAGE, reserved, batched=batched)
                 failure = classify(exc)
                 if failure.rate_limited:  # before the slot goes to the next caller
                     limiter.record_rate_limited(
@@ -249,7 +216,7 @@ class CallAttempts(DispatchState):
                     error = f"{error} (gave up after {_attempts(attempt)})"
                 if is_timeout(exc):
                     error += _gateway_retrying_note(limiter)
-                return self._report(result("failed", error=error), sid, index)
+                return self._report(tally.result("failed", attempt, error=error), sid, index)
             report = outcome.report
             limiter.record_success(
                 outcome.usage.total_tokens,
@@ -257,8 +224,8 @@ class CallAttempts(DispatchState):
                 remaining=report.remaining_requests,
                 refill_in=report.refill_in(started),
             )
-            count(outcome.usage, reserved, report.cost)
-            done = result("succeeded", output=outcome.output)
+            tally.count(self, outcome.usage, reserved, report.cost, batched=batched)
+            done = tally.result("succeeded", attempt, output=outcome.output)
             if cache_key is not None:
                 # Stored now, before LangGraph commits the node: a run killed from here on
                 # still finds this call on its next attempt.
@@ -293,13 +260,93 @@ class CallAttempts(DispatchState):
         return capped
 
     def _system_message(self, subtask: SubTask) -> SystemMessage:
-        """The subtask's system message, built once per run (every item of a map shares it)."""
-        message = self._systems.get(subtask.id)
+        """The subtask's system message, built once per run for each text (every item of
+        a map, and every subtask with the same system text, shares it)."""
+        text = system_text(subtask, task=self.task)
+        message = self._systems.get(text)
         if message is None:
-            first = subtask_messages(subtask, task=self.task, prompt="")[0]
-            assert isinstance(first, SystemMessage)
-            message = self._systems[subtask.id] = first
+            message = self._systems[text] = SystemMessage(text)
         return message
+
+
+class _Tally:
+    """What one call's attempts have billed and cost so far, and its result's fixed fields
+    (one object per call, where closures would hold a cell per variable)."""
+
+    __slots__ = (
+        "billed",
+        "index",
+        "kind",
+        "label",
+        "priority",
+        "rid",
+        "sources",
+        "spent",
+        "started_at",
+    )
+
+    def __init__(
+        self, rid: str, label: str | None, priority: float, kind: str, index: int | None
+    ) -> None:
+        self.rid = rid
+        self.label = label
+        self.priority = priority
+        self.kind = kind
+        self.index = index
+        self.started_at: float | None = None  # when the first attempt started
+        self.billed = NO_USAGE  # every billed reply of this call, failed attempts included
+        self.spent: float | None = 0.0
+        self.sources: set[str] | None = None  # where the attempts' costs came from
+
+    def count(
+        self,
+        state: DispatchState,
+        usage: TokenUsage,
+        reserved: float | None,
+        said: float | None = None,
+        *,
+        batched: bool,
+    ) -> None:
+        """Add one attempt's billed usage to the call and swap its reservation for what
+        it cost: what the gateway `said`, else the price table's figure."""
+        label = self.label
+        source: str | None = None
+        if said is not None:
+            cost: float | None = said
+            source = "gateway"
+        elif not (usage.input_tokens or usage.output_tokens or usage.total_tokens):
+            cost = 0.0  # nothing billed (a 429, a timeout): known to be free
+        else:
+            cost = 0.0 if label is None else state.runtime.prices.cost(label, usage, batch=batched)
+            if label is not None and (usage.total_tokens or cost):
+                source = "price table"
+        if source is not None:
+            if self.sources is None:
+                self.sources = set()
+            self.sources.add(source)
+        self.billed = self.billed + usage
+        spent = self.spent
+        self.spent = None if spent is None or cost is None else spent + cost
+        if state.budget is not None and reserved is not None:
+            state.budget.settle(reserved, cost)
+
+    def result(self, status: Status, attempts: int, **fields: Any) -> SubtaskResult:
+        """The call's result: `status` after `attempts` attempts, with `fields` set."""
+        return SubtaskResult(
+            id=self.rid,
+            status=status,
+            started_at=self.started_at,
+            finished_at=time.time(),
+            attempts=attempts,
+            model=self.label,
+            priority=self.priority,
+            kind=self.kind,
+            index=self.index,
+            usage=self.billed,
+            cost=self.spent,
+            cost_source=cost_source(self.sources) if self.sources else None,
+            **fields,
+        )
 
 
 def _retry_reason(failure: Failure, exc: BaseException) -> str:
@@ -325,10 +372,10 @@ def _release(limiter: Limiter, permit: Permit, _task: object) -> None:
     limiter.release(permit)
 
 
-async def _run_kind(kind: Any, call: SubtaskCall) -> KindOutput:
-    """Run `kind` with the attempt's config as the ambient config too (see SubtaskCall)."""
-    ambient = {k: v for k, v in call.config.items() if k != "run_name"}
-    token = var_child_runnable_config.set(ambient)  # type: ignore[arg-type]
+async def _run_kind(kind: Any, call: SubtaskCall, ambient: RunnableConfig) -> KindOutput:
+    """Run `kind` with `ambient` (the attempt's config less its run_name) as the ambient
+    config (see SubtaskCall)."""
+    token = var_child_runnable_config.set(ambient)
     try:
         output: KindOutput = await kind.run(call)
         return output

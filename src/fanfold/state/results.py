@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +27,14 @@ class TokenUsage(BaseModel):
         if not self.total_tokens and (self.input_tokens or self.output_tokens):
             object.__setattr__(self, "total_tokens", self.input_tokens + self.output_tokens)
         return self
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as plain data (what `model_dump()` gives), built without pydantic."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         # Usage is frozen, so adding nothing returns the other side itself: no new model on
@@ -57,6 +66,21 @@ class TokenUsage(BaseModel):
 
 NO_USAGE = TokenUsage()
 """Zero tokens, shared (usage is frozen): the start of every sum, without building one."""
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Output types `model_dump()` keeps as they are (so `to_state` may skip it)."""
+
+
+def total_usage(usages: Iterable[TokenUsage]) -> TokenUsage:
+    """All of `usages` added up: one model at the end, not one per addition."""
+    inp = out = total = 0
+    for usage in usages:
+        inp += usage.input_tokens
+        out += usage.output_tokens
+        total += usage.total_tokens
+    if not (inp or out or total):
+        return NO_USAGE
+    return TokenUsage(input_tokens=inp, output_tokens=out, total_tokens=total)
 
 
 class SubtaskResult(BaseModel):
@@ -147,7 +171,20 @@ class SubtaskResult(BaseModel):
         The dict also carries this object (`ResultData.typed`, invisible to any
         serializer), so the state's channel need not rebuild it from the data.
         """
-        data = ResultData(self.model_dump())
+        fields = self.__dict__
+        if (
+            fields["items"] is None
+            and fields["batch"] is None
+            and fields["cached_usage"] is None
+            and type(fields["output"]) in _PLAIN
+            and type(self) is SubtaskResult
+        ):
+            # The common result (text output, no items): the same dict as `model_dump()`,
+            # built without the serializer.
+            data = ResultData(fields)
+            data["usage"] = fields["usage"].as_dict()
+        else:
+            data = ResultData(self.model_dump())
         data.typed = self
         return data
 
@@ -373,8 +410,8 @@ def summarize(
             when the aggregation used no tokens and unknown otherwise.
         aggregate_cached: the original usage, when the aggregation came from the cache.
     """
-    usage = NO_USAGE
-    cached_usage = NO_USAGE
+    usages: list[TokenUsage] = []
+    cached_usages: list[TokenUsage] = []
     counts = {"succeeded": 0, "failed": 0, "skipped": 0}
     call_time = aggregate_time
     items = 0
@@ -388,14 +425,15 @@ def summarize(
 
     for res in results.values():
         counts[res.status] += 1
-        usage = usage + res.usage
+        usages.append(res.usage)
         calls = res.items if res.items is not None else [res]
         items += len(res.items or [])
         call_time += sum(r.duration or 0.0 for r in calls)
         for call in calls:
             if call.cached:
                 cached += 1
-                cached_usage = cached_usage + (call.cached_usage or NO_USAGE)
+                if call.cached_usage is not None:
+                    cached_usages.append(call.cached_usage)
             if call.model is not None and (call.attempts or call.cached):
                 spend(call.model, call.cost)
     used = bool(aggregate_usage.total_tokens or aggregate_usage.input_tokens)
@@ -403,14 +441,14 @@ def summarize(
         aggregate_cost = 0.0
     if aggregate_cached is not None:
         cached += 1
-        cached_usage = cached_usage + aggregate_cached
+        cached_usages.append(aggregate_cached)
     if aggregate_model is not None or used:
         spend(aggregate_model or "(aggregate's model)", aggregate_cost)
     unknown = sorted(model for model, cost in by_model.items() if cost is None)
     known = sum(cost for cost in by_model.values() if cost is not None)
     return RunTotals(
         tasks=planned,
-        usage=usage,
+        usage=total_usage(usages),
         aggregate_usage=aggregate_usage,
         wall_time=wall_time,
         call_time=call_time,
@@ -421,6 +459,6 @@ def summarize(
         unknown_cost_models=unknown,
         aggregate_cost=aggregate_cost,
         cached=cached,
-        cached_usage=cached_usage,
+        cached_usage=total_usage(cached_usages),
         **counts,
     )
