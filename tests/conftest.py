@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -40,6 +41,18 @@ _PROVIDER_ENV = (
     "LANGSMITH_TRACING",
     "LANGSMITH_API_KEY",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let the CLI processes the tests start take Ctrl-C.
+
+    A shell starts a background job (`bash .ci/run &`) with SIGINT ignored, children
+    inherit that, and a Python started with SIGINT ignored never raises
+    KeyboardInterrupt: the Ctrl-C tests would then wait for a run that never stops.
+    A handled signal is reset to the default in a child, so handling it here fixes that.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
