@@ -137,7 +137,7 @@ class _Builder:
         # (a map's own: only its status; its items count one by one).
         self.call_results = {
             key: res
-            for key, res in log.call_results.items()
+            for key, res in log.finished_calls().items()
             if key[0] not in self.results and not (step and key[0] == AGGREGATE)
         }
         self.totals_in = _totals(state.get("totals"))

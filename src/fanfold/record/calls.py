@@ -14,7 +14,7 @@ Without events each call is one segment from its `started_at` to its `finished_a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from fanfold.models.resolve import model_label
 from fanfold.plan.models import SubTask
@@ -23,7 +23,7 @@ from fanfold.record.model import CallRecord, RecordStatus, Segment
 from fanfold.scheduling.events import LifecycleEvent
 from fanfold.scheduling.prices import PriceTable
 from fanfold.scheduling.runtime import PlanRuntime
-from fanfold.state.results import SubtaskResult
+from fanfold.state.results import SubtaskResult, TokenUsage
 
 __all__ = ["CallReader", "call_cost"]
 
@@ -31,13 +31,25 @@ __all__ = ["CallReader", "call_cost"]
 def call_cost(res: SubtaskResult, prices: PriceTable) -> float | None:
     """A call's cost: the one the run computed; a price given afterwards fills in an
     unknown one. A cache hit, or a call never sent, costs nothing."""
-    if res.cached:
+    return priced(res.cached, res.cost, res.attempts, res.model, lambda: res.usage, prices)
+
+
+def priced(
+    cached: bool,
+    cost: float | None,
+    attempts: int,
+    model: str | None,
+    usage: Callable[[], TokenUsage],
+    prices: PriceTable,
+) -> float | None:
+    """`call_cost`'s rule on a call's fields (`usage` is asked for only when needed)."""
+    if cached:
         return 0.0
-    if res.cost is not None:
-        return res.cost
-    if not res.attempts or res.model is None:
+    if cost is not None:
+        return cost
+    if not attempts or model is None:
         return 0.0
-    return prices.cost(res.model, res.usage)
+    return prices.cost(model, usage())
 
 
 class CallReader:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from fanfold.models.resolve import model_label
-from fanfold.record.calls import call_cost
+from fanfold.record.calls import call_cost, priced
 from fanfold.record.model import RecordStatus, RunRecord
 from fanfold.scheduling.events import AGGREGATE, LifecycleEvent
 from fanfold.scheduling.prices import PriceTable
@@ -45,8 +45,6 @@ def result_of(
         model: the call's model label (events do not carry it).
         started: the call's `started` events, for an event that does not say `attempts`.
     """
-    extra = event.model_extra or {}
-    attempts = extra.get("attempts")
     return SubtaskResult(
         id=event.call,
         status=event.status,
@@ -54,13 +52,19 @@ def result_of(
         usage=TokenUsage(total_tokens=event.total_tokens or 0),
         started_at=event.started_at,
         finished_at=event.finished_at if event.finished_at is not None else event.time,
-        attempts=attempts if isinstance(attempts, int) else started,
+        attempts=_told_attempts(event, started),
         model=model,
         index=event.item,
         cost=event.cost,
         cost_source=event.cost_source,
         cached=event.cached,
     )
+
+
+def _told_attempts(event: LifecycleEvent, otherwise: int = 0) -> int:
+    """The attempts the event says the call made, else `otherwise`."""
+    told = (event.model_extra or {}).get("attempts")
+    return told if isinstance(told, int) else otherwise
 
 
 @dataclass(eq=False)
@@ -150,6 +154,7 @@ class RecordBuilder:
         started_at: float | None = None,
     ) -> None:
         self.runtime: PlanRuntime | None = None
+        self._labels: dict[str, str | None] = {}
         self.extra_prices = prices
         self.prices = PriceTable().merged(prices) if prices else PriceTable()
         self.max_concurrency = max_concurrency
@@ -160,9 +165,9 @@ class RecordBuilder:
         self.in_order = True
         """Whether `events` is sorted by time (events of one process are)."""
         self.by_call: dict[CallKey, list[LifecycleEvent]] = {}
-        self.call_results: dict[CallKey, SubtaskResult] = {}
-        """Calls over whose subtask's result is not in yet: from their finishing events,
-        or items an earlier run left."""
+        self.call_results: dict[CallKey, SubtaskResult | LifecycleEvent] = {}
+        """Calls over whose subtask's result is not in yet: their finishing events (read
+        as results by `finished_calls`), or items an earlier run left."""
         self.results: dict[str, SubtaskResult] = {}
         """Results given whole (`add_result`, `preload`)."""
         self.subtasks: dict[str, LiveSubtask] = {}
@@ -182,6 +187,7 @@ class RecordBuilder:
     def set_runtime(self, runtime: PlanRuntime, *, inputs: Mapping[str, Any] | None = None) -> None:
         """Know the plan: every subtask starts out not run (stands already seen stay)."""
         self.runtime = runtime
+        self._labels.clear()
         table = runtime.prices
         self.prices = table.merged(self.extra_prices) if self.extra_prices else table
         self.maps = set(runtime.maps)
@@ -281,9 +287,7 @@ class RecordBuilder:
             return None
         stand = self._stand(event.subtask)
         if finished:
-            started = sum(e.status == "started" for e in self.by_call[key])
-            result = result_of(event, self._model(event.subtask), started)
-            self.call_results[key] = result
+            self.call_results[key] = event
         if event.item is not None:
             self._item(stand, event.item, event)
             return None
@@ -312,7 +316,7 @@ class RecordBuilder:
                     if state in ("calling", "backoff"):  # cancelled: its map has finished
                         stand.move(index, "failed")
             elif event.subtask not in self.results:
-                stand.account(None, result.usage.total_tokens, self._cost(stand.id, result))
+                stand.account(None, event.total_tokens or 0, self._event_cost(event))
             return stand
         return None
 
@@ -329,8 +333,7 @@ class RecordBuilder:
         elif status in _FINISHED:
             stand.move(index, status)  # type: ignore[arg-type]
             if stand.id not in self.results:
-                result = self.call_results[(stand.id, index)]
-                stand.account(index, result.usage.total_tokens, self._cost(stand.id, result))
+                stand.account(index, event.total_tokens or 0, self._event_cost(event))
 
     def _stand(self, sid: str) -> LiveSubtask:
         stand = self.subtasks.get(sid)
@@ -339,14 +342,42 @@ class RecordBuilder:
         return stand
 
     def _model(self, sid: str) -> str | None:
+        if sid in self._labels:
+            return self._labels[sid]
         runtime = self.runtime
-        if runtime is None or sid not in runtime.models:
-            return None
-        model = runtime.models.get(sid)
-        return model_label(model) if model is not None else None
+        label = None
+        if runtime is not None and sid in runtime.models:
+            model = runtime.models.get(sid)
+            label = model_label(model) if model is not None else None
+        self._labels[sid] = label
+        return label
 
     def _cost(self, sid: str, result: SubtaskResult) -> float | None:
         return call_cost(result, self.prices)
+
+    def _started(self, event: LifecycleEvent) -> int:
+        return sum(e.status == "started" for e in self.by_call[(event.subtask, event.item)])
+
+    def _event_cost(self, event: LifecycleEvent) -> float | None:
+        """`call_cost(result_of(event))`, without building the result (O(1) per event)."""
+        attempts = _told_attempts(event, -1)
+        return priced(
+            event.cached,
+            event.cost,
+            attempts if attempts >= 0 else self._started(event),
+            self._model(event.subtask),
+            lambda: TokenUsage(total_tokens=event.total_tokens or 0),
+            self.prices,
+        )
+
+    def finished_calls(self) -> dict[CallKey, SubtaskResult]:
+        """Each call over whose subtask's result is not in yet, as a result."""
+        return {
+            key: held
+            if isinstance(held, SubtaskResult)
+            else result_of(held, self._model(key[0]), self._started(held))
+            for key, held in self.call_results.items()
+        }
 
     # -- reading ------------------------------------------------------------------------
 
