@@ -1,10 +1,13 @@
-"""Run progress: a model fed by lifecycle events, a live terminal view of it, plain lines.
+"""Run progress: a view of the run record as it grows, a live terminal view, plain lines.
 
-`Progress` folds the dispatcher's lifecycle events (`{"type": "fanfold.subtask", ...}`,
-what `stream_mode="custom"` yields) into where a run stands: each subtask waiting,
-running, done, failed or skipped; a map's items counted; tokens (and cost, when events
-carry one) so far; and an estimate of the time left. It is plain data and needs no
-terminal: feed it events, then read `snapshot(now)`.
+`Progress` reads where a run stands off the run record as it grows
+(`fanfold.record.RecordBuilder`, fed the dispatcher's lifecycle events:
+`{"type": "fanfold.subtask", ...}`, what `stream_mode="custom"` yields): each subtask
+waiting, running, in backoff, done, failed or skipped; a map's items counted (queued,
+in flight, in backoff, over); tokens and cost so far, by the record's rules; 429s, the
+current pace and an estimate of the time left. It is plain data and needs no terminal:
+feed it events, then read `snapshot(now)`; `Progress.record.record()` is the run's
+record at that moment, and the CLI's summary is the same record at the end.
 
 `render_progress(snapshot)` draws a snapshot with rich; `LiveProgress` redraws it a few
 times a second on stderr while a run streams. `PlainProgress` prints one line per
