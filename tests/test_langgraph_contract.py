@@ -19,17 +19,21 @@ from typing import Annotated, Any, TypedDict
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.schemas import Run
 from langgraph.channels import BaseChannel
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.config import get_config
+from langgraph.config import get_config, get_store, get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime, get_runtime
+from langgraph.store.memory import InMemoryStore
 from langgraph.types import Overwrite
 
-from fanfold import SubtaskResult
+from fanfold import NodeKindRegistry, SubtaskCall, SubtaskResult, TaskPlan, compile_plan
 from fanfold._langgraph import (
     ATTEMPT_KEY,
+    NS_SEP,
     PARENT_STREAM_KEY,
     RUNTIME_KEY,
     adopt,
@@ -40,6 +44,7 @@ from fanfold._langgraph import (
 )
 from fanfold.checkpoints import open_checkpointer
 from fanfold.graphs.channels import ResultsChannel
+from fanfold.graphs.schema import PlanState
 
 
 @dataclass
@@ -335,3 +340,147 @@ def test_metadata_of_a_calls_config_reaches_the_messages_streams_metadata(echo):
         assert meta["langgraph_node"] == "a"
         by_attempt[meta[ATTEMPT_KEY]] = by_attempt.get(meta[ATTEMPT_KEY], "") + message.content
     assert by_attempt == {1: "echo: try 1", 2: "echo: try 2"}
+
+
+# 10. early_call_base: calls start before the first superstep, from the run's config -----
+
+
+class RunLog(BaseTracer):
+    """Keeps every run it traces (a tracer: parents, trace ids and dotted orders)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[Run] = []
+        self.order: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _persist_run(self, run: Run) -> None:
+        pass
+
+    def _start_trace(self, run: Run) -> None:
+        super()._start_trace(run)
+        self.runs.append(run)
+        self.order.append((run.run_type, run.name, dict(run.extra.get("metadata") or {})))
+
+
+def fanfold_graph(model: Any, shape: dict[str, list[str]], **options: Any) -> Any:
+    subtasks = [
+        {"id": sid, "prompt": f"[{sid}] do {sid}", "depends_on": deps}
+        for sid, deps in shape.items()
+    ]
+    plan = TaskPlan.model_validate({"task": "contract", "subtasks": subtasks})
+    return compile_plan(plan, model=model, aggregator=None, **options)
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_calls_start_before_the_first_node_and_trace_under_the_graphs_run(run, echo):
+    graph = fanfold_graph(echo, {"a": [], "b": [], "c": ["a"]})
+    log = RunLog()
+    config: RunnableConfig = {"callbacks": [log], "tags": ["mine"], "metadata": {"who": "me"}}
+    if run == "sync":
+        graph.invoke({"inputs": {}}, config)
+    else:
+        asyncio.run(graph.ainvoke({"inputs": {}}, config))
+    top = next(r for r in log.runs if r.parent_run_id is None)
+    calls = [r for r in log.runs if r.run_type == "llm"]
+    assert len(calls) == 3
+    for call in calls:
+        assert call.parent_run_id == top.id
+        assert call.trace_id == top.trace_id
+        assert call.dotted_order.startswith(top.dotted_order + ".")
+        assert "mine" in call.tags
+        assert call.extra["metadata"]["who"] == "me"
+    if run == "sync":
+        return  # the calls run on the background loop's thread: no order to assert
+    kinds = [(kind, name) for kind, name, _ in log.order]
+    first_call = next(i for i, (kind, _) in enumerate(kinds) if kind == "llm")
+    first_node = next(
+        i for i, (kind, name) in enumerate(kinds) if kind == "chain" and name in {"a", "b", "c"}
+    )
+    assert first_call < first_node, "a call waited for LangGraph's first node"
+
+
+def test_a_calls_metadata_names_its_subtask_as_a_nodes_own_calls_would(echo):
+    graph = fanfold_graph(echo, {"a": [], "b": ["a"]})
+    log = RunLog()
+    asyncio.run(graph.ainvoke({"inputs": {}}, {"callbacks": [log]}))
+    early = {meta["langgraph_node"]: meta for kind, _, meta in log.order if kind == "llm"}
+
+    async def streamed() -> list[tuple[Any, dict[str, Any]]]:
+        return [c async for c in graph.astream({"inputs": {}}, stream_mode="messages")]
+
+    messages = {meta["langgraph_node"]: meta for _msg, meta in asyncio.run(streamed())}
+    keys = ["langgraph_node", "langgraph_path", "langgraph_triggers", ATTEMPT_KEY]
+    for sid in ("a", "b"):
+        assert [early[sid][k] for k in keys] == [messages[sid][k] for k in keys]
+        assert early[sid][ATTEMPT_KEY] == 1
+        for meta in (early[sid], messages[sid]):
+            assert meta["langgraph_checkpoint_ns"].startswith(f"{sid}:")
+            assert meta["checkpoint_ns"] == meta["langgraph_checkpoint_ns"]
+
+
+def test_a_fanfold_subgraph_streams_its_events_and_calls_in_its_own_namespace(echo):
+    inner = fanfold_graph(echo, {"a": [], "b": ["a"]})
+    outer = StateGraph(PlanState)
+    outer.add_node("inner", inner)
+    outer.add_edge(START, "inner")
+    graph = outer.compile()
+    log = RunLog()
+    chunks = list(
+        graph.stream(
+            {"inputs": {}},
+            {"callbacks": [log]},
+            stream_mode=["custom", "updates"],
+            subgraphs=True,
+        )
+    )
+    node_ns = {ns for ns, mode, chunk in chunks if mode == "updates" and "a" in chunk}
+    event_ns = {ns for ns, mode, _ in chunks if mode == "custom"}
+    assert len(node_ns) == 1 and node_ns == event_ns
+    (ns,) = node_ns
+    assert len(ns) == 1 and ns[0].startswith("inner:")
+    calls = {meta["langgraph_node"]: meta for kind, _, meta in log.order if kind == "llm"}
+    for sid in ("a", "b"):
+        assert calls[sid]["langgraph_checkpoint_ns"].startswith(f"{ns[0]}{NS_SEP}{sid}:")
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_get_config_runtime_and_store_inside_a_kind_of_a_run_started_early(run):
+    registry = NodeKindRegistry()
+    seen: dict[str, Any] = {}
+
+    @registry.register("probe")
+    async def probe(call: SubtaskCall) -> str:
+        config = get_config()
+        seen[call.subtask.id] = {
+            "node": config["metadata"]["langgraph_node"],
+            "user": get_runtime().context.user,
+            "store": get_store(),
+        }
+        get_stream_writer()({"from": call.subtask.id})
+        return "ok"
+
+    plan = TaskPlan.model_validate(
+        {
+            "task": "contract",
+            "subtasks": [
+                {"id": "a", "prompt": "a", "kind": "probe"},
+                {"id": "b", "prompt": "b", "kind": "probe", "depends_on": ["a"]},
+            ],
+        }
+    )
+    store = InMemoryStore()
+    graph = compile_plan(plan, kinds=registry, aggregator=None, store=store)
+    if run == "sync":
+        chunks = list(graph.stream({"inputs": {}}, stream_mode="custom", context="ctx"))
+    else:
+
+        async def collect() -> list[Any]:
+            stream = graph.astream({"inputs": {}}, stream_mode="custom", context="ctx")
+            return [c async for c in stream]
+
+        chunks = asyncio.run(collect())
+    assert {sid: s["node"] for sid, s in seen.items()} == {"a": "a", "b": "b"}
+    assert all(s["user"] == "ctx" and s["store"] is store for s in seen.values())
+    assert sorted(c["from"] for c in chunks if "from" in c) == ["a", "b"]
+    statuses = [(c["subtask"], c["status"]) for c in chunks if "status" in c]
+    assert statuses.index(("a", "succeeded")) < statuses.index(("b", "succeeded"))

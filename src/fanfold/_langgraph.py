@@ -36,6 +36,15 @@ changes one fails there, loudly, first:
    "messages" stream hands out the chat model call's metadata (its config's `metadata`)
    with each chunk, so the attempt number fanfold adds there (`ATTEMPT_KEY`) reaches
    the consumer beside `langgraph_node`.
+10. `early_call_base`: a run's calls may start before LangGraph's first superstep, from
+   the config the run was invoked with. What LangGraph would add for a node is added
+   here: the run's `Runtime` (built the way `Pregel.stream` builds it: the parent run's
+   merged in, its store when it has one), the namespace under the caller's
+   `checkpoint_ns`, and the callback handlers `get_callback_manager_for_config` resolves
+   (tracers), shared with the graph's own run because the graph is run with the same
+   resolved manager. LangGraph's own stream handlers ("messages", "tools") are made
+   inside `stream`, so a run that streams those starts at its first node instead
+   (`starts_early`).
 """
 
 from __future__ import annotations
@@ -46,8 +55,11 @@ from typing import Any, TypeVar
 
 from langchain_core.callbacks import BaseCallbackManager, CallbackManager
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 from langgraph.channels import DeltaChannel
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 
 from fanfold.scheduling.calls import ATTEMPT_KEY as ATTEMPT_KEY
 from fanfold.scheduling.calls import attempt_config as attempt_config
@@ -91,6 +103,66 @@ def events_wanted(config: RunnableConfig | None, stream_mode: Any) -> bool:
     return PARENT_STREAM_KEY in ((config or {}).get("configurable") or {})
 
 
+LANGGRAPH_STREAM_MODES = frozenset({"messages", "tools"})
+"""Stream modes whose callback handler LangGraph makes inside `stream` (assumption 10)."""
+PARENT_NS_KEY = "__fanfold_parent_ns"
+"""Private key of `early_call_base`: the namespace the run's nodes run under."""
+
+
+def starts_early(config: RunnableConfig | None, stream_mode: Any) -> bool:
+    """Whether a run's calls may start before its first node (assumption 10): neither
+    the run nor a caller's handler streams what LangGraph's own handlers stream."""
+    modes = [stream_mode] if isinstance(stream_mode, str) else list(stream_mode or [])
+    if LANGGRAPH_STREAM_MODES & set(modes):
+        return False
+    callbacks = (config or {}).get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers: list[Any] = [*callbacks.handlers, *callbacks.inheritable_handlers]
+    else:
+        handlers = list(callbacks or [])
+    return not any(type(h).__module__.startswith("langgraph.") for h in handlers)
+
+
+def resolved_callbacks(config: RunnableConfig) -> RunnableConfig:
+    """`config` with its callbacks resolved once (tracers from the environment added), so
+    the graph's run and the calls that start before its first node share the handlers."""
+    manager = get_callback_manager_for_config(config)
+    if not manager.handlers and not manager.inheritable_handlers:
+        return config
+    return {**config, "callbacks": manager}
+
+
+def early_call_base(
+    config: RunnableConfig,
+    *,
+    context: Any,
+    store: BaseStore | None,
+    stream_writer: Any,
+) -> RunnableConfig:
+    """What a node of this run would be configured with, built from the run's own config
+    before LangGraph runs any node (assumption 10); `subtask_call_config` takes it as base.
+
+    Args:
+        config: the config the run was invoked with (its callbacks resolved).
+        context: the run's context object (what `get_runtime().context` gives a node).
+        store: the graph's own store (a parent run's store wins, as in LangGraph).
+        stream_writer: where `get_stream_writer()` writes from inside a call.
+    """
+    config = ensure_config(config)
+    configurable = dict(config.get("configurable") or {})
+    parent = configurable.get(RUNTIME_KEY)
+    runtime: Runtime[Any] = Runtime(
+        context=context,
+        store=parent.store if isinstance(parent, Runtime) else store,
+        stream_writer=stream_writer,
+    )
+    if isinstance(parent, Runtime):
+        runtime = parent.merge(runtime)
+    configurable[RUNTIME_KEY] = runtime
+    configurable[PARENT_NS_KEY] = str(configurable.get(CHECKPOINT_NS_KEY) or "")
+    return {**config, "configurable": configurable}
+
+
 def subtask_call_config(
     base: RunnableConfig,
     sid: str,
@@ -105,14 +177,19 @@ def subtask_call_config(
     graph run and carries the metadata LangGraph gives that node's own calls.
 
     Args:
-        base: the config of the node that created the run's dispatcher.
+        base: the config of the node that created the run's dispatcher, or the run's
+            own config made ready by `early_call_base`.
         sid: the subtask.
         run_id: the graph run's id (the parent of the call's runs).
         index: for an item of a map, its position (also in the metadata).
         item_id: for an item of a map, its id such as `analyse[3]`.
     """
     metadata = dict(base.get("metadata") or {})
-    parent_ns = str(metadata.get("langgraph_checkpoint_ns", "")).split(NS_SEP)[:-1]
+    early_ns = (base.get("configurable") or {}).get(PARENT_NS_KEY)
+    if early_ns is not None:  # the run's own config (early_call_base)
+        parent_ns = [early_ns] if early_ns else []
+    else:  # a node's config
+        parent_ns = str(metadata.get("langgraph_checkpoint_ns", "")).split(NS_SEP)[:-1]
     checkpoint_ns = NS_SEP.join([*parent_ns, f"{sid}:{uuid.uuid4()}"])
     metadata.update(
         {
@@ -155,6 +232,6 @@ def subtask_call_config(
             metadata={},
             inheritable_metadata={},
         )
-    elif callbacks:
-        config["callbacks"] = callbacks
+    else:  # a list, or none (a run started before its first node, with no handlers)
+        config["callbacks"] = callbacks or None
     return config

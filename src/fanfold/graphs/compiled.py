@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import merge_configs
 from langchain_core.runnables.graph import Graph
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.constants import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Overwrite, StateSnapshot
 
-from fanfold._langgraph import events_wanted
+from fanfold._langgraph import events_wanted, resolved_callbacks, starts_early
 from fanfold.errors import PlanValidationError
 from fanfold.graphs.schema import PlanState
 from fanfold.nodes.journal import store_beside
@@ -201,11 +203,50 @@ class CompiledPlanGraph(CompiledStateGraph):
             store=self.store or store_beside(self.checkpointer),
         )
         kwargs["context"] = RunContext(scope=scope, user=kwargs.get("context"))
+        if (
+            new_run is not None
+            and runtime is not None
+            and adopted is None
+            and self._starts_early(config, kwargs)
+        ):
+            scope.early_inputs = runtime.run_inputs(new_run.get("inputs"))
         return input, scope
 
-    @staticmethod
-    def _with_run_id(config: RunnableConfig | None, scope: RunScope) -> RunnableConfig:
-        return {**(config or {}), "run_id": scope.run_id}
+    def _starts_early(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> bool:
+        """Whether a new run's dispatcher may start before LangGraph's first superstep.
+
+        Not when the run streams what only LangGraph's own handlers stream ("messages"),
+        when it may stop before a node (interrupts), or when it is checkpointed (its
+        journal's store is the one LangGraph hands its nodes).
+        """
+        if kwargs.get("interrupt_before") or kwargs.get("interrupt_after"):
+            return False
+        if self.interrupt_before_nodes or self.interrupt_after_nodes:
+            return False
+        if ((config or {}).get("configurable") or {}).get("thread_id") is not None:
+            return False
+        return starts_early(config, kwargs.get("stream_mode"))
+
+    def _run_config(
+        self, config: RunnableConfig | None, scope: RunScope, kwargs: dict[str, Any], *, sync: bool
+    ) -> RunnableConfig:
+        """The config LangGraph runs with; a run that starts early starts its dispatcher."""
+        run_config: RunnableConfig = {**(config or {}), "run_id": scope.run_id}
+        inputs = scope.early_inputs
+        if inputs is None:
+            return run_config
+        assert self.fanfold_runtime is not None
+        run_config = resolved_callbacks(run_config)
+        scope.start(
+            self.fanfold_runtime,
+            inputs,
+            merge_configs(self.config, run_config) if self.config else run_config,
+            context=kwargs["context"],
+            store=self.store,
+            sync=sync,
+        )
+        scope.begin(run_config, sync=sync)
+        return run_config
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -213,7 +254,7 @@ class CompiledPlanGraph(CompiledStateGraph):
         snapshot = self.get_state(config) if self._resumes(input, config) else None  # type: ignore[arg-type]
         input, scope = self._open(input, config, kwargs, snapshot)
         inner: Generator[Any, None, None] = super().stream(  # type: ignore[assignment]
-            input, self._with_run_id(config, scope), **kwargs
+            input, self._run_config(config, scope, kwargs, sync=True), **kwargs
         )
         try:
             # Not `yield from`: on close, the calls must be cancelled *before* LangGraph's
@@ -230,7 +271,11 @@ class CompiledPlanGraph(CompiledStateGraph):
         snapshot = await self.aget_state(config) if self._resumes(input, config) else None  # type: ignore[arg-type]
         input, scope = self._open(input, config, kwargs, snapshot)
         try:
-            async for chunk in super().astream(input, self._with_run_id(config, scope), **kwargs):
+            run_config = self._run_config(config, scope, kwargs, sync=False)
+            if scope.early_inputs is not None:
+                # Let the first calls go out before LangGraph's set-up holds the loop.
+                await asyncio.sleep(0)
+            async for chunk in super().astream(input, run_config, **kwargs):
                 yield chunk
         finally:
             await scope.aclose()

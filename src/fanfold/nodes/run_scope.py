@@ -1,8 +1,11 @@
 """One object per graph invocation that owns that run's dispatcher.
 
 `CompiledPlanGraph` opens a `RunScope` for every invocation and hands it to the nodes
-through LangGraph's per-run context (`RunContext`); the first node to run creates the
-dispatcher, which starts every call as soon as its own dependencies are done.
+through LangGraph's per-run context (`RunContext`). A new run starts its dispatcher
+before LangGraph's first superstep (`RunScope.start`), with call configs built from the
+run's own config, and holds its lifecycle events until the first node hands over the
+stream writer; otherwise the first node to run creates the dispatcher. Either way it
+starts every call as soon as its own dependencies are done.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
 from langgraph.store.base import BaseStore
 
-from fanfold._langgraph import subtask_call_config
+from fanfold._langgraph import early_call_base, subtask_call_config
 from fanfold.nodes.journal import StoreJournal
 from fanfold.scheduling.costs import Budget
 from fanfold.scheduling.dispatcher import Dispatcher, item_id
@@ -77,6 +81,40 @@ def trusted_results(
     return kept
 
 
+class HeldEvents:
+    """A stream writer that holds what is written until the run's writer is known."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: list[Any] = []
+        self._writer: Any = None
+
+    @property
+    def attached(self) -> bool:
+        return self._writer is not None
+
+    def __call__(self, event: Any) -> None:
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                self._held.append(event)
+                return
+        writer(event)
+
+    def attach(self, writer: Any) -> None:
+        """Send what was held to `writer`, in order, and everything after it too."""
+        with self._lock:
+            if self._writer is not None:
+                return
+            for event in self._held:
+                try:
+                    writer(event)
+                except Exception:  # noqa: S110 - a closed stream must not fail the run
+                    pass
+            self._held = []
+            self._writer = writer
+
+
 class RunScope:
     """Per-invocation home of the dispatcher.
 
@@ -115,6 +153,9 @@ class RunScope:
         self._adopted = dispatcher
         self._budget = budget
         self._dispatcher: Dispatcher | None = None
+        self._held: HeldEvents | None = None
+        self.early_inputs: dict[str, Any] | None = None
+        """A new run's inputs when its dispatcher starts before the first superstep."""
         self._lock = threading.Lock()
         self._closed = False
 
@@ -138,16 +179,15 @@ class RunScope:
         """
         with self._lock:
             if self._dispatcher is not None:
+                if self._held is not None and not self._held.attached:
+                    writer = _stream_writer()
+                    if writer is not None:
+                        self._held.attach(writer)
                 return self._dispatcher
             if self._closed:
                 raise RuntimeError("this fanfold run has already finished")
             loop = background_loop() if sync else asyncio.get_running_loop()
-            writer: Any = None
-            if self.events:
-                try:
-                    writer = get_stream_writer()
-                except RuntimeError:
-                    writer = None
+            writer = _stream_writer() if self.events else None
             call_config = functools.partial(subtask_config, config, self.run_id)
             if self._adopted is not None:
                 dispatcher = self._adopted
@@ -186,6 +226,69 @@ class RunScope:
             self._dispatcher = dispatcher
             return dispatcher
 
+    def start(
+        self,
+        runtime: PlanRuntime,
+        inputs: Mapping[str, Any],
+        config: RunnableConfig,
+        *,
+        context: Any,
+        store: BaseStore | None,
+        sync: bool,
+    ) -> Dispatcher:
+        """Create and start this run's dispatcher before LangGraph runs any node.
+
+        Each call is configured from the run's own `config` (`early_call_base`); its
+        lifecycle events are held until the first node hands over the stream writer.
+        Call `begin` (or let it run) when the calls may start: after LangGraph has
+        announced the graph's run to its callbacks.
+
+        Args:
+            runtime: the compiled plan.
+            inputs: the run's inputs as `runtime.run_inputs` gives them.
+            config: the config the graph runs with (callbacks resolved, run_id set).
+            context: the run's context object (a `RunContext`).
+            store: the graph's own store.
+            sync: the run is synchronous (its dispatcher runs on the background loop).
+        """
+        loop = background_loop() if sync else asyncio.get_running_loop()
+        held = HeldEvents() if self.events else None
+        base = early_call_base(
+            config, context=context, store=store, stream_writer=held or _no_writer
+        )
+        with self._lock:
+            assert self._dispatcher is None and self._adopted is None
+            self._held = held
+            self._dispatcher = Dispatcher(
+                runtime,
+                run_id=self.run_id,
+                inputs=inputs,
+                done=trusted_results(runtime, self.done or {}),
+                loop=loop,
+                call_config=functools.partial(subtask_config, base, self.run_id),
+                emit=held,
+                reuse_items=self.reuse_items,
+                budget=self._budget,
+                journal=run_journal(config, self.store),
+            )
+            return self._dispatcher
+
+    def begin(self, config: RunnableConfig, *, sync: bool) -> None:
+        """Start the calls of the dispatcher `start` made as soon as LangGraph has
+        announced the graph's run to `config`'s callbacks (at once when it has none),
+        so that tracers see each call's parent run before the call."""
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        go: Any = dispatcher.start
+        if sync:
+            go = functools.partial(dispatcher.loop.call_soon_threadsafe, dispatcher.start)
+        callbacks = config.get("callbacks")
+        if isinstance(callbacks, BaseCallbackManager):
+            # Not inherited: only the graph's own run start reaches it, not every node's.
+            callbacks.add_handler(_StartWithRun(self.run_id, go), inherit=False)
+        else:
+            go()
+
     def _journal(self, config: RunnableConfig) -> StoreJournal | None:
         return run_journal(config, self.store)
 
@@ -208,6 +311,35 @@ class RunScope:
             await dispatcher.aclose()
         else:
             self.close()
+
+
+class _StartWithRun(BaseCallbackHandler):
+    """Calls `go` when the graph's run `run_id` starts (before its first superstep)."""
+
+    run_inline = True
+
+    def __init__(self, run_id: uuid.UUID, go: Any) -> None:
+        self.run_id = run_id
+        self.go = go
+
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: uuid.UUID, **kwargs: Any
+    ) -> None:
+        if run_id == self.run_id and self.go is not None:
+            go, self.go = self.go, None
+            go()
+
+
+def _stream_writer() -> Any:
+    """The running node's stream writer, or None outside a node."""
+    try:
+        return get_stream_writer()
+    except RuntimeError:
+        return None
+
+
+def _no_writer(_chunk: Any) -> None:
+    """A stream writer for a run nobody streams custom events from."""
 
 
 def run_journal(config: RunnableConfig, store: BaseStore | None = None) -> StoreJournal | None:
