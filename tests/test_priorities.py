@@ -572,3 +572,30 @@ async def test_paced_starts_stay_an_interval_apart_after_a_stalled_event_loop():
     assert len(starts) == 6
     # Without respacing, the waiters whose slots passed start in one burst (gaps of ~0).
     assert min(gaps) >= 0.045, gaps
+
+
+def test_a_shallow_subtask_outranks_a_deep_one_whose_path_is_shorter_than_langgraphs_steps(
+    echo,
+):
+    """A subtask in an early superstep holds back every later one until it is done, so
+    the supersteps LangGraph runs after it count towards its remaining path."""
+    graph: dict[str, list[str]] = {"x": []}
+    chain = [f"c{i}" for i in range(1, 9)]
+    for i, sid in enumerate(chain):
+        graph[sid] = [chain[i - 1]] if i else []
+    graph["z"] = [chain[-1]]
+    subtasks = [
+        {
+            "id": sid,
+            "prompt": f"[{sid}] do it",
+            "depends_on": deps,
+            "expected_seconds": {"x": 0.001, "z": 0.004}.get(sid, 0.0001),
+        }
+        for sid, deps in graph.items()
+    ]
+    plan = TaskPlan.model_validate({"task": "t", "subtasks": subtasks})
+    runtime = runtime_of(compile_plan(plan, model=echo, aggregator=None))
+    # By the calls alone z's path (4 ms) is longer than x's (1 ms) ...
+    assert runtime.remaining["z"] > runtime.remaining["x"]
+    # ... but if x finished last, LangGraph would still run nine supersteps after it.
+    assert runtime.priorities["x"] > runtime.priorities["z"]

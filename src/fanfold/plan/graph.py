@@ -47,12 +47,16 @@ def remaining_paths(
     order: Sequence[str],
     dependencies: Mapping[str, Sequence[str]],
     durations: Mapping[str, float],
+    tails: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Each subtask's duration plus the longest path through its dependents."""
+    """Each subtask's duration plus the longest path through its dependents (or its own
+    `tails` entry, the time that must pass after it whatever its dependents, if longer)."""
     below = dependents(order, dependencies)
     remaining: dict[str, float] = {}
     for sid in reversed(order):
         tail = max((remaining[c] for c in below[sid]), default=0.0)
+        if tails is not None:
+            tail = max(tail, tails[sid])
         remaining[sid] = durations[sid] + tail
     return remaining
 

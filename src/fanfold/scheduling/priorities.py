@@ -27,6 +27,7 @@ __all__ = [
     "critical_path",
     "duration_sources",
     "expected_durations",
+    "commit_tails",
     "priority_key",
     "remaining_paths",
 ]
@@ -80,6 +81,39 @@ def expected_durations(
     sources = {names[source] for _, source in found.values()}
     durations = {sid: seconds for sid, (seconds, _) in found.items()}
     return durations, (sources.pop() if len(sources) == 1 else "mixed")
+
+
+STEP_SECONDS = 0.002
+"""LangGraph's fixed time per superstep of a plan's graph (set-up, writes, output)."""
+NODE_SECONDS = 0.0004
+"""LangGraph's time per node it runs in a superstep (task, config, callbacks, writes);
+measured on a 1000-subtask plan whose results were all in: about 20 ms per superstep of
+40-60 nodes on 2 cores."""
+
+
+def commit_tails(
+    order: Sequence[str], dependencies: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Seconds LangGraph needs after a subtask's superstep to reach the end of the graph.
+
+    The graph runs in supersteps: a node at depth k (its longest chain of dependencies)
+    runs in step k, and step k+1 starts only when every node of step k is done. So a
+    subtask finishing last holds back every later step, each of which then runs after
+    it: a shallow subtask that a limit starts last costs the whole tail of steps. When
+    a subtask ranks for a slot, its path ends no earlier than this tail
+    (`remaining_paths(..., tails=...)`).
+    """
+    depth: dict[str, int] = {}
+    for sid in order:
+        depth[sid] = 1 + max((depth[dep] for dep in dependencies[sid]), default=0)
+    deepest = max(depth.values(), default=0)
+    per_step = [0.0] * (deepest + 2)
+    for d in depth.values():
+        per_step[d] += NODE_SECONDS
+    after = [0.0] * (deepest + 2)  # after[k]: the steps after step k, and the aggregate's
+    for k in range(deepest, 0, -1):
+        after[k] = after[k + 1] + STEP_SECONDS + per_step[k + 1]
+    return {sid: after[depth[sid]] for sid in order}
 
 
 def priority_key(explicit: float | None, remaining: float) -> tuple[float, float]:

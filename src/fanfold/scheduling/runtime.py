@@ -27,7 +27,12 @@ from fanfold.scheduling.calls import KindRunner
 from fanfold.scheduling.durations import DurationStore
 from fanfold.scheduling.limits import Limiter
 from fanfold.scheduling.prices import PriceTable
-from fanfold.scheduling.priorities import DEFAULT_CALL_SECONDS, priority_key, remaining_paths
+from fanfold.scheduling.priorities import (
+    DEFAULT_CALL_SECONDS,
+    commit_tails,
+    priority_key,
+    remaining_paths,
+)
 from fanfold.scheduling.retry import RetryPolicy
 from fanfold.state.results import SubtaskResult
 
@@ -91,9 +96,13 @@ class PlanRuntime:
         self.required = self.plan.required_inputs()
         durations = {sid: self.expected.get(sid, DEFAULT_CALL_SECONDS) for sid in self.order}
         self.remaining = remaining_paths(self.order, self.dependencies, durations)
+        # A subtask ranks by its remaining path counting the supersteps LangGraph runs
+        # after it (commit_tails): a path ends no earlier than the steps it holds back.
+        ranked = remaining_paths(
+            self.order, self.dependencies, durations, commit_tails(self.order, self.dependencies)
+        )
         self.priorities = {
-            sid: priority_key(self.subtasks[sid].priority, self.remaining[sid])
-            for sid in self.order
+            sid: priority_key(self.subtasks[sid].priority, ranked[sid]) for sid in self.order
         }
         named: dict[int, str] = {}
         self.labels = {}
