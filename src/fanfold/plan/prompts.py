@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel
 
 from fanfold.plan.models import SubTask
-from fanfold.plan.template import placeholders, render
+from fanfold.plan.template import placeholder_names, render
 
 DEFAULT_SYSTEM = (
     "You are one worker in a larger job. Complete only the subtask you are given, "
@@ -73,7 +73,7 @@ def subtask_prompt(
         values["item"] = item
         values["index"] = str(index)
     text = render(subtask.prompt, values, to_text=as_text)
-    used = set(placeholders(subtask.prompt))
+    used = placeholder_names(subtask.prompt)
     context = [
         f"### {dep}\n{as_text(values[dep])}"
         for dep in dependencies

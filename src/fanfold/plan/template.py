@@ -12,6 +12,7 @@ Text and numbers have no fields, and methods are not fields: `{a.upper}` is an e
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -30,11 +31,18 @@ def placeholders(template: str) -> list[str]:
 
     `{item.text}` counts as `item`: the name is what must exist (an input or a subtask).
     """
+    return list(placeholder_names(template))
+
+
+@functools.lru_cache(maxsize=4096)
+def placeholder_names(template: str) -> tuple[str, ...]:
+    """`placeholders(template)` as a tuple, parsed once per template (calls render the
+    same templates again and again: every item of a map, every run of a graph)."""
     seen: dict[str, None] = {}
     for match in _TOKEN.finditer(template):
         if match.group(1) is not None:
             seen.setdefault(match.group(1).split(".", 1)[0], None)
-    return list(seen)
+    return tuple(seen)
 
 
 class MissingFieldError(KeyError):

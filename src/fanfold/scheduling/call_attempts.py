@@ -180,7 +180,12 @@ class CallAttempts(DispatchState):
                     kind_run = _run_kind(runtime.kinds[sid], lined, own)
                     outcome = await batch.run(index or 0, cache_key, kind_run)
                 else:
-                    outcome = await _run_kind(runtime.kinds[sid], call, own)
+                    # As _run_kind, without a coroutine of its own.
+                    token = var_child_runnable_config.set(own)
+                    try:
+                        outcome = await runtime.kinds[sid].run(call)
+                    finally:
+                        var_child_runnable_config.reset(token)
             except Exception as exc:
                 tally.count(self, billed_usage(exc) or NO_USAGE, reserved, batched=batched)
                 failure = classify(exc)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -11,7 +11,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from fanfold.plan.models import SubTask
-from fanfold.scheduling.gateway import ReplyReport
+from fanfold.scheduling.gateway import NOTHING_SAID, ReplyReport
 from fanfold.state.results import NO_USAGE, SubtaskResult, TokenUsage
 
 ATTEMPT_KEY = "fanfold_attempt"
@@ -64,7 +64,7 @@ class KindOutput:
 
     output: Any
     usage: TokenUsage = NO_USAGE
-    report: ReplyReport = field(default_factory=ReplyReport)
+    report: ReplyReport = NOTHING_SAID
 
 
 class KindRunner(Protocol):

@@ -57,14 +57,14 @@ class ReplyReport:
         return MINUTE - now % MINUTE + REFILL_MARGIN
 
 
-_NOTHING_SAID = ReplyReport()
+NOTHING_SAID = ReplyReport()
 """The report of a reply that said nothing of itself (shared: reports are frozen)."""
 
 
 def read_report(headers: Mapping[str, Any] | None, usage: Mapping[str, Any] | None) -> ReplyReport:
     """The report in a reply's response headers and its raw `usage` mapping."""
     if not headers and not (usage and "cost" in usage):
-        return _NOTHING_SAID
+        return NOTHING_SAID
     lowered = {str(k).lower(): v for k, v in (headers or {}).items()}
     cost = _number(lowered.get(COST_HEADER))
     if cost is None and usage:
@@ -81,7 +81,7 @@ def report_of(message: Any) -> ReplyReport:
     """The report in a LangChain reply's `response_metadata` (headers, token_usage)."""
     metadata = getattr(message, "response_metadata", None)
     if not isinstance(metadata, Mapping):
-        return _NOTHING_SAID
+        return NOTHING_SAID
     headers = metadata.get("headers")
     usage = metadata.get("token_usage")
     return read_report(
