@@ -213,12 +213,12 @@ class RateLimiter:
             raise
 
     async def _take_slot(self, priority: Priority) -> None:
-        loop = asyncio.get_running_loop()
         with self._lock:
             cap = self.state.cap(self.limits)
             if cap is None or (self.active < cap and not self._waiters):
                 self.active += 1
                 return
+            loop = asyncio.get_running_loop()
             waiter = _Waiter(
                 (priority_key(priority), next(self._order)), loop, loop.create_future()
             )
@@ -236,12 +236,12 @@ class RateLimiter:
 
     async def _pace(self, tokens: int) -> Permit:
         """Wait for this call's start: first in line, then until the pace allows it."""
-        loop = asyncio.get_running_loop()
-        me = _Pacer(loop, loop.create_future())
         with self._lock:
             now = time.monotonic()
             if not self._pacers and self.state.start_delay(now, tokens, self.limits) <= 0:
                 return self._start(now, tokens)
+            loop = asyncio.get_running_loop()
+            me = _Pacer(loop, loop.create_future())
             self._pacers.append(me)
             if self._pacers[0] is me:
                 me.future.set_result(None)
@@ -298,6 +298,8 @@ class RateLimiter:
 
     def _grant_free(self) -> None:
         """Hand free slots to the best live waiters (lock held)."""
+        if not self._waiters:
+            return
         cap = self.state.cap(self.limits)
         while self._waiters and (cap is None or self.active < cap):
             waiter = heapq.heappop(self._waiters)

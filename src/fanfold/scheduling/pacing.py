@@ -173,9 +173,12 @@ class PaceState:
 
     def cap(self, limits: PaceLimits) -> int | None:
         """The most calls in flight now (None: no cap)."""
+        # The smaller of the stated cap and the learned window (no list: once per call).
+        cap: float | None = limits.max_concurrency
         window = self.window if limits.adaptive else None
-        known = [c for c in (limits.max_concurrency, window) if c is not None]
-        return max(1, int(min(known))) if known else None
+        if window is not None and (cap is None or window < cap):
+            cap = window
+        return None if cap is None else max(1, int(cap))
 
     def next_start(self, limits: PaceLimits) -> float:
         """The earliest time the next call may start, at the pace in effect now."""
