@@ -98,10 +98,29 @@ def render(template: str, values: Mapping[str, Any], *, to_text: Callable[[Any],
         MissingFieldError: a `{name.key}` placeholder names a missing key.
     """
 
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
-            return match.group(0)[0]
-        return to_text(lookup(values, name))
+    parts = []
+    for text, path in _parsed(template):
+        parts.append(text)
+        if path is not None:
+            parts.append(to_text(lookup(values, path)))
+    return "".join(parts)
 
-    return _TOKEN.sub(substitute, template)
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    """`template` as (literal text, placeholder path or None) pairs, parsed once: literal
+    braces (`{{`, `}}`) already single, every other brace kept as written."""
+    pairs: list[tuple[str, str | None]] = []
+    text: list[str] = []
+    start = 0
+    for match in _TOKEN.finditer(template):
+        text.append(template[start : match.start()])
+        start = match.end()
+        if match.group(1) is None:
+            text.append(match.group(0)[0])
+        else:
+            pairs.append(("".join(text), match.group(1)))
+            text = []
+    text.append(template[start:])
+    pairs.append(("".join(text), None))
+    return tuple(pairs)
