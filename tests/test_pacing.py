@@ -143,6 +143,115 @@ def test_a_hidden_concurrency_limit_is_found_and_probed_ever_more_rarely(hidden:
     assert state.rate is None
 
 
+def hidden_16_at_half_a_second(state: PaceState, seconds: float, busiest: int) -> float:
+    """Successes against a hidden limit of 16 at 0.5 s (32 a second), each started with
+    0-15 others in flight; one a second counted `busiest` (calls the server had answered
+    but the client had not yet seen). Returns the time after."""
+    now = 0.0
+    for i in range(int(32 * seconds)):
+        now += 1 / 32
+        in_flight = busiest if i % 32 == 0 else i % 16
+        state.on_success(now, UNBOUNDED, in_flight=in_flight, latency=0.5)
+    return now
+
+
+@pytest.mark.parametrize("busiest", [16, 17, 18])
+def test_a_concurrency_429_counted_a_call_or_two_short_cuts_the_window_not_the_pace(
+    busiest: int,
+) -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.window = 20.0
+    now = hidden_16_at_half_a_second(state, seconds=3, busiest=busiest)
+    seq = state.reserve(now, 0, UNBOUNDED)[0]
+    assert state.on_rate_limited(now, UNBOUNDED, retry_after=0.5, in_flight=16, seq=seq) == "window"
+    assert state.cap(UNBOUNDED) == 16
+    assert state.rate is None and state.rate_cuts == 0
+
+
+def test_a_429_with_the_window_already_full_leaves_the_pace_alone() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.window = 20.0
+    now = hidden_16_at_half_a_second(state, seconds=3, busiest=16)
+    state.on_rate_limited(now, UNBOUNDED, in_flight=16, seq=state.reserve(now, 0, UNBOUNDED)[0])
+    assert state.cap(UNBOUNDED) == 16
+    # A call granted just after the cut meets the same 16: the window explains it.
+    seq = state.reserve(now + 0.02, 0, UNBOUNDED)[0]
+    assert state.on_rate_limited(now + 0.04, UNBOUNDED, in_flight=16, seq=seq) == "ignored"
+    assert state.rate is None and state.cap(UNBOUNDED) == 16
+
+
+def cold_burst_of_8(state: PaceState) -> list[int]:
+    """A cold window of 8 sent at once against a hidden limit of 4: their sequence numbers."""
+    assert state.cap(UNBOUNDED) == 8
+    return [state.reserve(0.0, 0, UNBOUNDED)[0] for _ in range(8)]
+
+
+def test_a_burst_whose_first_call_lost_the_race_cuts_the_window_not_the_pace() -> None:
+    """Calls 2-5 reached the provider before call 1 (new connections, any order): call 1's
+    429 came with nothing in flight before it, but calls 2-8 were still in flight."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    seqs = cold_burst_of_8(state)
+    # Call 6 is rejected with calls 1-5 counted in flight (call 1 was never admitted).
+    assert state.on_rate_limited(0.01, UNBOUNDED, in_flight=5, seq=seqs[5], overtaken=2) == "window"
+    assert state.cap(UNBOUNDED) == 5
+    for i in (6, 7):  # the rest of the burst: old news
+        assert state.on_rate_limited(0.01, UNBOUNDED, in_flight=5, seq=seqs[i]) == "ignored"
+    # Call 1's 429, with a retry-after, and calls 2-5 still in flight.
+    verdict = state.on_rate_limited(
+        0.012, UNBOUNDED, retry_after=0.25, in_flight=0, seq=seqs[0], overtaken=4
+    )
+    assert verdict == "window"  # the same burst shows a lower level: 4
+    assert state.cap(UNBOUNDED) == 4
+    assert state.rate is None and state.rate_cuts == 0
+    assert state.paused_until == 0.0  # nothing paused every start for its hint
+
+
+def test_a_burst_whose_last_call_came_back_first_is_cut_to_the_lowest_level() -> None:
+    """Call 1's 429 came back first: calls 2-8 still in flight bound the window at 7;
+    the later 429s of the same burst lower it to what the provider admitted."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    seqs = cold_burst_of_8(state)
+    verdict = state.on_rate_limited(
+        0.01, UNBOUNDED, retry_after=0.25, in_flight=0, seq=seqs[0], overtaken=7
+    )
+    assert verdict == "window"
+    assert state.cap(UNBOUNDED) == 7
+    # Calls 6-8 each counted call 1 among those in flight before them: 4 admitted.
+    for i in (5, 6, 7):
+        state.on_rate_limited(0.011, UNBOUNDED, retry_after=0.25, in_flight=i - 1, seq=seqs[i])
+    assert state.cap(UNBOUNDED) == 4
+    assert state.rate is None and state.rate_cuts == 0
+
+
+def test_a_429_with_a_few_calls_started_after_it_is_still_a_rate_429() -> None:
+    """Overtaking calls explain a 429 only if, with them, as many were in flight as a
+    success had: a rate limit's 429 at a quiet moment still sets the pace."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    now = hidden_16_at_half_a_second(state, seconds=3, busiest=15)
+    seq = state.reserve(now, 0, UNBOUNDED)[0]
+    verdict = state.on_rate_limited(now, UNBOUNDED, in_flight=5, seq=seq, overtaken=2)
+    assert verdict == "rate"
+    assert state.window_cuts == 0
+
+
+def test_a_rate_429_at_a_window_full_of_calls_booked_ahead_slows_the_pace() -> None:
+    """A shared limiter books starts ahead at the pace: its calls count many in flight
+    that have not started (or have ended). Against a rate limit of 40/s at 50 ms, 2 are
+    really in flight: a 429 at a full window is the rate's, not the window's."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    state.window = 20.0
+    now = 0.0
+    for i in range(120):
+        now += 1 / 40
+        state.on_success(now, UNBOUNDED, in_flight=10 + i % 10, latency=0.05)
+    full = state.cap(UNBOUNDED)
+    assert full is not None and full >= 20
+    seq = state.reserve(now, 0, UNBOUNDED)[0]
+    verdict = state.on_rate_limited(now, UNBOUNDED, retry_after=0.02, in_flight=full, seq=seq)
+    assert verdict == "rate"
+    assert state.rate == pytest.approx(40 * UNBOUNDED.decrease, rel=0.1)
+
+
 def test_a_limit_that_rises_is_found_again() -> None:
     state = PaceState.fresh(0.0, UNBOUNDED)
     run_window(state, UNBOUNDED, hidden=4, round_trips=100)

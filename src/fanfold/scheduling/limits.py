@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from fanfold.scheduling.pacing import PaceLimits, PaceState
+from fanfold.scheduling.pacing import SAME_BURST, PaceLimits, PaceState
 
 _SHARED: dict[tuple[Any, ...], RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
@@ -354,11 +354,13 @@ class RateLimiter:
         with self._lock:
             self.rate_limited += 1
             in_flight = None
+            overtaken = 0
             if permit is not None:
                 in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
-                for seq in self._running:  # they counted this call among theirs in flight
-                    if seq > permit.seq:
+                for seq, other in self._running.items():
+                    if seq > permit.seq:  # they counted this call among theirs in flight
                         self._rejected_before[seq] = self._rejected_before.get(seq, 0) + 1
+                        overtaken += other.started - permit.started <= SAME_BURST
             self.state.on_rate_limited(
                 time.monotonic(),
                 self.limits,
@@ -367,6 +369,7 @@ class RateLimiter:
                 seq=permit.seq if permit is not None else None,
                 minute_left=minute_left(),
                 max_pause=max_pause,
+                overtaken=overtaken,
             )
 
     @property

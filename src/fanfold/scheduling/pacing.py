@@ -8,12 +8,18 @@ When limits are not stated, two things are learned from the provider's answers:
 
 * **The window** (calls in flight). It starts at the stated `max_concurrency`, or at
   `initial_window` and doubles every round trip (slow start) while it is used. A 429
-  that came with as many calls in flight as any recent success had, or more ("a concurrency
-  429") sets it to the number of calls that were in flight when the rejected one
-  started (less those rejected themselves), which is what the provider admitted, but
-  never below the calls in flight that the measured success rate needs. From
-  then on it grows by one call per round trip, and at the level that last failed it
-  probes ever more rarely (every 4, 8, 16 ... round trips) while probes keep failing.
+  that came with as many calls in flight as any recent success had, or more, give or take
+  `SKEW` (calls answered but not yet seen) ("a concurrency 429"), sets it to the number
+  of calls that were in flight when the rejected one started (less those rejected
+  themselves), which is what the provider admitted, but never below the calls in flight
+  that the measured success rate needs. Calls sent together reach the provider in any
+  order: a 429 that the calls started just after it (`SAME_BURST`) and still in flight
+  explain is a concurrency 429 too, and sets the window to all of them at most. From then on it
+  grows by one call per round trip, and at the level that last failed it probes ever
+  more rarely (every 4, 8, 16 ... round trips) while probes keep failing. The 429s of
+  calls sent before a cut are old news: they only lower the window further, and a
+  concurrency 429 that meets a full window already at that level, with the success rate
+  using at least half of it, changes nothing.
 * **The pace** (requests per second). A 429 a concurrency limit does not explain sets
   the pace a little under the success rate just measured (once per burst of 429s); each
   success raises it a little. A `retry-after` on such a 429 pauses every start until then.
@@ -41,6 +47,12 @@ Verdict = Literal["window", "rate", "budget", "ignored"]
 BUDGET_HINT = 10.0
 """A retry-after of this many seconds or more means a spent per-minute budget."""
 MINUTE = 60.0
+SKEW = 0.15
+"""Share of calls in flight (at least one) a client may count that the server has already
+answered: a 429 with that many fewer in flight than a recent success is a concurrency 429."""
+SAME_BURST = 0.01
+"""Seconds apart within which calls started together may reach the provider in any order
+(new connections): a call started this soon after a rejected one may have overtaken it."""
 REFILL_MARGIN = 0.25
 """Seconds waited past a window's refill, so the first call lands in the new window."""
 
@@ -329,6 +341,7 @@ class PaceState:
         seq: int | None = None,
         minute_left: float | None = None,
         max_pause: float | None = None,
+        overtaken: int = 0,
     ) -> Verdict:
         """The provider answered 429: cut the window, slow the pace, or pause.
 
@@ -338,6 +351,9 @@ class PaceState:
             seq: the rejected call's sequence number (from `reserve`).
             minute_left: seconds to the next minute on the wall clock.
             max_pause: the caller's cap on the pause (with `limits.max_pause`).
+            overtaken: calls started after the rejected one, within `SAME_BURST`, and
+                still in flight when its 429 came back (the provider may have seen them
+                first).
         """
         self.rate_limited += 1
         if not limits.adaptive:
@@ -350,25 +366,59 @@ class PaceState:
             self.paused_until = max(self.paused_until, now + min(wait, cap))
             self.pauses += 1
             return "budget"
-        if in_flight is not None and in_flight >= 1 and in_flight >= self.ok_max:
-            if seq is not None and seq <= self.cut_seq:
-                return "ignored"  # sent before the last cut took effect
+        admitted = self._admitted(in_flight, overtaken)
+        if admitted is not None:
             # Never below what carries the success rate now (Little's law): a rate
             # limit's 429s at the top of the range in flight must not shrink it for good.
             measured = self.measured(now, limits)
             floor = int(0.8 * measured * self.rtt) if measured and self.rtt else 1
-            if self.window is not None and max(in_flight, floor) < self.window:
-                level = float(max(in_flight, floor))
+            level = float(max(admitted, floor))
+            if seq is not None and seq <= self.cut_seq:
+                # Sent before the last cut took effect: old news, unless the same burst
+                # shows a lower level (its replies come back in any order).
+                if self.window is not None and level < self.window:
+                    self._cut_window(level)
+                    return "window"
+                return "ignored"
+            if self.window is not None and admitted >= int(self.window) > floor >= self.window / 2:
+                # The window is already at the level that failed, and in use: the success
+                # rate needs half of it. (A full window of calls booked ahead at a pace,
+                # across processes, is not: a rate limit's 429 there slows the pace.)
+                return "ignored"
+            if self.window is not None and level < self.window:
                 if self.ceiling is not None and level + 1 >= self.ceiling:
                     self.probe_every = min(self.probe_every * 2, limits.max_probe_every)
                 else:
                     self.probe_every = 4.0
-                self.ceiling = level + 1
-                self.window = max(1.0, level)
-                self.cut_seq = self.granted
-                self.window_cuts += 1
+                self._cut_window(level)
                 return "window"
         return self._slow_pace(now, retry_after, cap, limits)
+
+    def _admitted(self, in_flight: int | None, overtaken: int) -> int | None:
+        """The most calls the provider had admitted when it rejected this one, if a
+        concurrency limit explains the 429 (None: it does not).
+
+        As many calls in flight as a recent success had, give or take `SKEW`, explain it.
+        So do the calls started after it and still in flight (`overtaken`): calls sent
+        together reach the provider in any order, so the 9th of a burst may have been
+        admitted and the 1st rejected.
+        """
+        if in_flight is None:
+            return None
+        busiest = self.ok_max - max(1.0, SKEW * self.ok_max)
+        if in_flight >= 1 and in_flight >= busiest:
+            return in_flight
+        seen = in_flight + max(0, overtaken)
+        if seen > in_flight and seen >= busiest:
+            return seen
+        return None
+
+    def _cut_window(self, level: float) -> None:
+        """The provider admitted `level` calls and no more: the window is cut to it."""
+        self.ceiling = level + 1
+        self.window = max(1.0, level)
+        self.cut_seq = self.granted
+        self.window_cuts += 1
 
     def _slow_pace(
         self, now: float, retry_after: float | None, cap: float, limits: PaceLimits

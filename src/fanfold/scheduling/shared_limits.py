@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanfold.scheduling.limits import Permit, Priority, left_after, minute_left, priority_key
-from fanfold.scheduling.pacing import PaceLimits, PaceState
+from fanfold.scheduling.pacing import SAME_BURST, PaceLimits, PaceState
 from fanfold.scheduling.shared_keeper import Keeper
 from fanfold.scheduling.shared_store import (
     SCHEMA,
@@ -171,6 +171,7 @@ class SharedRateLimiter:
         self._asks: list[_Ask] = []  # callers waiting, best first (a heap)
         self._live = 0  # callers waiting
         self._held: dict[int, str] = {}  # seq -> lease id of callers holding a slot
+        self._starts: dict[int, float] = {}  # seq -> time.monotonic() of its start
         self._rejected_before: dict[int, int] = {}  # seq -> earlier calls since rejected
         self._leaseless = 0  # callers holding a slot granted while no cap applied
         self._to_release: list[str] = []
@@ -319,8 +320,11 @@ class SharedRateLimiter:
             lease = None
             if permit is not None and permit.seq in self._held:
                 lease = self._held.pop(permit.seq)
+                self._starts.pop(permit.seq, None)
             elif permit is None and self._held:
-                lease = self._held.pop(next(iter(self._held)))
+                seq = next(iter(self._held))
+                lease = self._held.pop(seq)
+                self._starts.pop(seq, None)
             elif self._leaseless:
                 self._leaseless -= 1
             if lease is not None:
@@ -378,13 +382,18 @@ class SharedRateLimiter:
         with self._lock:
             self.rate_limited += 1
             seq = in_flight = None
+            overtaken = 0
             if permit is not None:
                 seq = permit.seq
                 in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
+                now = time.monotonic()
                 for other in self._held:  # they counted this call among theirs in flight
                     if other > permit.seq:
                         self._rejected_before[other] = self._rejected_before.get(other, 0) + 1
-            limited = Limited(retry_after, seq, in_flight, minute_left(), max_pause)
+                        # Started with it (not booked later): it may have got there first.
+                        started = self._starts.get(other, math.inf)
+                        overtaken += started <= min(now, permit.started + SAME_BURST)
+            limited = Limited(retry_after, seq, in_flight, minute_left(), max_pause, overtaken)
             self._pending_limited.append(limited)
         self._wake.set()
 
@@ -414,6 +423,7 @@ class SharedRateLimiter:
                 renew=False,
             )
             self._held, self._to_release, self._leaseless = {}, [], 0
+            self._starts.clear()
             self._pending_successes, self._pending_limited = [], []
         self._keeper.leave(last)
 
@@ -496,6 +506,7 @@ class SharedRateLimiter:
                 self.active += 1
                 if grant.lease is not None:
                     self._held[grant.seq] = grant.lease
+                    self._starts[grant.seq] = permit.started
                 else:
                     self._leaseless += 1
         if again:

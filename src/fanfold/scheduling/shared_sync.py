@@ -41,6 +41,8 @@ class Limited:
     in_flight: int | None
     minute_left: float | None
     max_pause: float | None = None
+    overtaken: int = 0
+    """Calls of this process started after it and still in flight when its 429 came."""
 
 
 @dataclass
@@ -146,6 +148,7 @@ def sync(store: Store, me: Member, work: Work) -> Outcome:
                 seq=limited.seq,
                 minute_left=limited.minute_left,
                 max_pause=limited.max_pause,
+                overtaken=limited.overtaken,
             )
         if work.successes or work.limited:
             changed = True
