@@ -233,8 +233,10 @@ def test_totals_show_counts_tokens_wall_time_and_speedup(real_run: dict[str, Any
         runtime=real_run["graph"].fanfold_runtime,
         max_concurrency=2,
     )
-    assert time_value(doc, "wall-time") == pytest.approx(totals.wall_time, abs=1e-5)
-    assert record.totals.wall_time == pytest.approx(totals.wall_time, abs=1e-5)
+    # The record's run ends at its last event, which may be written a few µs after the
+    # state's clock stopped (36 µs seen in CI): equal to the millisecond.
+    assert time_value(doc, "wall-time") == pytest.approx(totals.wall_time, abs=1e-3)
+    assert record.totals.wall_time == pytest.approx(totals.wall_time, abs=1e-3)
     # Call time is time at the provider: less than the calls' spans, which hold the backoff.
     assert 0 < record.totals.call_time < totals.call_time
     speedup = record.totals.call_time / record.totals.wall_time
