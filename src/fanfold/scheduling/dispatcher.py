@@ -142,7 +142,6 @@ class Dispatcher(MapItems):
             if waiter is not None:
                 waiter.cancel()
             self._item_lists.pop(sid, None)
-            self._systems.pop(sid, None)
             if task is None and result is None:
                 continue
             if task is not None and not task.done():
