@@ -80,6 +80,12 @@ class Keeper:
         self._renew_every = max(0.02, lease_seconds / 4)
         self._recorded_want = 0
         self._recorded_since = 0.0
+        # What the last transaction (on either thread) left: callers still waiting,
+        # whether other processes hold slots, when the pace lets this process reserve again.
+        self._blocked = False
+        self._others_hold = True
+        self._next_try = 0.0
+        self._last_sync = 0.0
         store.on_notify = self._on_notify
         self._thread = threading.Thread(
             target=self._keep, name="fanfold-shared-limits", daemon=True
@@ -166,16 +172,39 @@ class Keeper:
             tx.commit = True
             self._recorded_since = now
 
+    def sync_now(self) -> bool:
+        """One transaction on the caller's thread, if the store is free at once.
+
+        A freed slot then goes to the next waiter without waking the keeper's thread
+        (a wake-up can wait for the GIL a whole switch interval, 5 ms, while the event
+        loop runs). False if the store is busy or remote, or the transaction failed: the
+        keeper's thread does it then (wake it).
+        """
+        if not self.store.inline or self.stopping or not self.db_lock.acquire(blocking=False):
+            return False
+        try:
+            work = self._take_work(False)
+            try:
+                outcome = self.sync(work, wait=False)
+            except Exception:  # Busy, or a failure the keeper's thread retries and reports
+                self._give_back(work)
+                return False
+        finally:
+            self.db_lock.release()
+        self._hand_out(outcome)
+        return True
+
     def _keep(self) -> None:
         next_renew = time.monotonic() + self._renew_every
-        last_sync = 0.0
-        blocked = False
         failures = 0
-        next_try = 0.0  # when the pace lets a blocked process reserve again
         while True:
             now = time.monotonic()
-            if blocked:
-                timeout = min(self.store.poll, max(0.0, next_try - now))
+            if self._blocked:
+                # Waiting for a slot: check often whether another process freed one, if
+                # any other holds one; else only now and then (a crashed process's
+                # leases expire without a commit).
+                poll = self.store.poll if self._others_hold else self.store.force
+                timeout = min(poll, max(0.0, self._next_try - now))
             else:
                 timeout = max(0.0, next_renew - now)
             self.wake.wait(timeout)
@@ -184,52 +213,51 @@ class Keeper:
                 return
             now = time.monotonic()
             renew = now >= next_renew
-            work = self._take_work(renew)
-            if not (
-                work.releases
-                or work.successes
-                or work.limited
-                or renew
-                or work.want != self._recorded_want
-            ):
-                if not work.want:
-                    blocked = False
-                    continue
-                # Waiting: read again only if someone committed, the pace allows another
-                # start, or now and then (leases that expire commit nothing).
-                with self.db_lock:
+            with self.db_lock:
+                work = self._take_work(renew)
+                if not (
+                    work.releases
+                    or work.successes
+                    or work.limited
+                    or renew
+                    or work.want != self._recorded_want
+                ):
+                    if not work.want:
+                        self._blocked = False
+                        continue
+                    # Waiting: read again only if someone committed, the pace allows
+                    # another start, or now and then (leases that expire commit nothing).
                     changed = self.store.changed()
-                due = now >= next_try or now - last_sync >= self.store.force
-                if not changed and not due:
-                    continue
-            try:
-                with self.db_lock:
+                    due = now >= self._next_try or now - self._last_sync >= self.store.force
+                    if not changed and not due:
+                        continue
+                try:
                     outcome = self.sync(work)
-            except Exception as exc:
-                failures += 1
-                self._give_back(work)
-                if failures in (1, 10) or failures % 100 == 0:
-                    _log.warning(
-                        "shared limits: %s failed (%d in a row), retrying: %s",
-                        self.target,
-                        failures,
-                        one_line(exc),
-                    )
-                with self.db_lock, contextlib.suppress(Exception):
-                    self.store.recover()
+                except Exception as exc:
+                    failures += 1
+                    self._give_back(work)
+                    if failures in (1, 10) or failures % 100 == 0:
+                        _log.warning(
+                            "shared limits: %s failed (%d in a row), retrying: %s",
+                            self.target,
+                            failures,
+                            one_line(exc),
+                        )
+                    with contextlib.suppress(Exception):
+                        self.store.recover()
+                    outcome = None
+            if outcome is None:
                 self.wake.wait(min(1.0, 0.05 * failures))
                 self.wake.set()
                 continue
             failures = 0
-            last_sync = now
             if renew:
                 next_renew = now + self._renew_every
             self._hand_out(outcome)
-            blocked = outcome.want_after > 0
-            next_try = outcome.mono + outcome.retry_in
 
-    def sync(self, work: Work) -> Outcome:
-        """One transaction (see `shared_sync.sync`); remembers what the store now says."""
+    def sync(self, work: Work, *, wait: bool = True) -> Outcome:
+        """One transaction (see `shared_sync.sync`); remembers what the store now says
+        (call it holding `db_lock`)."""
         member = Member(
             key=self.key,
             holder=self.holder,
@@ -239,8 +267,12 @@ class Keeper:
             recorded_want=self._recorded_want,
             recorded_since=self._recorded_since,
         )
-        outcome = sync(self.store, member, work)
+        outcome = sync(self.store, member, work, wait=wait)
         self._recorded_want = outcome.want_after
         self._recorded_since = outcome.since
         self.state = outcome.state
+        self._last_sync = time.monotonic()
+        self._blocked = outcome.want_after > 0
+        self._others_hold = outcome.others_hold
+        self._next_try = outcome.mono + outcome.retry_in
         return outcome

@@ -178,6 +178,7 @@ class SharedRateLimiter:
         self._pending_successes: list[Success] = []
         self._pending_limited: list[Limited] = []
         self._closed = False
+        self._sync_soon = False  # a sync on the event loop's next turn is due
         store = open_store(target, self.key)
         self._keeper = Keeper(
             store,
@@ -334,18 +335,29 @@ class SharedRateLimiter:
         self._wake_soon()
 
     def _wake_soon(self) -> None:
-        """Wake the keeper once the caller's callback is done.
+        """Sync once the caller's callback is done: on this thread if the store is free
+        at once (the freed slot goes straight to the next waiter), else on the keeper's.
 
-        The dispatcher releases a slot and then reports the 429 that freed it; waking the
-        keeper on the event loop's next turn lets one transaction see both, so the slot's
-        next call is paced by the policy's answer to that 429.
+        The dispatcher releases a slot and then reports the 429 that freed it; syncing on
+        the event loop's next turn lets one transaction see both, so the slot's next call
+        is paced by the policy's answer to that 429.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._wake.set()
             return
-        loop.call_soon(self._wake.set)
+        with self._lock:
+            if self._sync_soon:
+                return  # one transaction for every release of this turn
+            self._sync_soon = True
+        loop.call_soon(self._sync_now)
+
+    def _sync_now(self) -> None:
+        with self._lock:
+            self._sync_soon = False
+        if not self._keeper.sync_now():
+            self._wake.set()
 
     def record_success(
         self,

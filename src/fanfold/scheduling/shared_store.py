@@ -32,7 +32,7 @@ from fanfold.scheduling.storage import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["SCHEMA", "TABLES", "SharedLimitsError", "open_store"]
+__all__ = ["SCHEMA", "TABLES", "Busy", "SharedLimitsError", "open_store"]
 
 NOTIFY_CHANNEL = "fanfold_limits"
 
@@ -129,6 +129,10 @@ class SharedLimitsError(StoreError):
     """The shared rate-limit store or a limit setting cannot be used."""
 
 
+class Busy(Exception):
+    """Another process holds the store's lock now (a transaction that would not wait)."""
+
+
 class Tx(Protocol):
     now: float
     commit: bool
@@ -146,8 +150,15 @@ class Store(Protocol):
     """Seconds between cheap checks for others' changes while callers wait for a slot."""
     force: float
     """Seconds between full reads while callers wait (expired leases commit nothing)."""
+    inline: bool
+    """Whether a transaction is cheap enough to run on the caller's thread (a local file),
+    when `transaction(..., wait=False)` finds the store free."""
 
-    def transaction(self, endpoint: str) -> contextlib.AbstractContextManager[Tx]: ...
+    def transaction(
+        self, endpoint: str, *, wait: bool = True
+    ) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction; with `wait=False`, raise `Busy` at once if another holds the lock."""
+        ...
 
     def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
         """Read (and where the database can, lock) the endpoint's state row; sets `tx.now`."""
@@ -180,6 +191,7 @@ class SqliteStore:
 
     poll = 0.002
     force = 0.05
+    inline = True
 
     def __init__(self, path: str) -> None:
         self.shown = path
@@ -189,10 +201,22 @@ class SqliteStore:
             path, what=_WHAT, error=SharedLimitsError, schema=_TABLES, wal=True, autocommit=True
         )
         self.conn = db.conn
+        self._busy_ms = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
 
     @contextlib.contextmanager
-    def transaction(self, endpoint: str) -> Iterator[Tx]:
-        self.conn.execute("BEGIN IMMEDIATE")  # the write lock: transactions take turns
+    def transaction(self, endpoint: str, *, wait: bool = True) -> Iterator[Tx]:
+        if wait:
+            self.conn.execute("BEGIN IMMEDIATE")  # the write lock: transactions take turns
+        else:
+            self.conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                raise Busy(str(exc)) from exc
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         tx = _SqliteTx(self.conn, time.time())
         try:
             yield tx
@@ -242,6 +266,7 @@ class PostgresStore:
 
     poll = 0.1
     force = 0.1
+    inline = False  # a round trip per statement: the keeper's thread waits for them
 
     def __init__(self, url: str, endpoint: str) -> None:
         self.url = url
@@ -309,7 +334,7 @@ class PostgresStore:
             self._listener.close()
 
     @contextlib.contextmanager
-    def transaction(self, endpoint: str) -> Iterator[Tx]:
+    def transaction(self, endpoint: str, *, wait: bool = True) -> Iterator[Tx]:
         import psycopg
 
         with self.conn.transaction() as block, self.conn.cursor() as cur:

@@ -79,6 +79,9 @@ class Outcome:
     since: float
     retry_in: float
     """Seconds until the pace may let this process reserve another start."""
+    others_hold: bool = True
+    """Whether other processes hold slots (only they can free one for this process's
+    waiters without waking it)."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,14 @@ def round_robin_share(free: int, queue: Sequence[tuple[int, bool]]) -> int:
     return got
 
 
-def sync(store: Store, me: Member, work: Work) -> Outcome:
-    """One transaction: feedback, releases, expiry, renewal, then slots for waiters."""
+def sync(store: Store, me: Member, work: Work, *, wait: bool = True) -> Outcome:
+    """One transaction: feedback, releases, expiry, renewal, then slots for waiters.
+
+    With `wait=False` it raises `shared_store.Busy` at once if another process holds
+    the store's lock.
+    """
     limits, key = me.limits, me.key
-    with store.transaction(key) as tx:
+    with store.transaction(key, wait=wait) as tx:
         row = lock_state(store, tx, key)
         mono, now = time.monotonic(), tx.now
         if row is None:  # deleted under us: start afresh
@@ -173,7 +180,7 @@ def sync(store: Store, me: Member, work: Work) -> Outcome:
                 (key, now - me.lease_seconds),
             )
             changed = True
-        grants, free_left, others_wait = _take_slots(tx, me, work, state, now)
+        grants, free_left, others_wait, others_hold = _take_slots(tx, me, work, state, now)
         want_after = work.want - len(grants)
         retry_in = store.force
         if want_after and state.pace_room(now, me.horizon, limits) == 0:
@@ -191,20 +198,23 @@ def sync(store: Store, me: Member, work: Work) -> Outcome:
             if freed or (free_left > 0 and others_wait):
                 store.notify(tx, key, me.holder)
         tx.commit = bool(grants) or changed
-    return Outcome(grants, mono, state, want_after, since, retry_in)
+    return Outcome(grants, mono, state, want_after, since, retry_in, others_hold)
 
 
 def _take_slots(
     tx: Tx, me: Member, work: Work, state: PaceState, now: float
-) -> tuple[list[Grant], int, bool]:
-    """Slots and starts for this process's best waiters, its fair share of what is free."""
+) -> tuple[list[Grant], int, bool, bool]:
+    """Slots and starts for this process's best waiters, its fair share of what is free;
+    then what is left free, whether others wait and whether others hold slots."""
     limits, key = me.limits, me.key
     grants: list[Grant] = []
     if not (work.want and work.asks):
-        return grants, 0, False
+        return grants, 0, False, True
     cap = state.cap(limits)
     free = state.pace_room(now, me.horizon, limits)
     in_use = _count(tx, "SELECT COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ?", (key,))
+    # This process's own leases are the ones it holds (renewed, so none has expired).
+    others_hold = in_use > len(work.held)
     if cap is not None:
         slots = max(0, cap - in_use)
         free = slots if free is None else min(free, slots)
@@ -235,7 +245,7 @@ def _take_slots(
             lease_id = uuid.uuid4().hex
             tx.execute(UPSERT_LEASE, (lease_id, key, me.holder, expires, seq))
         grants.append(Grant(lease_id, seq, in_use + i, delay))
-    return grants, free_left, others_wait
+    return grants, free_left, others_wait, others_hold
 
 
 def _count(tx: Tx, sql: str, params: Sequence[object]) -> int:

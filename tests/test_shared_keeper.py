@@ -1,0 +1,112 @@
+"""How a shared limiter's slots change hands: on the caller's thread when it can, fairly
+between processes, and without polling the store when only this process holds slots.
+
+Two limiters on one store stand for two processes (each has its own connection and
+keeper thread). Counts, not seconds: these hold on a busy machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanfold.scheduling.shared_keeper import Keeper
+from fanfold.scheduling.shared_limits import SharedRateLimiter
+from fanfold.scheduling.shared_store import SqliteStore
+from fanfold.scheduling.shared_sync import Outcome, Work
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> str:
+    return str(tmp_path / "limits.db")
+
+
+@pytest.fixture
+def key() -> Iterator[str]:
+    yield f"test-endpoint-{uuid.uuid4().hex[:12]}"
+
+
+async def queued(limiter: SharedRateLimiter, count: int) -> None:
+    while limiter.waiting < count:
+        await asyncio.sleep(0.002)
+
+
+async def test_a_freed_slot_goes_to_the_next_waiter_on_the_releasing_thread(
+    target: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waking the keeper's thread costs up to a GIL switch interval (5 ms) per slot while
+    # the event loop is busy; with SQLite the release's own thread takes the turn.
+    granted_on: list[threading.Thread] = []
+    original = Keeper.sync
+
+    def sync(self: Keeper, work: Work, **kwargs: Any) -> Outcome:
+        outcome = original(self, work, **kwargs)
+        if outcome.grants:
+            granted_on.append(threading.current_thread())
+        return outcome
+
+    monkeypatch.setattr(Keeper, "sync", sync)
+    rounds = 8
+    with SharedRateLimiter.open(target, key, max_concurrency=1) as limiter:
+        await limiter.acquire()
+        for _ in range(rounds):
+            waiting = asyncio.create_task(limiter.acquire())
+            await queued(limiter, 1)
+            await asyncio.sleep(0.02)  # the keeper has seen the waiter
+            granted_on.clear()
+            limiter.release()
+            await asyncio.wait_for(waiting, 5)
+            here = granted_on == [threading.current_thread()]
+            rounds -= here
+    # Now and then the keeper's thread holds the store when the slot is freed.
+    assert rounds <= 2
+
+
+async def test_a_process_holding_every_slot_does_not_poll_while_its_callers_wait(
+    target: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only another process's slot could come free without this one's own release.
+    checks = 0
+    original = SqliteStore.changed
+
+    def changed(self: SqliteStore) -> bool:
+        nonlocal checks
+        checks += 1
+        return original(self)
+
+    monkeypatch.setattr(SqliteStore, "changed", changed)
+
+    async def checks_while_waiting(limiter: SharedRateLimiter) -> int:
+        nonlocal checks
+        waiting = asyncio.create_task(limiter.acquire())
+        await queued(limiter, 1)
+        await asyncio.sleep(0.1)
+        checks = 0
+        await asyncio.sleep(0.5)  # polling every 2 ms: about 250 checks
+        counted = checks
+        limiter.release()
+        await asyncio.wait_for(waiting, 5)
+        limiter.release()
+        return counted
+
+    with SharedRateLimiter.open(target, key, max_concurrency=2) as limiter:
+        await limiter.acquire()
+        await limiter.acquire()
+        alone = await checks_while_waiting(limiter)
+        limiter.release()
+    with (
+        SharedRateLimiter.open(target, key, max_concurrency=2) as limiter,
+        SharedRateLimiter.open(target, key, max_concurrency=2) as other,
+    ):
+        await other.acquire()  # another process holds a slot: it may free it any time
+        await limiter.acquire()
+        shared = await checks_while_waiting(limiter)
+        other.release()
+    assert alone <= 25, alone  # the store's full read every 50 ms: about 10
+    assert shared > 2 * alone, (alone, shared)
