@@ -8,7 +8,9 @@ keeper thread). Counts, not seconds: these hold on a busy machine.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 from fanfold.scheduling.shared_keeper import Keeper
 from fanfold.scheduling.shared_limits import SharedRateLimiter
 from fanfold.scheduling.shared_store import SqliteStore
-from fanfold.scheduling.shared_sync import Outcome, Work
+from fanfold.scheduling.shared_sync import Outcome, Work, fair_share
 
 
 @pytest.fixture
@@ -110,3 +112,75 @@ async def test_a_process_holding_every_slot_does_not_poll_while_its_callers_wait
         other.release()
     assert alone <= 25, alone  # the store's full read every 50 ms: about 10
     assert shared > 2 * alone, (alone, shared)
+
+
+async def test_a_process_below_its_even_share_takes_its_freed_slot_back(
+    target: str, key: str
+) -> None:
+    # Handing it to the process that has waited longest instead would send most freed
+    # slots across processes, each a wake-up and a transaction away.
+    with (
+        SharedRateLimiter.open(target, key, max_concurrency=2) as first,
+        SharedRateLimiter.open(target, key, max_concurrency=2) as second,
+    ):
+        await first.acquire()
+        await second.acquire()
+        second_waits = asyncio.create_task(second.acquire())  # waits longest
+        await queued(second, 1)
+        await asyncio.sleep(0.1)
+        first_waits = asyncio.create_task(first.acquire())
+        await queued(first, 1)
+        await asyncio.sleep(0.1)
+        first.release()  # the first now holds none, the second one: below an even split
+        await asyncio.wait_for(first_waits, 5)
+        assert not second_waits.done()
+        second.release()  # an even split again: the second's waiter goes on
+        await asyncio.wait_for(second_waits, 5)
+        first.release()
+        second.release()
+
+
+@pytest.mark.parametrize(
+    ("free", "queue", "expected"),
+    [
+        (1, [(3, 1, False), (3, 0, True)], 1),  # I hold fewer: mine, though it waited less
+        (1, [(3, 1, False), (3, 1, True)], 0),  # equal: the longest waiting first
+        (3, [(5, 2, False), (5, 0, True)], 2),  # up to an even split, then in turns
+        (4, [(5, 2, True), (5, 0, False), (1, 0, False)], 1),
+        (2, [(0, 0, False), (4, 3, True)], 2),  # nobody else waits
+    ],
+)
+def test_free_slots_go_to_the_process_holding_fewest(
+    free: int, queue: list[tuple[int, int, bool]], expected: int
+) -> None:
+    assert fair_share(free, queue) == expected
+
+
+def test_a_transaction_takes_the_write_lock_soon_after_another_process_frees_it(
+    target: str,
+) -> None:
+    # SQLite's own busy handler sleeps ever longer (25 ms, then 50 and 100 ms) while
+    # another connection holds the lock, though a transaction holds it for well under 1 ms.
+    store = SqliteStore(target)
+    other = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    late: list[float] = []
+
+    def free_later(freed: list[float]) -> None:
+        time.sleep(0.235)
+        freed.append(time.monotonic())
+        other.execute("COMMIT")
+
+    try:
+        for _ in range(3):
+            other.execute("BEGIN IMMEDIATE")
+            freed: list[float] = []
+            thread = threading.Thread(target=free_later, args=(freed,))
+            thread.start()
+            with store.transaction("endpoint") as tx:
+                late.append(time.monotonic() - freed[0])
+                tx.commit = True
+            thread.join()
+    finally:
+        other.close()
+        store.close()
+    assert sorted(late)[1] < 0.04, late  # SQLite's handler: about 0.09 s

@@ -192,6 +192,9 @@ class SqliteStore:
     poll = 0.002
     force = 0.05
     inline = True
+    LOCK_RETRY = 0.0002
+    """Seconds between the first tries for the write lock (doubling up to LOCK_RETRY_MAX)."""
+    LOCK_RETRY_MAX = 0.002
 
     def __init__(self, path: str) -> None:
         self.shown = path
@@ -201,22 +204,35 @@ class SqliteStore:
             path, what=_WHAT, error=SharedLimitsError, schema=_TABLES, wal=True, autocommit=True
         )
         self.conn = db.conn
-        self._busy_ms = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        # Waiting for another process's write lock is done here, not by SQLite's busy
+        # handler: that sleeps 1, 2, 5, 10, 15, 20, 25 ms ... between tries, while a
+        # transaction holds the lock for well under a millisecond.
+        self._timeout = int(self.conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000.0
+        self.conn.execute("PRAGMA busy_timeout = 0")
+
+    def _begin(self, wait: bool) -> None:
+        """Take the file's write lock (BEGIN IMMEDIATE): transactions take turns."""
+        delay, deadline = self.LOCK_RETRY, None
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if not wait:
+                    raise Busy(str(exc)) from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._timeout
+                elif now >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, self.LOCK_RETRY_MAX)
 
     @contextlib.contextmanager
     def transaction(self, endpoint: str, *, wait: bool = True) -> Iterator[Tx]:
-        if wait:
-            self.conn.execute("BEGIN IMMEDIATE")  # the write lock: transactions take turns
-        else:
-            self.conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise
-                raise Busy(str(exc)) from exc
-            finally:
-                self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        self._begin(wait)
         tx = _SqliteTx(self.conn, time.time())
         try:
             yield tx

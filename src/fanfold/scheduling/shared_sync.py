@@ -97,26 +97,40 @@ class Member:
     recorded_since: float
 
 
-def round_robin_share(free: int, queue: Sequence[tuple[int, bool]]) -> int:
+def fair_share(free: int, queue: Sequence[tuple[int, int, bool]]) -> int:
     """How many of `free` slots this process takes.
 
-    `queue` holds (callers waiting, is this process) per waiting process, longest
-    waiting first; slots go one per process per round, in that order.
+    `queue` holds (callers waiting, slots held, is this process) per waiting process,
+    longest waiting first. Each slot goes to the process holding the fewest, the longest
+    waiting first among equals: the window is split evenly, and a process that frees one
+    of its slots while below its share takes it back itself (at once, with no other
+    process to wake), while the slot above an even split goes round.
     """
-    left = [want for want, _ in queue]
-    mine = next((i for i, (_, me) in enumerate(queue) if me), None)
+    left = [want for want, _, _ in queue]
+    held = [count for _, count, _ in queue]
+    mine = next((i for i, (_, _, me) in enumerate(queue) if me), None)
     if mine is None:
         return 0
     got = 0
-    while free > 0 and any(left):
-        for i, want in enumerate(left):
-            if free <= 0:
-                break
-            if want > 0:
-                left[i] -= 1
-                free -= 1
-                got += i == mine
+    while free > 0:
+        waiting = [i for i, want in enumerate(left) if want > 0]
+        if not waiting:
+            break
+        best = min(waiting, key=lambda i: (held[i], i))
+        left[best] -= 1
+        held[best] += 1
+        free -= 1
+        got += best == mine
     return got
+
+
+def round_robin_share(free: int, queue: Sequence[tuple[int, bool]]) -> int:
+    """How many of `free` slots this process takes when no process holds any.
+
+    `queue` holds (callers waiting, is this process) per waiting process, longest
+    waiting first; slots go one per process per round, in that order (`fair_share`).
+    """
+    return fair_share(free, [(want, 0, me) for want, me in queue])
 
 
 def sync(store: Store, me: Member, work: Work, *, wait: bool = True) -> Outcome:
@@ -212,7 +226,14 @@ def _take_slots(
         return grants, 0, False, True
     cap = state.cap(limits)
     free = state.pace_room(now, me.horizon, limits)
-    in_use = _count(tx, "SELECT COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ?", (key,))
+    held = {
+        str(holder): int(count)
+        for holder, count in tx.execute(
+            "SELECT holder, COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ? GROUP BY holder",
+            (key,),
+        ).fetchall()
+    }
+    in_use = sum(held.values())
     # This process's own leases are the ones it holds (renewed, so none has expired).
     others_hold = in_use > len(work.held)
     if cap is not None:
@@ -234,7 +255,7 @@ def _take_slots(
             [(float(s), str(h), int(w), False) for w, s, h in others]
             + [(mine, me.holder, work.want, True)]
         )
-        count = round_robin_share(free, [(w, is_me) for _, _, w, is_me in queue])
+        count = fair_share(free, [(w, held.get(h, 0), me) for _, h, w, me in queue])
         count = min(count, len(work.asks))
         free_left = free - count
     expires = now + me.lease_seconds
@@ -246,7 +267,3 @@ def _take_slots(
             tx.execute(UPSERT_LEASE, (lease_id, key, me.holder, expires, seq))
         grants.append(Grant(lease_id, seq, in_use + i, delay))
     return grants, free_left, others_wait, others_hold
-
-
-def _count(tx: Tx, sql: str, params: Sequence[object]) -> int:
-    return int(tx.execute(sql, params).fetchone()[0])
