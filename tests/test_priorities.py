@@ -138,6 +138,30 @@ async def test_unblocked_chain_link_competes_for_the_slot_its_dependency_frees(m
     assert order[:3] == ["c1", "c2", "c3"]
 
 
+class ReleaseLog(RateLimiter):
+    """A limit of 1 that notes which task frees each slot (None: a done callback)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_concurrency=1)
+        self.freed_by: list[str | None] = []
+
+    def release(self, permit: Any = None) -> None:
+        task = asyncio.current_task()
+        self.freed_by.append(None if task is None else task.get_name())
+        super().release(permit)
+
+
+async def test_a_call_that_unblocks_nothing_frees_its_slot_before_its_task_ends(make_plan, echo):
+    limiter = ReleaseLog()
+    plan = make_plan({"a": [], "b": ["a"], "c": []})
+    graph = compile_plan(plan, model=echo, aggregator=None, rate_limiter=limiter)
+
+    assert len(started(await collect_events(graph))) == 3
+    # "a" holds its slot until "b" has queued (a done callback of its task frees it);
+    # "b" and "c" unblock nothing, so their own tasks free their slots at once.
+    assert sorted(limiter.freed_by, key=str) == [None, "fanfold:b", "fanfold:c"]
+
+
 # -- (b) explicit priorities dominate ------------------------------------------------
 
 

@@ -149,9 +149,11 @@ def compile_plan(
 
     def model_for(spec: Any) -> BaseChatModel:
         spec = check_model_choice(spec)
-        key: Any = spec if isinstance(spec, str | None) else str(spec)
+        key: Any  # a chat model by identity: its str() lists every field, once per subtask
         if isinstance(spec, BaseChatModel):
             key = id(spec)
+        else:
+            key = spec if isinstance(spec, str | None) else str(spec)
         if key not in resolved:
             resolved[key] = resolve_model(spec)
         return resolved[key]

@@ -246,9 +246,11 @@ class CallAttempts(DispatchState):
                 if self.journal is not None:
                     await self.journal.put(cache_key, outcome.output, **record)
             # Free the slot only after the dependents this result unblocks have queued:
-            # they wake from this task's done callbacks, registered before this one.
+            # they wake from this task's done callbacks, registered before this one. A
+            # result that unblocks none frees it now (the next caller then need not wait
+            # for this task's done callbacks, a loop iteration later on a busy loop).
             this_task = asyncio.current_task()
-            if this_task is None or index is not None:
+            if this_task is None or index is not None or not self._dependents.get(sid):
                 limiter.release(permit)
             else:
                 this_task.add_done_callback(functools.partial(_release, limiter, permit))
