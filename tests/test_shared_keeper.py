@@ -39,11 +39,8 @@ async def queued(limiter: SharedRateLimiter, count: int) -> None:
         await asyncio.sleep(0.002)
 
 
-async def test_a_freed_slot_goes_to_the_next_waiter_on_the_releasing_thread(
-    target: str, key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Waking the keeper's thread costs up to a GIL switch interval (5 ms) per slot while
-    # the event loop is busy; with SQLite the release's own thread takes the turn.
+def record_grant_threads(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """The thread of each transaction that granted slots, from now on."""
     granted_on: list[threading.Thread] = []
     original = Keeper.sync
 
@@ -54,20 +51,61 @@ async def test_a_freed_slot_goes_to_the_next_waiter_on_the_releasing_thread(
         return outcome
 
     monkeypatch.setattr(Keeper, "sync", sync)
-    rounds = 8
+    return granted_on
+
+
+async def handed_over_here(
+    limiter: SharedRateLimiter, granted_on: list[threading.Thread], rounds: int
+) -> int:
+    """Rounds (of `rounds`) in which the slot the caller freed went to the next waiter
+    on the caller's thread; the limiter has a window of one, held by the caller."""
+    here = 0
+    for _ in range(rounds):
+        waiting = asyncio.create_task(limiter.acquire())
+        await queued(limiter, 1)
+        await asyncio.sleep(0.02)  # the keeper has seen the waiter
+        granted_on.clear()
+        limiter.release()
+        await asyncio.wait_for(waiting, 5)
+        here += granted_on == [threading.current_thread()]
+    return here
+
+
+async def test_a_freed_slot_goes_to_the_next_waiter_on_the_releasing_thread(
+    target: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waking the keeper's thread costs up to a GIL switch interval (5 ms) per slot while
+    # the event loop is busy; with SQLite the release's own thread takes the turn.
+    granted_on = record_grant_threads(monkeypatch)
     with SharedRateLimiter.open(target, key, max_concurrency=1) as limiter:
         await limiter.acquire()
-        for _ in range(rounds):
-            waiting = asyncio.create_task(limiter.acquire())
-            await queued(limiter, 1)
-            await asyncio.sleep(0.02)  # the keeper has seen the waiter
-            granted_on.clear()
-            limiter.release()
-            await asyncio.wait_for(waiting, 5)
-            here = granted_on == [threading.current_thread()]
-            rounds -= here
-    # Now and then the keeper's thread holds the store when the slot is freed.
-    assert rounds <= 2
+        # Now and then the keeper's thread holds the store when the slot is freed.
+        assert await handed_over_here(limiter, granted_on, 8) >= 6
+
+
+def test_a_release_on_a_loop_that_stopped_does_not_hold_back_later_ones(
+    target: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted_on = record_grant_threads(monkeypatch)
+
+    async def release_and_stop(limiter: SharedRateLimiter) -> None:
+        permit = await limiter.acquire()
+        loop = asyncio.get_running_loop()
+        # The sync this release schedules would run on the loop's next turn: none comes.
+        loop.call_soon(lambda: (limiter.release(permit), loop.stop()))
+        await asyncio.Future()  # until the loop stops
+
+    async def later(limiter: SharedRateLimiter) -> int:
+        await asyncio.wait_for(limiter.acquire(), 5)  # the keeper reported that release
+        await asyncio.sleep(0.1)
+        return await handed_over_here(limiter, granted_on, 8)
+
+    with SharedRateLimiter.open(target, key, max_concurrency=1) as limiter:
+        stopped = asyncio.new_event_loop()
+        with pytest.raises(RuntimeError, match="stopped"):
+            stopped.run_until_complete(release_and_stop(limiter))
+        stopped.close()
+        assert asyncio.run(later(limiter)) >= 6
 
 
 async def test_a_process_holding_every_slot_does_not_poll_while_its_callers_wait(

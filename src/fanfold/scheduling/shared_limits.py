@@ -121,6 +121,9 @@ class SharedRateLimiter:
 
     PACE_HORIZON = 0.5
     """Seconds ahead a process may reserve request starts; later callers wait their turn."""
+    SYNC_STALE = 0.05
+    """Seconds after which a sync scheduled on an event loop that has not run it (busy,
+    or stopped) is left to the keeper."""
 
     def __init__(
         self,
@@ -178,7 +181,8 @@ class SharedRateLimiter:
         self._pending_successes: list[Success] = []
         self._pending_limited: list[Limited] = []
         self._closed = False
-        self._sync_soon = False  # a sync on the event loop's next turn is due
+        self._sync_due: float | None = None
+        """When a sync was scheduled on an event loop (None: none is due)."""
         store = open_store(target, self.key)
         self._keeper = Keeper(
             store,
@@ -338,24 +342,25 @@ class SharedRateLimiter:
         """Sync once the caller's callback is done: on this thread if the store is free
         at once (the freed slot goes straight to the next waiter), else on the keeper's.
 
-        The dispatcher releases a slot and then reports the 429 that freed it; syncing on
-        the event loop's next turn lets one transaction see both, so the slot's next call
-        is paced by the policy's answer to that 429.
+        The dispatcher reports a 429 and then releases the slot it freed: syncing on
+        the event loop's next turn lets one transaction see both, so the slot's next
+        call is paced by the policy's answer to that 429.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._wake.set()
             return
+        now = time.monotonic()
         with self._lock:
-            if self._sync_soon:
-                return  # one transaction for every release of this turn
-            self._sync_soon = True
+            if self._sync_due is not None and now - self._sync_due < self.SYNC_STALE:
+                return  # one transaction for every release until it runs
+            self._sync_due = now
         loop.call_soon(self._sync_now)
 
     def _sync_now(self) -> None:
         with self._lock:
-            self._sync_soon = False
+            self._sync_due = None
         if not self._keeper.sync_now():
             self._wake.set()
 
@@ -407,7 +412,7 @@ class SharedRateLimiter:
                         overtaken += started <= min(now, permit.started + SAME_BURST)
             limited = Limited(retry_after, seq, in_flight, minute_left(), max_pause, overtaken)
             self._pending_limited.append(limited)
-        self._wake.set()
+        self._wake_soon()
 
     def close(self) -> None:
         """Stop the keeper, give back this process's leases and leave the store."""
