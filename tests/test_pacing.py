@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fanfold.scheduling.pacing import PaceLimits, PaceState
@@ -97,10 +99,62 @@ def test_a_pace_that_rises_replans_the_next_start_at_once() -> None:
     assert state.start_delay(0.1, 0, limits) == 0.0
 
 
+def cold_starts(state: PaceState, count: int, limits: PaceLimits = UNBOUNDED) -> list[float]:
+    """Start `count` calls, each as soon as the policy lets it: their start times."""
+    now, times = 0.0, []
+    for _ in range(count):
+        now += state.start_delay(now, 0, limits)
+        state.reserve(now, 0, limits)
+        times.append(now)
+    return times
+
+
+def test_before_any_answer_the_calls_in_flight_double_every_cold_doubling() -> None:
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    times = cold_starts(state, 32)
+    burst, doubling = UNBOUNDED.cold_burst, UNBOUNDED.cold_doubling
+    assert times[:burst] == [0.0] * burst  # the burst goes at once
+    for n in (8, 16, 32):  # then n calls have started after log2(n / burst) doublings
+        assert times[n - 1] == pytest.approx(doubling * math.log2(n / burst))
+    gaps = [b - a for a, b in zip(times[burst - 1 :], times[burst:], strict=False)]
+    assert gaps[0] > 0.05  # a 429 that comes back within 50 ms stops the ramp at the burst
+    assert all(later < earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+    assert state.cap(UNBOUNDED) == UNBOUNDED.cold_window
+
+
+def test_a_fast_429_in_the_cold_ramp_stops_it_at_the_limit() -> None:
+    """A hidden limit of 4: call 5 is answered 429 before call 6 is due, so only one call
+    meets the limit, and the rest wait for the window of 4."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    times = cold_starts(state, 5)
+    assert state.start_delay(times[-1], 0, UNBOUNDED) > 0.04  # call 6 is not due yet
+    verdict = state.on_rate_limited(times[-1] + 0.01, UNBOUNDED, in_flight=4, seq=5)
+    assert verdict == "window" and state.cap(UNBOUNDED) == 4
+    assert state.booking_horizon(0.5, UNBOUNDED) == 0.5  # the ramp is over
+    assert state.rate is None and state.paused_until == 0.0
+
+
+def test_the_first_success_ends_the_ramp_at_the_calls_started() -> None:
+    """No limit met before the first reply: the window is what the ramp reached."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    cold_starts(state, 20)
+    assert state.booking_horizon(0.5, UNBOUNDED) == 0.0  # a shared store books nothing ahead
+    assert state.pace_room(1.0, 0.5, UNBOUNDED) == 1
+    state.on_success(1.0, UNBOUNDED, in_flight=0, latency=0.5)
+    assert state.cap(UNBOUNDED) == 20
+    assert state.pace_room(1.0, 0.5, UNBOUNDED) is None  # no pace: only the window holds
+    assert state.start_delay(1.0, 0, UNBOUNDED) == 0.0
+
+
+def test_a_stated_cap_has_no_cold_ramp() -> None:
+    state = PaceState.fresh(0.0, ADAPTIVE)
+    assert cold_starts(state, 8, ADAPTIVE) == [0.0] * 8
+
+
 def test_slow_start_doubles_the_window_each_round_trip_while_it_is_used() -> None:
     state = PaceState.fresh(0.0, UNBOUNDED)
-    assert state.cap(UNBOUNDED) == UNBOUNDED.initial_window
     window = UNBOUNDED.initial_window
+    cold_starts(state, window)
     for _ in range(window):  # a round trip of a full window: each call started as one ended
         state.on_success(1.0, UNBOUNDED, in_flight=window - 1)
     assert state.cap(UNBOUNDED) == 2 * UNBOUNDED.initial_window
@@ -180,10 +234,14 @@ def test_a_429_with_the_window_already_full_leaves_the_pace_alone() -> None:
     assert state.rate is None and state.cap(UNBOUNDED) == 16
 
 
+BURST_OF_8 = PaceLimits(cold_burst=8)
+
+
 def cold_burst_of_8(state: PaceState) -> list[int]:
-    """A cold window of 8 sent at once against a hidden limit of 4: their sequence numbers."""
-    assert state.cap(UNBOUNDED) == 8
-    return [state.reserve(0.0, 0, UNBOUNDED)[0] for _ in range(8)]
+    """A cold burst of 8 sent at once against a hidden limit of 4: their sequence numbers."""
+    seqs = [state.reserve(0.0, 0, BURST_OF_8)[0] for _ in range(8)]
+    assert state.last_start == 0.0
+    return seqs
 
 
 def test_a_burst_whose_first_call_lost_the_race_cuts_the_window_not_the_pace() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
@@ -421,6 +422,24 @@ def test_requests_for_log_and_reset_count_chat_requests() -> None:
         assert srv.max_in_flight == 1
         srv.reset()
         assert srv.request_count == 0 and srv.log == []
+
+
+def test_a_reset_server_draws_the_same_faults_again() -> None:
+    """Runners compared side by side after resets meet the same draws, not the next ones."""
+    with serving(error_500_rate=0.5, seed=7) as srv:
+        llm = chat_model(srv)
+
+        def outcomes() -> list[int | str]:
+            for i in range(16):
+                with contextlib.suppress(openai.InternalServerError):
+                    llm.invoke(f"question {i}")
+            return [r.outcome for r in srv.log]
+
+        first = outcomes()
+        srv.reset()
+        second = outcomes()
+    assert 200 in first and 500 in first
+    assert second == first
 
 
 def test_structured_output_with_json_schema_method() -> None:

@@ -205,12 +205,16 @@ class RateLimiter:
 
     async def acquire(self, priority: Priority = 0.0, *, tokens: int = 0) -> Permit:
         """Wait for a slot, then for the pace; higher `priority` goes first."""
-        await self._take_slot(priority)
-        try:
-            return await self._pace(tokens)
-        except BaseException:
-            self.release()
-            raise
+        while True:
+            await self._take_slot(priority)
+            try:
+                permit = await self._pace(tokens)
+            except BaseException:
+                self.release()
+                raise
+            if permit is not None:
+                return permit
+            # The window was cut while it waited for its start: in line for a slot again.
 
     async def _take_slot(self, priority: Priority) -> None:
         with self._lock:
@@ -234,8 +238,12 @@ class RateLimiter:
                 self.release()
             raise
 
-    async def _pace(self, tokens: int) -> Permit:
-        """Wait for this call's start: first in line, then until the pace allows it."""
+    async def _pace(self, tokens: int) -> Permit | None:
+        """Wait for this call's start: first in line, then until the pace allows it.
+
+        Returns None, its slot given back, if a cut window is full of calls started
+        meanwhile (a 429 in the first window, whose starts go apart).
+        """
         with self._lock:
             now = time.monotonic()
             if not self._pacers and self.state.start_delay(now, tokens, self.limits) <= 0:
@@ -253,6 +261,11 @@ class RateLimiter:
                     delay = self.state.start_delay(now, tokens, self.limits)
                     if delay <= 0:
                         self._next_pacer()
+                        cap = self.state.cap(self.limits)
+                        if cap is not None and len(self._running) >= cap:
+                            self.active = max(0, self.active - 1)
+                            self._grant_free()
+                            return None
                         return self._start(now, tokens)
                 # Looked at again soon: a pace that rises meanwhile applies at once.
                 await asyncio.sleep(min(delay, self.RECHECK))

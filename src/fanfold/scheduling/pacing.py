@@ -6,8 +6,12 @@ rules to. Times are seconds on one clock, given by the caller.
 
 When limits are not stated, two things are learned from the provider's answers:
 
-* **The window** (calls in flight). It starts at the stated `max_concurrency`, or at
-  `initial_window` and doubles every round trip (slow start) while it is used. A 429
+* **The window** (calls in flight). It is the stated `max_concurrency`, trusted from the
+  start, or it is learned. Until the first answer, `cold_burst` calls start at once and
+  then the calls in flight double every `cold_doubling` seconds (the cold ramp), so a
+  fast 429 stops it near a concurrency limit; the first answer sets the window to the
+  calls started (at least `initial_window`), and it doubles every round trip (slow
+  start) while it is used. A 429
   that came with as many calls in flight as any recent success had, or more, give or take
   `SKEW` (calls answered but not yet seen) ("a concurrency 429"), sets it to the number
   of calls that were in flight when the rejected one started (less those rejected
@@ -94,6 +98,15 @@ class PaceLimits:
     """Requests per second added to the pace per success."""
     initial_window: int = 8
     """Calls in flight before any feedback when no cap is stated (slow start)."""
+    cold_burst: int = 4
+    """Calls that start at once when nothing has answered yet."""
+    cold_doubling: float = 0.2
+    """Until the first answer, further calls start ever closer together, so the calls in
+    flight double every this many seconds: a 429 that comes back fast (a concurrency
+    limit on the same host or network) stops the ramp near the limit, and a provider
+    without one gets a window of many calls long before its first reply."""
+    cold_window: int = 64
+    """The most calls in flight before the first answer."""
     max_window: int = 1024
     """The window never grows past this."""
     max_probe_every: float = 32.0
@@ -159,7 +172,7 @@ class PaceState:
     def fresh(cls, now: float, limits: PaceLimits) -> PaceState:
         window = None
         if limits.adaptive:  # a stated cap is trusted from the start
-            window = float(limits.max_concurrency or limits.initial_window)
+            window = float(limits.max_concurrency or limits.cold_window)
         return cls(window=window, tokens_at=now, successes_at=now, successes_since=now)
 
     @classmethod
@@ -198,9 +211,30 @@ class PaceState:
         start = self.paused_until
         if rate is not None:
             start = max(start, self.last_start + 1.0 / rate)
+        if self.granted >= limits.cold_burst and self._cold(limits):
+            # The calls in flight grow as 2 ** (t / cold_doubling): call n + 1 starts
+            # cold_doubling * log2((n + 1) / n) after call n.
+            gap = limits.cold_doubling * math.log2((self.granted + 1) / self.granted)
+            start = max(start, self.last_start + gap)
         if self.quota_left is not None and self.quota_left < 1:
             start = max(start, self.quota_until)  # the window's requests are spent
         return start
+
+    def _cold(self, limits: PaceLimits) -> bool:
+        """Whether the window is learned and nothing has answered yet (the cold ramp)."""
+        return (
+            self.window is not None
+            and self.ceiling is None
+            and limits.max_concurrency is None
+            and self.succeeded == 0
+            and self.rate_limited == 0
+        )
+
+    def _end_cold(self, limits: PaceLimits) -> None:
+        """The first answer: the window becomes the calls started so far (all of them in
+        flight until now), slow start goes on from there."""
+        if self._cold(limits):
+            self.window = float(max(limits.initial_window, self.granted))
 
     def start_delay(self, now: float, tokens: int, limits: PaceLimits) -> float:
         """Seconds until a call that sends `tokens` may start (0: now)."""
@@ -213,15 +247,22 @@ class PaceState:
                 delay = max(delay, (need - level) / (budget / 60.0))
         return delay
 
+    def booking_horizon(self, horizon: float, limits: PaceLimits) -> float:
+        """How far ahead starts may be booked: `horizon`, or none in the cold ramp (a fast
+        429 must stop the calls that would follow it)."""
+        return 0.0 if self._cold(limits) else horizon
+
     def pace_room(self, now: float, horizon: float, limits: PaceLimits) -> int | None:
         """How many more starts may be reserved within `horizon` seconds (None: no pace)."""
         rate = self.effective_rate(limits)
         first = max(now, self.next_start(limits))
         if first > now + horizon:
             return 0
-        if rate is None:
-            return None
-        return int((now + horizon - first) * rate) + 1
+        room = None if rate is None else int((now + horizon - first) * rate) + 1
+        if self._cold(limits):  # the rest of the burst, or the ramp's next start
+            cold = max(1, limits.cold_burst - self.granted)
+            room = cold if room is None else min(room, cold)
+        return room
 
     def reserve(self, now: float, tokens: int, limits: PaceLimits) -> tuple[int, float]:
         """Book the next start for one call.
@@ -285,6 +326,7 @@ class PaceState:
             remaining: requests the provider says are left in its current window.
             refill_in: seconds until that window refills.
         """
+        self._end_cold(limits)
         self.succeeded += 1
         if remaining is not None and refill_in is not None and refill_in >= 0:
             until = now + refill_in
@@ -355,6 +397,7 @@ class PaceState:
                 still in flight when its 429 came back (the provider may have seen them
                 first).
         """
+        self._end_cold(limits)
         self.rate_limited += 1
         if not limits.adaptive:
             return "ignored"

@@ -197,9 +197,10 @@ def sync(store: Store, me: Member, work: Work, *, wait: bool = True) -> Outcome:
         grants, free_left, others_wait, others_hold = _take_slots(tx, me, work, state, now)
         want_after = work.want - len(grants)
         retry_in = store.force
-        if want_after and state.pace_room(now, me.horizon, limits) == 0:
+        horizon = state.booking_horizon(me.horizon, limits)
+        if want_after and state.pace_room(now, horizon, limits) == 0:
             # Blocked by the pace: try again when the horizon reaches the next start.
-            retry_in = min(retry_in, state.next_start(limits) - me.horizon - now)
+            retry_in = min(retry_in, state.next_start(limits) - horizon - now)
         if grants or want_after == 0 or me.recorded_want == 0:
             since = now
         else:
@@ -225,7 +226,7 @@ def _take_slots(
     if not (work.want and work.asks):
         return grants, 0, False, True
     cap = state.cap(limits)
-    free = state.pace_room(now, me.horizon, limits)
+    free = state.pace_room(now, state.booking_horizon(me.horizon, limits), limits)
     held = {
         str(holder): int(count)
         for holder, count in tx.execute(

@@ -73,13 +73,15 @@ class SimState:
             return new
 
     def reset(self) -> None:
-        """Clear the log, counters and first-attempt memory; refill the token bucket."""
+        """Clear the log, counters and first-attempt memory; refill the token bucket; draw
+        latencies and faults from the seed's start again (runs after a reset see the same ones)."""
         with self.lock:
             self.log.clear()
             self.seen_prompts.clear()
             self.tokens = 0
             self.max_in_flight = self.in_flight
             self.bucket = _new_bucket(self.config)
+            self.dice = Dice(self.config.seed)
 
     def record(self, arrived: float, prompt: str, outcome: int | str, body: Any = None) -> None:
         """Log one chat request's outcome (and its settings, from ``body``)."""

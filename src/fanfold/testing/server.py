@@ -208,7 +208,8 @@ class SimServer:
         return _stats.stats_summary(self._state.stats())
 
     def reset(self) -> None:
-        """Clear the log, counters and first-attempt memory; refill the token bucket."""
+        """Clear the log, counters and first-attempt memory; refill the token bucket; draw
+        latencies and faults from the seed's start again (runs after a reset see the same ones)."""
         self._state.reset()
 
     # -- event loop ------------------------------------------------------------------------
