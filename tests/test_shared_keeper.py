@@ -222,3 +222,41 @@ def test_a_transaction_takes_the_write_lock_soon_after_another_process_frees_it(
         other.close()
         store.close()
     assert sorted(late)[1] < 0.04, late  # SQLite's handler: about 0.09 s
+
+
+async def test_a_waiting_process_reads_without_a_transaction_when_no_slot_came_free(
+    target: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each transaction takes the write lock: a turn the processes that free slots wait for.
+    transactions: dict[str, int] = {}
+    original = Keeper.sync
+
+    def sync(self: Keeper, work: Work, **kwargs: Any) -> Outcome:
+        transactions[self.holder] = transactions.get(self.holder, 0) + 1
+        return original(self, work, **kwargs)
+
+    monkeypatch.setattr(Keeper, "sync", sync)
+    with (
+        SharedRateLimiter.open(target, key, max_concurrency=2) as busy,
+        SharedRateLimiter.open(target, key, max_concurrency=2) as waiter,
+    ):
+        await busy.acquire()
+        await busy.acquire()
+        waiting = asyncio.create_task(waiter.acquire())
+        await queued(waiter, 1)
+        await asyncio.sleep(0.05)
+        transactions.clear()
+        queue = []
+        for count in range(1, 21):  # each commits the busy process's longer queue
+            queue.append(asyncio.create_task(busy.acquire()))
+            await queued(busy, count)
+            await asyncio.sleep(0.01)
+        # The store's full read every 50 ms (about 5), not one per commit (20 more).
+        assert transactions.get(waiter.holder, 0) <= 12, transactions
+        assert transactions.get(busy.holder, 0) >= 15, transactions
+        for task in queue:
+            task.cancel()
+        busy.release()
+        busy.release()
+        await asyncio.wait_for(waiting, 5)
+        waiter.release()

@@ -231,6 +231,8 @@ class Keeper:
                     due = now >= self._next_try or now - self._last_sync >= self.store.force
                     if not changed and not due:
                         continue
+                    if not due and self._nothing_free():
+                        continue  # another process's commit left no slot free
                 try:
                     outcome = self.sync(work)
                 except Exception as exc:
@@ -254,6 +256,16 @@ class Keeper:
             if renew:
                 next_renew = now + self._renew_every
             self._hand_out(outcome)
+
+    def _nothing_free(self) -> bool:
+        """Whether a read (no write lock, so no turn taken from the processes that write)
+        shows every slot of the window in use (call it holding `db_lock`)."""
+        peeked = self.store.peek(self.key, time.time())
+        if peeked is None:
+            return False
+        row, in_use = peeked
+        cap = PaceState.from_row(row).cap(self.limits)
+        return cap is not None and in_use >= cap
 
     def sync(self, work: Work, *, wait: bool = True) -> Outcome:
         """One transaction (see `shared_sync.sync`); remembers what the store now says

@@ -166,6 +166,11 @@ class Store(Protocol):
 
     def changed(self) -> bool: ...
 
+    def peek(self, endpoint: str, now: float) -> tuple[Sequence[Any], int] | None:
+        """The state row and the slots in use, read without taking the write lock (None:
+        not cheaper than a transaction here, or no row)."""
+        ...
+
     def notify(self, tx: Tx, endpoint: str, holder: str) -> None: ...
 
     def recover(self) -> None: ...
@@ -246,6 +251,17 @@ class SqliteStore:
         changed = version != self._version
         self._version = version
         return bool(changed)
+
+    def peek(self, endpoint: str, now: float) -> tuple[Sequence[Any], int] | None:
+        """The state row and the slots in use: reads, which never wait for the writer."""
+        row = self.conn.execute(SELECT_STATE, (endpoint,)).fetchone()
+        if row is None:
+            return None
+        in_use = self.conn.execute(
+            "SELECT COUNT(*) FROM fanfold_pace_leases WHERE endpoint = ? AND expires >= ?",
+            (endpoint, now),
+        ).fetchone()[0]
+        return row, int(in_use)
 
     def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
         """The state row (BEGIN IMMEDIATE already holds the file's write lock)."""
@@ -364,6 +380,10 @@ class PostgresStore:
             self._notified.clear()
             return True
         return False
+
+    def peek(self, endpoint: str, now: float) -> tuple[Sequence[Any], int] | None:
+        """None: a NOTIFY already means a slot was freed."""
+        return None
 
     def lock_state(self, tx: Tx, endpoint: str) -> Sequence[Any] | None:
         """The state row, locked until the transaction ends; `tx.now` is the database's clock."""
