@@ -57,7 +57,7 @@ from rate_limit import Server, allowed_rate, serving, told_allowed, window_targe
 
 from fanfold import EVENT_TYPE, TaskPlan, compile_plan, resolve_model
 from fanfold.scheduling.limits import RateLimiter
-from fanfold.scheduling.shared_limits import SharedRateLimiter
+from fanfold.scheduling.shared_limits import TABLES, SharedRateLimiter
 from fanfold.testing import MODEL_ID, SimServerConfig
 
 KEY = "sk-bench-shared-limits"
@@ -215,7 +215,7 @@ def forget(url: str, key: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in ("fanfold_limit_state", "fanfold_limit_leases", "fanfold_limit_holders"):
+        for table in TABLES:
             conn.execute(f"DELETE FROM {table} WHERE endpoint = %s", (key,))
 
 
