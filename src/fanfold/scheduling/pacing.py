@@ -8,8 +8,9 @@ When limits are not stated, two things are learned from the provider's answers:
 
 * **The window** (calls in flight). It is the stated `max_concurrency`, trusted from the
   start, or it is learned. Until the first answer, `cold_burst` calls start at once and
-  then the calls in flight double every `cold_doubling` seconds (the cold ramp), so a
-  fast 429 stops it near a concurrency limit; the first answer sets the window to the
+  then the calls in flight double every `cold_doubling` seconds (the cold ramp; the
+  first `cold_burst` of them at least `cold_first_gaps` apart), so a fast 429 stops it
+  near a concurrency limit; the first answer sets the window to the
   calls started (at least `initial_window`), and it doubles every round trip (slow
   start) while it is used. A 429
   that came with as many calls in flight as any recent success had, or more, give or take
@@ -105,6 +106,9 @@ class PaceLimits:
     flight double every this many seconds: a 429 that comes back fast (a concurrency
     limit on the same host or network) stops the ramp near the limit, and a provider
     without one gets a window of many calls long before its first reply."""
+    cold_first_gaps: float = 0.1
+    """The least time between the ramp's first `cold_burst` starts: a client's first 429
+    (a fresh process's first error path) may take this long to be seen."""
     cold_window: int = 64
     """The most calls in flight before the first answer."""
     max_window: int = 1024
@@ -215,6 +219,8 @@ class PaceState:
             # The calls in flight grow as 2 ** (t / cold_doubling): call n + 1 starts
             # cold_doubling * log2((n + 1) / n) after call n.
             gap = limits.cold_doubling * math.log2((self.granted + 1) / self.granted)
+            if self.granted < 2 * limits.cold_burst:
+                gap = max(gap, limits.cold_first_gaps)
             start = max(start, self.last_start + gap)
         if self.quota_left is not None and self.quota_left < 1:
             start = max(start, self.quota_until)  # the window's requests are spent
