@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fanfold.scheduling.pacing import MINUTE, REFILL_MARGIN
+from fanfold.scheduling.minute_budget import MINUTE, REFILL_MARGIN
 
 COST_HEADER = "x-litellm-response-cost"
 REMAINING_HEADER = "x-ratelimit-remaining-requests"

@@ -46,34 +46,17 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from fanfold.scheduling.minute_budget import BUDGET_HINT, is_minute_budget, refill_wait
+
 Verdict = Literal["window", "rate", "budget", "ignored"]
 """What a 429 changed: the window, the pace, a budget pause, or nothing new."""
 
-BUDGET_HINT = 10.0
-"""A retry-after of this many seconds or more means a spent per-minute budget."""
-MINUTE = 60.0
 SKEW = 0.15
 """Share of calls in flight (at least one) a client may count that the server has already
 answered: a 429 with that many fewer in flight than a recent success is a concurrency 429."""
 SAME_BURST = 0.01
 """Seconds apart within which calls started together may reach the provider in any order
 (new connections): a call started this soon after a rejected one may have overtaken it."""
-REFILL_MARGIN = 0.25
-"""Seconds waited past a window's refill, so the first call lands in the new window."""
-
-
-def is_minute_budget(retry_after: float | None) -> bool:
-    """Whether a 429's retry-after means a per-minute counter (`BUDGET_HINT` to 60 s):
-    waited for until the minute refills, however long the retry policy's max_backoff."""
-    return retry_after is not None and BUDGET_HINT <= retry_after <= MINUTE + 1.0
-
-
-def refill_wait(retry_after: float, minute_left: float | None) -> float:
-    """Seconds until a spent per-minute budget refills: to the next minute on the wall
-    clock (as LiteLLM and most gateways count), never longer than the retry-after."""
-    if minute_left is None:
-        return retry_after
-    return min(retry_after, minute_left + REFILL_MARGIN)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fanfold.scheduling.pacing import is_minute_budget, refill_wait
+from fanfold.scheduling.minute_budget import is_minute_budget, refill_wait
 
 TRANSIENT_STATUS = frozenset({408, 409, 429})
 
