@@ -9,10 +9,12 @@ Runs that get killed are separate processes (`python -m fanfold.cli ...` or a sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -681,3 +683,45 @@ def test_the_run_api_names_a_missing_checkpoint_and_an_unknown_run(tmp_path: Pat
     # A complete run has nothing left to resume: its state comes back as it is.
     again = fanfold.open_run("known", store)
     assert again.mode == "finished" and again.run() == again.values
+
+
+def test_a_run_killed_between_its_steps_writes_and_the_steps_checkpoint_is_unfinished(
+    tmp_path: Path,
+) -> None:
+    """Every task of the open step saved its writes; the kill came before the step's checkpoint.
+
+    LangGraph's `next` is empty then (it leaves out tasks that wrote), yet the run has
+    subtasks left: it must read as unfinished and resume by going on, not as a finished
+    run to retry.
+    """
+    store = tmp_path / "runs.db"
+    options = {"model": "simulated"}
+    finished = fanfold.run_plan(diamond_plan(), checkpoint=store, run_id="cut", options=options)
+    graph = compile_plan(TaskPlan.model_validate(diamond_plan()), model="simulated")
+
+    async def step_with_e() -> str:
+        async with open_checkpointer(str(store)) as saver:
+            history = graph.copy(update={"checkpointer": saver}).aget_state_history(
+                {"configurable": {"thread_id": "cut"}}
+            )
+            async for snapshot in history:  # newest first
+                if "e" in [task.name for task in snapshot.tasks]:
+                    return str(snapshot.config["configurable"]["checkpoint_id"])
+        raise AssertionError("no step ran e")
+
+    cut = asyncio.run(step_with_e())
+    with contextlib.closing(sqlite3.connect(store)) as conn, conn:
+        dropped = conn.execute(
+            "DELETE FROM checkpoints WHERE thread_id = 'cut' AND checkpoint_id > ?", (cut,)
+        ).rowcount
+    assert dropped >= 1
+
+    stopped = fanfold.get_run("cut", store)
+    assert not stopped.finished and "e" in stopped.next
+    assert set(stopped.results) == set(DIAMOND)  # e's result is in its saved writes
+    opened = fanfold.open_run("cut", store)
+    assert opened.mode == "continue"
+    final = opened.run()
+    assert statuses(final["results"]) == dict.fromkeys(DIAMOND, "succeeded")
+    assert final["output"] == finished["output"]
+    assert fanfold.get_run("cut", store).finished

@@ -39,6 +39,7 @@ from fanfold._langgraph import (
     adopt,
     attempt_config,
     events_wanted,
+    open_step,
     stored_once,
     subtask_call_config,
 )
@@ -209,6 +210,42 @@ def test_get_state_values_include_writes_of_tasks_that_finished_in_a_failed_step
     snapshot = graph.get_state(config)
     assert snapshot.values["seen"] == ["ok"]
     assert snapshot.next == ("boom",)
+
+
+# 11. open_step: `next` leaves out the open step's tasks whose writes are saved ----------------
+
+
+def test_a_step_whose_tasks_all_wrote_has_no_next_but_lists_them_in_tasks_and_goes_on():
+    ran: list[str] = []
+
+    def a(state: S) -> S:
+        ran.append("a")
+        return {"seen": ["a"]}
+
+    def b(state: S) -> S:
+        ran.append("b")
+        return {"seen": ["b"]}
+
+    builder = StateGraph(S)
+    builder.add_node("a", a)
+    builder.add_node("b", b)
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    saver = InMemorySaver()
+    graph = builder.compile(checkpointer=saver, interrupt_before=["b"])
+    config: RunnableConfig = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"seen": []}, config)
+    before = graph.get_state(config)
+    assert before.next == ("b",) and [t.name for t in before.tasks] == ["b"]
+    # What a process killed after b's writes, before the step's checkpoint, leaves behind.
+    saver.put_writes(before.config, [("seen", ["b"])], before.tasks[0].id)
+    cut = graph.get_state(config)
+    assert cut.next == ()
+    assert open_step(cut) == ("b",)
+    assert cut.values["seen"] == ["a", "b"]
+    # Resuming does not run b again: its saved writes finish the step.
+    assert graph.invoke(None, config)["seen"] == ["a", "b"] and ran == ["a"]
+    assert open_step(graph.get_state(config)) == ()
 
 
 # 7. custom channels -----------------------------------------------------------------------

@@ -45,6 +45,10 @@ changes one fails there, loudly, first:
    resolved manager. LangGraph's own stream handlers ("messages", "tools") are made
    inside `stream`, so a run that streams those starts at its first node instead
    (`starts_early`).
+11. `open_step`: a state snapshot's `next` leaves out the open step's tasks whose writes
+   are saved, while its `tasks` lists them all; resuming runs the step's other tasks
+   (none, when all wrote) and goes on. A run killed after every task of a step wrote,
+   but before the step's checkpoint, has an empty `next` and is still unfinished.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from langgraph.channels import DeltaChannel
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
+from langgraph.types import StateSnapshot
 
 from fanfold.scheduling.calls import ATTEMPT_KEY as ATTEMPT_KEY
 from fanfold.scheduling.calls import attempt_config as attempt_config
@@ -235,3 +240,12 @@ def subtask_call_config(
     else:  # a list, or none (a run started before its first node, with no handlers)
         config["callbacks"] = callbacks or None
     return config
+
+
+def open_step(snapshot: StateSnapshot) -> tuple[str, ...]:
+    """The nodes of a thread's open step: empty once the run has finished (assumption 11).
+
+    Unlike `snapshot.next`, this counts the step's tasks whose writes are already saved,
+    so a run killed between its tasks' writes and the step's checkpoint is unfinished.
+    """
+    return tuple(task.name for task in snapshot.tasks)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 
+from fanfold._langgraph import open_step
 from fanfold.checkpoints import open_checkpointer
 from fanfold.errors import InputInterface, StoreError
 from fanfold.graphs.compile import compile_plan
@@ -299,7 +300,7 @@ async def aget_run(run_id: str, checkpoint: str | Path) -> RunState:
             task_plan, model="simulated", aggregator=None, cache=False, checkpointer=saver
         )
         state = await graph.aget_state({"configurable": {"thread_id": run_id}})
-    return RunState(run_id, task_plan, options, dict(state.values), tuple(state.next))
+    return RunState(run_id, task_plan, options, dict(state.values), open_step(state))
 
 
 async def aopen_run(
@@ -353,7 +354,7 @@ async def aopen_run(
         options=options,
     )
     failed = [sid for sid in task_plan.ids if sid not in results or not results[sid].ok]
-    if state.next:
+    if open_step(state):
         run.mode = "continue"
     elif failed:
         run.mode = "retry"

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 
+from fanfold._langgraph import open_step
 from fanfold.errors import InputInterface
 from fanfold.graphs.goal import CompiledGoalGraph, compile_goal
 from fanfold.plan.models import TaskPlan
@@ -197,4 +198,4 @@ async def read_goal_run(saver: Any, run_id: str) -> tuple[dict[str, Any], tuple[
     reader = compile_goal(model="simulated", aggregator=None, cache=False, checkpointer=saver)
     config: RunnableConfig = {"configurable": {"thread_id": run_id}}
     state = await reader.aget_state(config)
-    return dict(state.values), tuple(state.next)
+    return dict(state.values), open_step(state)
