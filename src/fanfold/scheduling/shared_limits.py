@@ -20,11 +20,11 @@ see `fanfold.scheduling.shared_store`):
   grow them). The calls in flight before a rejected one are counted over every
   process's leases.
 
-Within a process, waiters still queue locally by priority: a background thread (the
-"keeper") acquires shared slots for the process and hands each to the best local
-waiter. Between processes, free slots (and starts within the horizon) go round-robin to
-the processes that wait, the one that has waited longest first, so no process starves
-another.
+Within a process, waiters still queue locally by priority (`shared_waiters`): a
+background thread (the "keeper", `shared_keeper`) acquires shared slots for the process
+and hands each to the best local waiter. Between processes, free slots (and starts
+within the horizon) go round-robin to the processes that wait, the one that has waited
+longest first, so no process starves another.
 
 The keeper polls: with PostgreSQL it also LISTENs, and a process that frees slots
 NOTIFYs, so waiters wake at once (the poll, every 0.1 s, only catches expired leases);
@@ -51,7 +51,6 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from fanfold.scheduling.limits import Permit, Priority, left_after, minute_left, priority_key
@@ -70,6 +69,7 @@ from fanfold.scheduling.shared_sync import (
     Work,
     round_robin_share,
 )
+from fanfold.scheduling.shared_waiters import Ask, Waiters, fail
 from fanfold.scheduling.storage import one_line, shown_target
 
 __all__ = ["SCHEMA", "TABLES", "SharedLimitsError", "SharedRateLimiter", "round_robin_share"]
@@ -80,16 +80,6 @@ DEFAULT_LEASE_SECONDS = 10.0
 
 
 # -- the limiter ----------------------------------------------------------------------------------
-
-
-@dataclass(order=True)
-class _Ask:
-    key: tuple[Any, ...]
-    loop: asyncio.AbstractEventLoop = field(compare=False)
-    future: asyncio.Future[Permit] = field(compare=False)
-    tokens: int = field(default=0, compare=False)
-    granted: bool = field(default=False, compare=False)
-    """Granted a slot, or given up (cancelled): no longer waiting."""
 
 
 _OPEN: dict[tuple[Any, ...], SharedRateLimiter] = {}
@@ -164,22 +154,12 @@ class SharedRateLimiter:
         self.requests_per_second = requests_per_second
         self.tokens_per_minute = tokens_per_minute
         self.adaptive = adaptive
-        self.active = 0
-        """Callers of this process holding a slot."""
         self.rate_limited = 0
         """429s this process saw."""
         self._lock = threading.Lock()
         self._order = itertools.count()
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self._asks: list[_Ask] = []  # callers waiting, best first (a heap)
-        self._live = 0  # callers waiting
-        self._held: dict[int, str] = {}  # seq -> lease id of callers holding a slot
-        self._starts: dict[int, float] = {}  # seq -> time.monotonic() of its start
-        self._rejected_before: dict[int, int] = {}  # seq -> earlier calls since rejected
-        self._leaseless = 0  # callers holding a slot granted while no cap applied
-        self._to_release: list[str] = []
-        self._pending_successes: list[Success] = []
-        self._pending_limited: list[Limited] = []
+        self._waiters = Waiters()  # changed holding self._lock
         self._closed = False
         self._sync_due: float | None = None
         """When a sync was scheduled on an event loop (None: none is due)."""
@@ -288,13 +268,14 @@ class SharedRateLimiter:
 
     async def acquire(self, priority: Priority = 0.0, *, tokens: int = 0) -> Permit:
         """Wait for a shared slot and the shared pace; higher `priority` goes first here."""
+        w = self._waiters
         loop = asyncio.get_running_loop()
-        ask = _Ask((priority_key(priority), next(self._order)), loop, loop.create_future(), tokens)
+        ask = Ask((priority_key(priority), next(self._order)), loop, loop.create_future(), tokens)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed")
-            heapq.heappush(self._asks, ask)
-            self._live += 1
+            heapq.heappush(w.asks, ask)
+            w.live += 1
         self._wake.set()
         try:
             permit = await ask.future
@@ -303,7 +284,7 @@ class SharedRateLimiter:
                 granted = ask.granted
                 if not granted:
                     ask.granted = True  # given up: the keeper skips it
-                    self._live -= 1
+                    w.live -= 1
             if granted and ask.future.done() and not ask.future.cancelled():
                 self.release(ask.future.result())
             elif granted:
@@ -320,22 +301,23 @@ class SharedRateLimiter:
 
     def release(self, permit: Permit | None = None) -> None:
         """Free a slot: its lease is deleted and the slot goes to the next waiter."""
+        w = self._waiters
         with self._lock:
-            self.active = max(0, self.active - 1)
+            w.active = max(0, w.active - 1)
             lease = None
-            if permit is not None and permit.seq in self._held:
-                lease = self._held.pop(permit.seq)
-                self._starts.pop(permit.seq, None)
-            elif permit is None and self._held:
-                seq = next(iter(self._held))
-                lease = self._held.pop(seq)
-                self._starts.pop(seq, None)
-            elif self._leaseless:
-                self._leaseless -= 1
+            if permit is not None and permit.seq in w.held:
+                lease = w.held.pop(permit.seq)
+                w.starts.pop(permit.seq, None)
+            elif permit is None and w.held:
+                seq = next(iter(w.held))
+                lease = w.held.pop(seq)
+                w.starts.pop(seq, None)
+            elif w.leaseless:
+                w.leaseless -= 1
             if lease is not None:
-                self._to_release.append(lease)
-            if not self._held:
-                self._rejected_before.clear()
+                w.to_release.append(lease)
+            if not w.held:
+                w.rejected_before.clear()
         self._wake_soon()
 
     def _wake_soon(self) -> None:
@@ -375,15 +357,16 @@ class SharedRateLimiter:
         """A call succeeded: the shared window and pace grow (at the next transaction);
         `remaining` requests are left in the provider's window, which refills in
         `refill_in` seconds."""
+        w = self._waiters
         with self._lock:
             if remaining is not None:
-                remaining = left_after(remaining, self._held, permit)
+                remaining = left_after(remaining, w.held, permit)
             success = Success(None, None, remaining, refill_in)
             if permit is not None:
-                in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
+                in_flight = permit.in_flight - w.rejected_before.pop(permit.seq, 0)
                 latency = time.monotonic() - permit.started
                 success = Success(in_flight, latency, remaining, refill_in)
-            self._pending_successes.append(success)
+            w.pending_successes.append(success)
 
     def record_rate_limited(
         self,
@@ -396,59 +379,66 @@ class SharedRateLimiter:
 
         `retry_after` pauses every process's calls for that long, at most `max_pause`.
         """
+        w = self._waiters
         with self._lock:
             self.rate_limited += 1
             seq = in_flight = None
             overtaken = 0
             if permit is not None:
                 seq = permit.seq
-                in_flight = permit.in_flight - self._rejected_before.pop(permit.seq, 0)
+                in_flight = permit.in_flight - w.rejected_before.pop(permit.seq, 0)
                 now = time.monotonic()
-                for other in self._held:  # they counted this call among theirs in flight
+                for other in w.held:  # they counted this call among theirs in flight
                     if other > permit.seq:
-                        self._rejected_before[other] = self._rejected_before.get(other, 0) + 1
+                        w.rejected_before[other] = w.rejected_before.get(other, 0) + 1
                         # Started with it (not booked later): it may have got there first.
-                        started = self._starts.get(other, math.inf)
+                        started = w.starts.get(other, math.inf)
                         overtaken += started <= min(now, permit.started + SAME_BURST)
             limited = Limited(retry_after, seq, in_flight, minute_left(), max_pause, overtaken)
-            self._pending_limited.append(limited)
+            w.pending_limited.append(limited)
         self._wake_soon()
 
     def close(self) -> None:
         """Stop the keeper, give back this process's leases and leave the store."""
+        w = self._waiters
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            waiting = [a for a in self._asks if not a.granted]
+            waiting = [a for a in w.asks if not a.granted]
             for ask in waiting:
                 ask.granted = True
-            self._live = 0
+            w.live = 0
         atexit.unregister(self.close)
         for ask in waiting:
             with contextlib.suppress(RuntimeError):
-                ask.loop.call_soon_threadsafe(_fail, ask.future, f"{self!r} was closed")
+                ask.loop.call_soon_threadsafe(fail, ask.future, f"{self!r} was closed")
         self._keeper.stop()
         with self._lock:  # the last feedback, and every lease this process still has
             last = Work(
                 want=0,
                 asks=[],
-                releases=[*self._held.values(), *self._to_release],
-                successes=self._pending_successes,
-                limited=self._pending_limited,
+                releases=[*w.held.values(), *w.to_release],
+                successes=w.pending_successes,
+                limited=w.pending_limited,
                 held=[],
                 renew=False,
             )
-            self._held, self._to_release, self._leaseless = {}, [], 0
-            self._starts.clear()
-            self._pending_successes, self._pending_limited = [], []
+            w.held, w.to_release, w.leaseless = {}, [], 0
+            w.starts.clear()
+            w.pending_successes, w.pending_limited = [], []
         self._keeper.leave(last)
+
+    @property
+    def active(self) -> int:
+        """Callers of this process holding a slot."""
+        return self._waiters.active
 
     @property
     def waiting(self) -> int:
         """Callers of this process queued for a slot."""
         with self._lock:
-            return self._live
+            return self._waiters.live
 
     def snapshot(self) -> dict[str, Any]:
         """The shared state now: pace, window, slots in use, waiting processes, counters."""
@@ -459,85 +449,19 @@ class SharedRateLimiter:
     def _take_work(self, renew: bool) -> Work:
         """What the next transaction does."""
         with self._lock:
-            return self._work(renew)
-
-    def _work(self, renew: bool) -> Work:
-        limit = self._live
-        cap = self.state.cap(self.limits)
-        if cap is not None:
-            limit = min(limit, cap)
-        rate = self.state.effective_rate(self.limits)
-        if rate is not None:  # at most the starts within the pace horizon
-            limit = min(limit, int(self.PACE_HORIZON * rate) + 2)
-        best: list[_Ask] = []
-        while len(best) < limit and self._asks:
-            ask = heapq.heappop(self._asks)
-            if not ask.granted:
-                if ask.loop.is_closed():
-                    ask.granted = True
-                    self._live -= 1
-                    continue
-                best.append(ask)
-        for ask in best:
-            heapq.heappush(self._asks, ask)
-        work = Work(
-            want=self._live,
-            asks=[a.tokens for a in best],
-            releases=self._to_release,
-            successes=self._pending_successes,
-            limited=self._pending_limited,
-            held=[(lease, seq) for seq, lease in self._held.items()],
-            renew=renew,
-        )
-        self._to_release, self._pending_successes, self._pending_limited = [], [], []
-        return work
+            return self._waiters.work(renew, self.state, self.limits, self.PACE_HORIZON)
 
     def _give_back(self, work: Work) -> None:
         """A transaction failed: keep its feedback and releases for the next one."""
         with self._lock:
-            self._to_release[:0] = work.releases
-            self._pending_successes[:0] = work.successes
-            self._pending_limited[:0] = work.limited
+            self._waiters.give_back(work)
 
     def _hand_out(self, outcome: Outcome) -> None:
         """Give the slots just acquired to the best waiters, in priority order."""
-        again = False
         with self._lock:
-            for grant in outcome.grants:
-                ask = self._pop_waiter()
-                if ask is None:  # the waiters gave up meanwhile: return the slot
-                    if grant.lease is not None:
-                        self._to_release.append(grant.lease)
-                    again = True
-                    continue
-                ask.granted = True
-                self._live -= 1
-                permit = Permit(grant.seq, grant.in_flight, outcome.mono + grant.delay)
-                try:
-                    ask.loop.call_soon_threadsafe(_grant, ask.future, permit)
-                except RuntimeError:  # its event loop is closed
-                    if grant.lease is not None:
-                        self._to_release.append(grant.lease)
-                    again = True
-                    continue
-                self.active += 1
-                if grant.lease is not None:
-                    self._held[grant.seq] = grant.lease
-                    self._starts[grant.seq] = permit.started
-                else:
-                    self._leaseless += 1
+            again = self._waiters.hand_out(outcome)
         if again:
             self._wake.set()
-
-    def _pop_waiter(self) -> _Ask | None:
-        while self._asks:
-            ask = heapq.heappop(self._asks)
-            if not ask.granted and not ask.loop.is_closed():
-                return ask
-            if not ask.granted:
-                ask.granted = True
-                self._live -= 1
-        return None
 
 
 def _key_text(key: str | Sequence[str]) -> str:
@@ -548,13 +472,3 @@ def _key_text(key: str | Sequence[str]) -> str:
             setting="key",
         )
     return text
-
-
-def _grant(future: asyncio.Future[Permit], permit: Permit) -> None:
-    if not future.done():
-        future.set_result(permit)
-
-
-def _fail(future: asyncio.Future[Permit], message: str) -> None:
-    if not future.done():
-        future.set_exception(RuntimeError(message))
