@@ -194,6 +194,55 @@ def test_free_slots_go_to_the_process_holding_fewest(
     assert fair_share(free, queue) == expected
 
 
+@pytest.mark.parametrize(
+    ("free", "queue", "expected"),
+    [
+        (1, [(3, 1, False), (3, 1, True)], 1),  # equal, each running one: I keep mine
+        (1, [(3, 1, False), (3, 1, False), (3, 1, True)], 1),  # 4 over 3: the extra stays
+        (1, [(3, 0, False), (3, 0, True)], 0),  # nobody holds one: turns, longest first
+        (1, [(3, 0, False), (3, 1, True)], 0),  # another holds fewer: its
+        (2, [(3, 1, False), (3, 1, True)], 1),  # then even again: one each
+    ],
+)
+def test_a_process_that_frees_a_slot_keeps_it_among_equals_each_holding_one(
+    free: int, queue: list[tuple[int, int, bool]], expected: int
+) -> None:
+    assert fair_share(free, queue, freed=True) == expected
+
+
+async def test_the_slot_above_an_even_split_stays_with_the_process_that_freed_it(
+    target: str, key: str
+) -> None:
+    # A window of 4 over 3 processes: handing the 4th slot to the process that has
+    # waited longest leaves it idle while that process is woken, at every release.
+    with (
+        SharedRateLimiter.open(target, key, max_concurrency=4) as first,
+        SharedRateLimiter.open(target, key, max_concurrency=4) as second,
+        SharedRateLimiter.open(target, key, max_concurrency=4) as third,
+    ):
+        await first.acquire()
+        await first.acquire()
+        await second.acquire()
+        await third.acquire()
+        others_wait = [asyncio.create_task(x.acquire()) for x in (second, third)]
+        await queued(second, 1)
+        await queued(third, 1)
+        await asyncio.sleep(0.1)  # they wait longest
+        first_waits = asyncio.create_task(first.acquire())
+        await queued(first, 1)
+        await asyncio.sleep(0.1)
+        first.release()  # one each left, each running a call: the first keeps its slot
+        await asyncio.wait_for(first_waits, 5)
+        assert not any(task.done() for task in others_wait)
+        second.release()  # the second holds none: below an even split, it takes it back
+        await asyncio.wait_for(others_wait[0], 5)
+        assert not others_wait[1].done()
+        third.release()
+        await asyncio.wait_for(others_wait[1], 5)
+        for limiter in (first, first, second, third):
+            limiter.release()
+
+
 def test_a_transaction_takes_the_write_lock_soon_after_another_process_frees_it(
     target: str,
 ) -> None:

@@ -97,14 +97,20 @@ class Member:
     recorded_since: float
 
 
-def fair_share(free: int, queue: Sequence[tuple[int, int, bool]]) -> int:
+def fair_share(free: int, queue: Sequence[tuple[int, int, bool]], *, freed: bool = False) -> int:
     """How many of `free` slots this process takes.
 
     `queue` holds (callers waiting, slots held, is this process) per waiting process,
     longest waiting first. Each slot goes to the process holding the fewest, the longest
     waiting first among equals: the window is split evenly, and a process that frees one
     of its slots while below its share takes it back itself (at once, with no other
-    process to wake), while the slot above an even split goes round.
+    process to wake).
+
+    `freed`: this process freed a slot in this transaction. Among equals that each hold
+    a slot or more it goes first: it keeps the slot above an even split (4 over 3
+    processes) rather than leave it idle while it migrates to a process that must be
+    woken, while each of the others still has a call running. When nobody holds one,
+    the slot goes round (turns: no process waits behind another's whole queue).
     """
     left = [want for want, _, _ in queue]
     held = [count for _, count, _ in queue]
@@ -116,7 +122,7 @@ def fair_share(free: int, queue: Sequence[tuple[int, int, bool]]) -> int:
         waiting = [i for i, want in enumerate(left) if want > 0]
         if not waiting:
             break
-        best = min(waiting, key=lambda i: (held[i], i))
+        best = min(waiting, key=lambda i: (held[i], not (freed and i == mine and held[i]), i))
         left[best] -= 1
         held[best] += 1
         free -= 1
@@ -256,7 +262,8 @@ def _take_slots(
             [(float(s), str(h), int(w), False) for w, s, h in others]
             + [(mine, me.holder, work.want, True)]
         )
-        count = fair_share(free, [(w, held.get(h, 0), me) for _, h, w, me in queue])
+        queued = [(w, held.get(h, 0), me) for _, h, w, me in queue]
+        count = fair_share(free, queued, freed=bool(work.releases))
         count = min(count, len(work.asks))
         free_left = free - count
     expires = now + me.lease_seconds
