@@ -280,6 +280,24 @@ def test_a_burst_whose_last_call_came_back_first_is_cut_to_the_lowest_level() ->
     assert state.rate is None and state.rate_cuts == 0
 
 
+def test_a_success_counted_before_a_window_cut_keeps_the_next_429_a_concurrency_one() -> None:
+    """Three processes sharing a cold window against a hidden limit of 4 at 50 ms: a call
+    of the ramp counted 8 in flight (calls of other processes rejected, or ended and not
+    yet released); the window was cut to 7 meanwhile. Its success must not make the next
+    429 at 5 in flight look like a rate limit's (the pace would drop to 0.9 x measured)."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    seqs = [state.reserve(0.0, 0, UNBOUNDED)[0] for _ in range(9)]
+    for i in range(3):
+        state.on_success(0.05, UNBOUNDED, in_flight=i, latency=0.05)
+    assert state.on_rate_limited(0.055, UNBOUNDED, in_flight=7, seq=seqs[7]) == "window"
+    assert state.cap(UNBOUNDED) == 7
+    state.on_success(0.1, UNBOUNDED, in_flight=8, latency=0.05)  # granted before the cut
+    seq = state.reserve(0.1, 0, UNBOUNDED)[0]
+    assert state.on_rate_limited(0.12, UNBOUNDED, in_flight=5, seq=seq) == "window"
+    assert state.cap(UNBOUNDED) == 5
+    assert state.rate is None and state.rate_cuts == 0
+
+
 def test_a_429_with_a_few_calls_started_after_it_is_still_a_rate_429() -> None:
     """Overtaking calls explain a 429 only if, with them, as many were in flight as a
     success had: a rate limit's 429 at a quiet moment still sets the pace."""

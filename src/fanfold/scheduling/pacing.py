@@ -14,7 +14,9 @@ When limits are not stated, two things are learned from the provider's answers:
   calls started (at least `initial_window`), and it doubles every round trip (slow
   start) while it is used. A 429
   that came with as many calls in flight as any recent success had, or more, give or take
-  `SKEW` (calls answered but not yet seen) ("a concurrency 429"), sets it to the number
+  `SKEW` (calls answered but not yet seen; a success counts at most the window less
+  one, as a call granted before a cut counted calls the provider did not admit) ("a
+  concurrency 429"), sets it to the number
   of calls that were in flight when the rejected one started (less those rejected
   themselves), which is what the provider admitted, but never below the calls in flight
   that the measured success rate needs. Calls sent together reach the provider in any
@@ -335,9 +337,13 @@ class PaceState:
                 latency if self.rtt is None else min(latency, 0.95 * self.rtt + 0.05 * latency)
             )
         if in_flight is not None:
+            # A call granted before a window cut may count more than the window now lets
+            # in: calls the provider did not admit (rejected, or ended and not yet seen).
+            cap = self.cap(limits)
+            seen = in_flight if cap is None else min(in_flight, cap - 1)
             horizon = max(2.0, 20 * (self.rtt or 0.0))
-            if in_flight >= self.ok_max or now - self.ok_max_at > horizon:
-                self.ok_max, self.ok_max_at = float(in_flight), now
+            if seen >= self.ok_max or now - self.ok_max_at > horizon:
+                self.ok_max, self.ok_max_at = float(seen), now
         if not limits.adaptive:
             return
         if self.window is not None and in_flight is not None and in_flight + 1 >= self.window / 2:
