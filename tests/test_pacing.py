@@ -133,6 +133,17 @@ def test_a_fast_429_in_the_cold_ramp_stops_it_at_the_limit() -> None:
     assert state.rate is None and state.paused_until == 0.0
 
 
+def test_a_429_seen_120_ms_after_its_call_started_still_stops_the_cold_ramp() -> None:
+    """Three fresh processes ramping one shared window against a limit of 4 at 500 ms:
+    call 5's 429 was recorded 105 to 120 ms after its start (first requests go out
+    slowly), so call 6 must not be due before then, or it meets the limit too."""
+    state = PaceState.fresh(0.0, UNBOUNDED)
+    times = cold_starts(state, 5)
+    assert state.start_delay(times[-1] + 0.12, 0, UNBOUNDED) > 0  # call 6 is not due yet
+    assert state.on_rate_limited(times[-1] + 0.12, UNBOUNDED, in_flight=4, seq=5) == "window"
+    assert state.cap(UNBOUNDED) == 4
+
+
 def test_the_first_success_ends_the_ramp_at_the_calls_started() -> None:
     """No limit met before the first reply: the window is what the ramp reached."""
     state = PaceState.fresh(0.0, UNBOUNDED)

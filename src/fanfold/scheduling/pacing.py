@@ -91,9 +91,12 @@ class PaceLimits:
     flight double every this many seconds: a 429 that comes back fast (a concurrency
     limit on the same host or network) stops the ramp near the limit, and a provider
     without one gets a window of many calls long before its first reply."""
-    cold_first_gaps: float = 0.1
-    """The least time between the ramp's first `cold_burst` starts: a client's first 429
-    (a fresh process's first error path) may take this long to be seen."""
+    cold_first_gaps: float = 0.15
+    """The least time between the ramp's first `cold_burst` spaced starts: a fresh
+    process's first 429 may take this long to be seen (its first requests go out slowly:
+    110 to 140 ms from start to recorded 429 on a quiet machine, and 105 to 120 ms for
+    call 5 of three processes starting together, so a 0.1 s gap let call 6 meet the
+    limit too)."""
     cold_window: int = 64
     """The most calls in flight before the first answer."""
     max_window: int = 1024
