@@ -301,23 +301,8 @@ class SharedRateLimiter:
 
     def release(self, permit: Permit | None = None) -> None:
         """Free a slot: its lease is deleted and the slot goes to the next waiter."""
-        w = self._waiters
         with self._lock:
-            w.active = max(0, w.active - 1)
-            lease = None
-            if permit is not None and permit.seq in w.held:
-                lease = w.held.pop(permit.seq)
-                w.starts.pop(permit.seq, None)
-            elif permit is None and w.held:
-                seq = next(iter(w.held))
-                lease = w.held.pop(seq)
-                w.starts.pop(seq, None)
-            elif w.leaseless:
-                w.leaseless -= 1
-            if lease is not None:
-                w.to_release.append(lease)
-            if not w.held:
-                w.rejected_before.clear()
+            self._waiters.release(permit)
         self._wake_soon()
 
     def _wake_soon(self) -> None:
@@ -415,18 +400,7 @@ class SharedRateLimiter:
                 ask.loop.call_soon_threadsafe(fail, ask.future, f"{self!r} was closed")
         self._keeper.stop()
         with self._lock:  # the last feedback, and every lease this process still has
-            last = Work(
-                want=0,
-                asks=[],
-                releases=[*w.held.values(), *w.to_release],
-                successes=w.pending_successes,
-                limited=w.pending_limited,
-                held=[],
-                renew=False,
-            )
-            w.held, w.to_release, w.leaseless = {}, [], 0
-            w.starts.clear()
-            w.pending_successes, w.pending_limited = [], []
+            last = w.drain()
         self._keeper.leave(last)
 
     @property

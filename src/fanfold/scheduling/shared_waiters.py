@@ -3,10 +3,10 @@ and feedback it has not yet told the store.
 
 Callers queue by priority (a heap of `Ask`). Each transaction of the keeper takes the
 work to do (`Waiters.work`: the best waiters the window and the pace may admit, the
-leases to free, the feedback to report); a failed one gives it back (`give_back`); the
-slots a transaction got go to the best waiters still waiting (`hand_out`), each on its
-own event loop. The limiter (`fanfold.scheduling.shared_limits`) holds `lock` while it
-changes any of this.
+leases freed by `release`, the feedback to report); a failed one gives it back
+(`give_back`); a closing limiter takes the last (`drain`). The slots a transaction got
+go to the best waiters still waiting (`hand_out`), each on its own event loop. The
+limiter (`fanfold.scheduling.shared_limits`) holds `lock` while it changes any of this.
 """
 
 from __future__ import annotations
@@ -83,6 +83,41 @@ class Waiters:
         )
         self.to_release, self.pending_successes, self.pending_limited = [], [], []
         return work
+
+    def release(self, permit: Permit | None) -> None:
+        """A caller freed its slot (`permit`; None: any one): its lease goes at the next
+        transaction."""
+        self.active = max(0, self.active - 1)
+        lease = None
+        if permit is not None and permit.seq in self.held:
+            lease = self.held.pop(permit.seq)
+            self.starts.pop(permit.seq, None)
+        elif permit is None and self.held:
+            seq = next(iter(self.held))
+            lease = self.held.pop(seq)
+            self.starts.pop(seq, None)
+        elif self.leaseless:
+            self.leaseless -= 1
+        if lease is not None:
+            self.to_release.append(lease)
+        if not self.held:
+            self.rejected_before.clear()
+
+    def drain(self) -> Work:
+        """The last transaction of a closing limiter: its feedback, and every lease held."""
+        last = Work(
+            want=0,
+            asks=[],
+            releases=[*self.held.values(), *self.to_release],
+            successes=self.pending_successes,
+            limited=self.pending_limited,
+            held=[],
+            renew=False,
+        )
+        self.held, self.to_release, self.leaseless = {}, [], 0
+        self.starts.clear()
+        self.pending_successes, self.pending_limited = [], []
+        return last
 
     def give_back(self, work: Work) -> None:
         """A transaction failed: keep its feedback and releases for the next one."""
